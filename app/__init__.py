@@ -1,0 +1,63 @@
+"""Baton: Conductor-style JSON workflows compiled to Celery canvas, run on per-queue workers.
+
+`celery -A app worker -Q <queue>` starts a worker; `submit_workflow` starts a run.
+Importing the package registers Baton's control tasks and imports the transformation
+modules (`tasks` and those listed in BATON_TRANSFORMATIONS), so client and workers agree
+on names and queues.
+"""
+
+from app.celery_app import celery_app as celery
+from app.client import (
+    BrokerUnavailable,
+    InvalidInput,
+    RunStatus,
+    Step,
+    StepStatus,
+    WorkflowRun,
+    get_run,
+    submit_workflow,
+)
+from app.dsl.load import load_definition
+from app.errors import (
+    BatonError,
+    DefinitionError,
+    Problem,
+    RunNotFound,
+    StoreUnavailable,
+    TransformationError,
+    WaitTimeout,
+    WorkflowFailed,
+)
+from app.runtime import operators as _operators  # noqa: F401  (registers baton.* tasks)
+from app.transformation import transformation
+
+__all__ = [
+    # Running workflows
+    "submit_workflow",
+    "get_run",
+    "WorkflowRun",
+    "RunStatus",
+    "Step",
+    "StepStatus",
+    "load_definition",
+    # Declaring transformations
+    "transformation",
+    # Celery
+    "celery",
+    # Errors
+    "BatonError",
+    "BrokerUnavailable",
+    "DefinitionError",
+    "InvalidInput",
+    "Problem",
+    "RunNotFound",
+    "StoreUnavailable",
+    "TransformationError",
+    "WaitTimeout",
+    "WorkflowFailed",
+]
+
+# Last: transformation modules import `app` themselves (`from app import transformation`).
+from app.loader import load_transformations  # noqa: E402
+
+load_transformations()

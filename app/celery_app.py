@@ -1,0 +1,81 @@
+"""The Celery application and its configuration: the one module every runtime layer imports.
+
+Routing is generated from the transformation registry: each transformation's task goes
+to its own queue, Baton's control tasks to the control queue, and an undeclared queue
+fails loudly (`task_create_missing_queues=False`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from app import registry
+from app.config import Settings, get_settings
+
+CONTROL_PREFIX = "baton."
+
+
+def _configure(app: Celery, settings: Settings) -> None:
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=settings.task_acks_late,
+        task_reject_on_worker_lost=settings.task_reject_on_worker_lost,
+        worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        result_expires=settings.result_expires,
+        worker_send_task_events=settings.worker_send_task_events,
+        task_send_sent_event=settings.task_send_sent_event,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_create_missing_queues=False,
+        task_default_queue=settings.control_queue,
+        task_routes=(route_task,),
+        task_queues=[_queue(settings.control_queue)],
+        worker_hijack_root_logger=False,
+        broker_connection_retry=True,
+    )
+
+
+def route_task(name: str, *args: Any, **kwargs: Any) -> dict[str, str] | None:
+    """Celery router: a transformation's task to its queue, control tasks to Baton's queue."""
+    if name.startswith(registry.TASK_PREFIX):
+        found = registry.transformations().get(name[len(registry.TASK_PREFIX) :])
+        return {"queue": found.queue} if found is not None else None
+    if name.startswith(CONTROL_PREFIX):
+        return {"queue": get_settings().control_queue}
+    return None
+
+
+def declare_queues() -> None:
+    """Declare the control queue and every registered transformation's queue.
+
+    Called again whenever a transformation registers: once Celery has built its queue
+    table (the first send or worker start does), new queues are added to that table too.
+    """
+    names = list(dict.fromkeys([get_settings().control_queue, *registry.queues()]))
+    celery_app.conf.task_queues = [_queue(name) for name in names]
+    built = celery_app.amqp.__dict__.get("queues")
+    if built is not None:
+        for name in names:
+            if name not in built:
+                built.add(_queue(name))
+
+
+def _queue(name: str) -> Queue:
+    # Exchange and routing key of its own: a bare Queue(name) is bound to the default
+    # exchange with the default key, and every queue would receive every message.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+celery_app = Celery("baton")
+_configure(celery_app, get_settings())

@@ -1,0 +1,250 @@
+"""The Python client: submit a workflow, find a run, wait for it, read its steps.
+
+Clients wait on the run store, never on Celery results, so any process can follow any
+run by its id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from app import registry
+from app.compiler.canvas import compile_route
+from app.compiler.plan import build_plan
+from app.config import get_settings
+from app.dsl.load import DefinitionSource, load_definition
+from app.errors import (
+    BatonError,
+    RunNotFound,
+    StoreUnavailable,
+    WaitTimeout,
+    WorkflowFailed,
+)
+from app.runtime.scope import record_document
+from app.runtime.state import get_store, plans
+from app.runtime.store import RunStore, now_ms
+
+
+class RunStatus(str, Enum):
+    """A run's status, as Conductor names workflow statuses."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    TERMINATED = "TERMINATED"
+    PAUSED = "PAUSED"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (RunStatus.RUNNING, RunStatus.PAUSED)
+
+
+class StepStatus(str, Enum):
+    """A step's status, as Conductor names task statuses."""
+
+    SCHEDULED = "SCHEDULED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"
+    FAILED = "FAILED"
+    FAILED_WITH_TERMINAL_ERROR = "FAILED_WITH_TERMINAL_ERROR"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELED = "CANCELED"
+    SKIPPED = "SKIPPED"
+
+
+class InvalidInput(BatonError):
+    """Raised when a workflow's input is not a JSON object."""
+
+
+class BrokerUnavailable(BatonError):
+    """Raised when a run's first message cannot be sent; the run is removed again."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run as recorded in the store."""
+
+    ref: str
+    status: StepStatus
+    type: str | None
+    name: str | None
+    input: Any
+    output: Any
+    attempts: int
+    error: dict[str, Any] | None
+    worker: str | None
+    task_id: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+    @classmethod
+    def from_record(cls, ref: str, record: Mapping[str, str]) -> Step:
+        doc = record_document(record)
+        return cls(
+            ref=ref,
+            status=StepStatus(doc.get("status", "SCHEDULED")),
+            type=doc.get("taskType"),
+            name=doc.get("taskDefName"),
+            input=doc.get("input"),
+            output=doc.get("output"),
+            attempts=int(doc.get("attempts") or 0),
+            error=doc.get("error"),
+            worker=doc.get("workerId"),
+            task_id=doc.get("taskId"),
+            started_at=_time(doc.get("startTime")),
+            ended_at=_time(doc.get("endTime")),
+        )
+
+
+class WorkflowRun:
+    """A handle on one run; every property reads the run store afresh."""
+
+    def __init__(self, run_id: str, store: RunStore | None = None) -> None:
+        self.id = run_id
+        self._store = store or get_store()
+
+    def __repr__(self) -> str:
+        return f"WorkflowRun({self.id!r})"
+
+    def record(self) -> dict[str, Any]:
+        """The run's record as a JSON document (input, output, status, times, ...)."""
+        fields = self._store.get_run(self.id)
+        if fields is None:
+            raise RunNotFound(f"no run {self.id} (never submitted, or expired)")
+        return record_document(fields)
+
+    @property
+    def status(self) -> RunStatus:
+        value = self._store.get_status(self.id)
+        if value is None:
+            raise RunNotFound(f"no run {self.id} (never submitted, or expired)")
+        return RunStatus(value)
+
+    @property
+    def steps(self) -> dict[str, Step]:
+        """Every step recorded so far, in the order they started."""
+        records = self._store.get_steps(self.id)
+        found = [Step.from_record(ref, rec) for ref, rec in records.items()]
+        found.sort(key=lambda s: (s.started_at or s.ended_at or _EPOCH, s.ref))
+        return {s.ref: s for s in found}
+
+    @property
+    def output(self) -> Any:
+        return self.record().get("output")
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        """Block until the run reaches a terminal status; WaitTimeout past `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            status = self.status
+            if status.terminal:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"run {self.id} still {status.value} after {timeout}s")
+            time.sleep(pause)  # polling the store, with a growing pause, is the wait itself
+            pause = min(pause * 1.5, 0.1)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The workflow's output once COMPLETED; WorkflowFailed for any other ending."""
+        status = self.wait(timeout)
+        record = self.record()
+        if status is RunStatus.COMPLETED:
+            return record.get("output")
+        failed_ref = record.get("failedReferenceTaskName")
+        error = None
+        if failed_ref:
+            step = self._store.get_step_records(self.id, [failed_ref]).get(failed_ref)
+            error = record_document(step).get("error") if step else None
+        raise WorkflowFailed(
+            self.id, status.value, failed_ref, error, record.get("reasonForIncompletion")
+        )
+
+
+def submit_workflow(
+    definition: DefinitionSource,
+    input: Mapping[str, Any] | None = None,
+    *,
+    correlation_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> WorkflowRun:
+    """Validate, record and start a run; returns at once with a handle on it.
+
+    Raises DefinitionError (nothing is written), InvalidInput, StoreUnavailable or
+    BrokerUnavailable (the run is removed again). With an `idempotency_key` seen before,
+    the earlier run is returned and nothing new starts.
+    """
+    workflow = load_definition(definition)
+    plan = build_plan(workflow, registry.transformations())
+    run_input = {**(workflow.input_template or {}), **_check_input(input)}
+    store = get_store()
+    run_id = str(uuid.uuid4())
+    created = str(now_ms())
+    fields = {
+        "workflowId": run_id,
+        "workflowType": workflow.name,
+        "version": str(workflow.version),
+        "status": RunStatus.RUNNING.value,
+        "input": json.dumps(run_input, separators=(",", ":")),
+        "variables": json.dumps(workflow.variables or {}, separators=(",", ":")),
+        "correlationId": correlation_id or "",
+        "plan": plan.digest,
+        "createTime": created,
+        "startTime": created,
+    }
+    definition_json = json.dumps(workflow.to_json_dict(), separators=(",", ":"))
+    standing = store.create_run(
+        run_id,
+        digest=plan.digest,
+        definition_json=definition_json,
+        fields=fields,
+        idempotency=idempotency_key,
+    )
+    if standing != run_id:
+        return WorkflowRun(standing, store)
+    plans.put(plan)
+    route = compile_route(plan, run_id, get_settings().segment_size)
+    try:
+        route.apply_async()
+    except Exception as exc:
+        try:
+            store.delete_run(run_id, idempotency_key)
+        except StoreUnavailable:
+            pass  # the store is gone too; its retention removes the record
+        raise BrokerUnavailable(f"cannot send run {run_id} to the broker: {exc}") from exc
+    return WorkflowRun(run_id, store)
+
+
+def get_run(run_id: str) -> WorkflowRun:
+    """A handle on an existing run; RunNotFound if the store has no such run."""
+    store = get_store()
+    if store.get_status(run_id) is None:
+        raise RunNotFound(f"no run {run_id} (never submitted, or expired)")
+    return WorkflowRun(run_id, store)
+
+
+def _check_input(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"input: must be a JSON object, not {type(value).__name__}")
+    try:
+        return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"input: not JSON-serialisable: {exc}") from None
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, UTC) if isinstance(value, int) else None

@@ -1,0 +1,1 @@
+"""Conductor workflow definition language: models, expressions and checks."""

@@ -1,0 +1,283 @@
+"""Static validation of a workflow definition: every problem at once, as `path: message`.
+
+Checks what the schema alone cannot: unique reference names, known transformations and
+the input they take, fork/join shape, and that every `${ref...}` names a task that is
+guaranteed to have completed before the task that reads it. Knows nothing of Celery or
+Redis; the transformations to check against are passed in.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.dsl.expressions import (
+    TASK_ID_ROOT,
+    WORKFLOW_ROOT,
+    Parameter,
+    ParseFailure,
+    parse_parameter,
+)
+from app.dsl.model import WorkflowDef, WorkflowTask
+from app.errors import DefinitionError, Problem
+from app.registry import Transformation
+
+FORK_TYPES = frozenset({"FORK_JOIN", "FORK_JOIN_DYNAMIC"})
+_BRANCHING = frozenset({"DECISION", "SWITCH"})
+
+
+def parse_definition(data: Mapping[str, Any]) -> WorkflowDef:
+    """Validate raw JSON data against the schema; DefinitionError lists every problem."""
+    try:
+        return WorkflowDef.model_validate(data)
+    except ValidationError as exc:
+        raise DefinitionError([_schema_problem(e) for e in exc.errors()]) from None
+
+
+def check_definition(
+    definition: WorkflowDef,
+    transformations: Mapping[str, Transformation] | None = None,
+) -> None:
+    """Raise DefinitionError listing every problem; `transformations=None` skips name checks."""
+    problems = find_problems(definition, transformations)
+    if problems:
+        raise DefinitionError(problems)
+
+
+def find_problems(
+    definition: WorkflowDef,
+    transformations: Mapping[str, Transformation] | None = None,
+    prefix: str = "",
+) -> list[Problem]:
+    checker = _Checker(definition, transformations, prefix)
+    checker.run()
+    return checker.problems
+
+
+def parse_inputs(task: WorkflowTask) -> Parameter:
+    """The task's inputParameters, parsed (assumes the definition was validated)."""
+    return parse_parameter(task.input_parameters or {})
+
+
+@dataclass
+class _Scope:
+    """What a task may read: refs completed for sure, refs that may have run, enclosing loops."""
+
+    done: set[str] = field(default_factory=set)
+    maybe: set[str] = field(default_factory=set)
+
+    def copy(self) -> _Scope:
+        return _Scope(set(self.done), set(self.maybe))
+
+
+class _Checker:
+    def __init__(
+        self,
+        definition: WorkflowDef,
+        transformations: Mapping[str, Transformation] | None,
+        prefix: str,
+    ) -> None:
+        self.definition = definition
+        self.transformations = transformations
+        self.prefix = prefix
+        self.problems: list[Problem] = []
+        self.first_seen: dict[str, str] = {}
+
+    def run(self) -> None:
+        self._collect(self.definition.tasks, self._path("tasks"))
+        scope = self._sequence(self.definition.tasks, self._path("tasks"), _Scope())
+        output = self._parse(self.definition.output_parameters or {}, "outputParameters")
+        if output is not None:
+            self._check_roots(output, "outputParameters", scope, own_ref=None)
+
+    def _path(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}" if self.prefix else suffix
+
+    def _add(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def _collect(self, tasks: Sequence[WorkflowTask], path: str) -> None:
+        for index, task in enumerate(tasks):
+            here = f"{path}[{index}]"
+            ref = task.task_reference_name
+            if ref in self.first_seen:
+                self._add(
+                    f"{here}.taskReferenceName",
+                    f"duplicate taskReferenceName '{ref}' (first at {self.first_seen[ref]})",
+                )
+            else:
+                self.first_seen[ref] = here
+            for suffix, children in task.children():
+                self._collect(children, f"{here}.{suffix}")
+
+    def _sequence(self, tasks: Sequence[WorkflowTask], path: str, scope: _Scope) -> _Scope:
+        scope = scope.copy()
+        for index, task in enumerate(tasks):
+            here = f"{path}[{index}]"
+            following = tasks[index + 1] if index + 1 < len(tasks) else None
+            previous = tasks[index - 1] if index > 0 else None
+            self._task(task, here, scope, following, previous)
+            scope.done.add(task.task_reference_name)
+        return scope
+
+    def _task(
+        self,
+        task: WorkflowTask,
+        path: str,
+        scope: _Scope,
+        following: WorkflowTask | None,
+        previous: WorkflowTask | None,
+    ) -> None:
+        ref = task.task_reference_name
+        inputs = self._parse(task.input_parameters or {}, f"{path}.inputParameters")
+        if inputs is not None:
+            self._check_roots(inputs, f"{path}.inputParameters", scope, own_ref=ref)
+        if task.type == "SIMPLE":
+            self._simple(task, path, inputs)
+        elif task.type == "FORK_JOIN":
+            self._fork(task, path, scope, following)
+        elif task.type == "FORK_JOIN_DYNAMIC":
+            if following is None or following.type != "JOIN":
+                self._add(path, f"FORK_JOIN_DYNAMIC '{ref}' must be followed by a JOIN")
+        elif task.type == "JOIN":
+            if previous is None or previous.type not in FORK_TYPES:
+                self._add(path, f"JOIN '{ref}' must directly follow a FORK_JOIN")
+        elif task.type in _BRANCHING:
+            for suffix, children in task.children():
+                inner = self._sequence(children, f"{path}.{suffix}", scope)
+                scope.maybe |= inner.done | inner.maybe
+        elif task.type == "DO_WHILE":
+            body = [(suffix, children) for suffix, children in task.children()]
+            loop_scope = scope.copy()
+            loop_scope.maybe.add(ref)  # the loop's own output (iteration) is readable inside
+            for _, children in body:
+                loop_scope.maybe |= {t.task_reference_name for t in _walk(children)}
+            for suffix, children in body:
+                self._sequence(children, f"{path}.{suffix}", loop_scope)
+            for _, children in body:
+                scope.maybe |= {t.task_reference_name for t in _walk(children)}
+        else:
+            for suffix, children in task.children():
+                inner = self._sequence(children, f"{path}.{suffix}", scope)
+                scope.maybe |= inner.done | inner.maybe
+        self._inline_subworkflow(task, path)
+
+    def _simple(self, task: WorkflowTask, path: str, inputs: Parameter | None) -> None:
+        if self.transformations is None:
+            return
+        found = self.transformations.get(task.name)
+        if found is None:
+            hint = _did_you_mean(task.name, self.transformations)
+            self._add(f"{path}.name", f"unknown transformation '{task.name}'{hint}")
+            return
+        keys = set((task.input_parameters or {}).keys())
+        for message in found.input_problems(keys):
+            self._add(f"{path}.inputParameters", message)
+
+    def _fork(
+        self, task: WorkflowTask, path: str, scope: _Scope, following: WorkflowTask | None
+    ) -> None:
+        ref = task.task_reference_name
+        branches = task.fork_tasks or []
+        if not branches:
+            self._add(f"{path}.forkTasks", f"FORK_JOIN '{ref}' has no branches")
+        ends: list[str] = []
+        joined = scope.copy()
+        for index, branch in enumerate(branches):
+            if not branch:
+                self._add(f"{path}.forkTasks[{index}]", "a fork branch needs at least one task")
+                continue
+            inner = self._sequence(branch, f"{path}.forkTasks[{index}]", scope)
+            ends.append(branch[-1].task_reference_name)
+            joined.done |= inner.done
+            joined.maybe |= inner.maybe
+        if following is None or following.type != "JOIN":
+            self._add(path, f"FORK_JOIN '{ref}' must be followed by a JOIN")
+            return
+        for index, name in enumerate(following.join_on or []):
+            if name not in ends:
+                listed = ", ".join(f"'{e}'" for e in ends) or "none"
+                self._add(
+                    f"{_next_path(path)}.joinOn[{index}]",
+                    f"'{name}' ends no branch of fork '{ref}' (branch ends: {listed})",
+                )
+        # Baton's JOIN waits for every branch, so every branch step is readable after it.
+        scope.done |= joined.done | {ref}
+        scope.maybe |= joined.maybe
+
+    def _inline_subworkflow(self, task: WorkflowTask, path: str) -> None:
+        params = task.sub_workflow_param
+        inline = getattr(params, "workflow_definition", None) if params is not None else None
+        if isinstance(inline, WorkflowDef):
+            prefix = f"{path}.subWorkflowParam.workflowDefinition"
+            self.problems += find_problems(inline, self.transformations, prefix)
+
+    def _parse(self, value: Any, path: str) -> Parameter | None:
+        try:
+            return parse_parameter(value)
+        except ParseFailure as exc:
+            self._add(self._path(path) if path == "outputParameters" else path + exc.location,
+                      str(exc))
+            return None
+
+    def _check_roots(
+        self, parameter: Parameter, path: str, scope: _Scope, own_ref: str | None
+    ) -> None:
+        where = self._path(path) if path == "outputParameters" else path
+        for expression in parameter.expressions():
+            root = expression.static_root
+            if root is None or root in (WORKFLOW_ROOT, TASK_ID_ROOT):
+                continue
+            if root in scope.done or root in scope.maybe:
+                continue
+            text = "${" + "".join(p if isinstance(p, str) else "${...}" for p in expression.parts)
+            text += "}"
+            if root == own_ref:
+                self._add(where, f"{text} reads the task's own record")
+            elif root in self.first_seen:
+                self._add(
+                    where,
+                    f"{text} names task '{root}', which is not guaranteed to have completed "
+                    "before this point (it runs later or in a parallel fork branch)",
+                )
+            else:
+                hint = _did_you_mean(root, [*self.first_seen, WORKFLOW_ROOT])
+                self._add(where, f"{text} names unknown task reference '{root}'{hint}")
+
+
+def _walk(tasks: Iterable[WorkflowTask]) -> Iterable[WorkflowTask]:
+    for task in tasks:
+        yield task
+        for _, children in task.children():
+            yield from _walk(children)
+
+
+def _next_path(path: str) -> str:
+    head, _, index = path.rpartition("[")
+    return f"{head}[{int(index.rstrip(']')) + 1}]"
+
+
+def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _schema_problem(error: Any) -> Problem:
+    path = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith(("function-", "union[")) or part in ("str", "WorkflowDef"):
+            continue  # pydantic's names for union members and validators, not the user's
+        else:
+            path += f".{part}" if path else str(part)
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return Problem(path, message)

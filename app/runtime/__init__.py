@@ -1,0 +1,1 @@
+"""What runs inside a worker: the step runner, the control operators, the run store."""

@@ -1,0 +1,44 @@
+"""The `@transformation` decorator: a plain function becomes a step on its own queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from app import registry
+from app.celery_app import declare_queues
+from app.runtime.step import register_transformation_task
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def transformation(func: F, /) -> F: ...
+
+
+@overload
+def transformation(
+    func: None = None, /, *, name: str | None = None, queue: str | None = None
+) -> Callable[[F], F]: ...
+
+
+def transformation(
+    func: F | None = None, /, *, name: str | None = None, queue: str | None = None
+) -> F | Callable[[F], F]:
+    """Register a function as a transformation, run by the Celery task `tasks.<name>`.
+
+    The function takes its input as keyword arguments (the task's resolved
+    inputParameters) and returns a JSON object (a dict; another value becomes
+    `{"result": value}`). `name` defaults to the function's name, `queue` to the name.
+    The function itself is returned unchanged, so it stays callable in tests.
+    """
+
+    def register(f: F) -> F:
+        chosen = name or f.__name__
+        described = registry.describe(f, chosen, queue or chosen)
+        registry.add(described)
+        register_transformation_task(described)
+        declare_queues()
+        return f
+
+    return register(func) if func is not None else register

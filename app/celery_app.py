@@ -22,7 +22,8 @@ def _configure(app: Celery, settings: Settings) -> None:
     transport = {"visibility_timeout": settings.visibility_timeout}
     app.conf.update(
         broker_url=settings.redis_url,
-        result_backend=settings.redis_url,
+        # "<class>+<url>" is Celery's form for a backend class of one's own on a URL
+        result_backend=f"app.backend:RunResultBackend+{settings.redis_url}",
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

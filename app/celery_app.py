@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from app import registry
 from app.config import Settings, get_settings
@@ -75,7 +75,8 @@ def declare_queues() -> None:
 def _queue(name: str) -> Queue:
     # Exchange and routing key of its own: a bare Queue(name) is bound to the default
     # exchange with the default key, and every queue would receive every message.
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+    exchange = Exchange(name, type="direct")  # type: ignore[no-untyped-call]
+    return Queue(name, exchange, routing_key=name)  # type: ignore[no-untyped-call]
 
 
 celery_app = Celery("baton")

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from app import registry
@@ -32,7 +32,7 @@ from app.runtime.state import get_store, plans
 from app.runtime.store import RunStore, now_ms
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """A run's status, as Conductor names workflow statuses."""
 
     RUNNING = "RUNNING"
@@ -47,7 +47,7 @@ class RunStatus(str, Enum):
         return self not in (RunStatus.RUNNING, RunStatus.PAUSED)
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     """A step's status, as Conductor names task statuses."""
 
     SCHEDULED = "SCHEDULED"

@@ -27,7 +27,9 @@ TASK_ID_ROOT = "CPEWF_TASK_ID"
 WORKFLOW_ROOT = "workflow"
 
 # Dotted names and integer/quoted indexes: resolved by a plain walk, no JSONPath engine.
-_SIMPLE_SEGMENT = re.compile(r"\.([A-Za-z_$][\w$-]*)|\[(\d+)\]|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]")
+_SIMPLE_SEGMENT = re.compile(
+    r"\.([A-Za-z_$][\w$-]*)|\[(\d+)\]|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]"
+)
 _ROOT = re.compile(r"[^.\[]+")
 
 
@@ -75,7 +77,7 @@ class Expression:
     def evaluate(self, scope: Scope) -> Any:
         if self.path is not None:
             return self.path.lookup(scope)
-        text = "".join(p if isinstance(p, str) else _stringify(p.evaluate(scope)) for p in self.parts)
+        text = "".join(_text(p, scope) for p in self.parts)
         try:
             return compile_path(text).lookup(scope)
         except ExpressionError:
@@ -97,7 +99,7 @@ class Template:
     def resolve(self, scope: Scope) -> Any:
         if len(self.parts) == 1 and isinstance(self.parts[0], Expression):
             return self.parts[0].evaluate(scope)
-        return "".join(p if isinstance(p, str) else _stringify(p.evaluate(scope)) for p in self.parts)
+        return "".join(_text(p, scope) for p in self.parts)
 
     def expressions(self) -> Iterator[Expression]:
         for part in self.parts:
@@ -182,7 +184,8 @@ def _compile_path(text: str) -> Path:
         query = jsonpath.compile("$" + rest)
     except jsonpath.JSONPathError as exc:
         raise ExpressionError(f"malformed path '{text}': {exc}") from None
-    definite = query.singular_query()
+    # a compound path (`a | b`) can match many nodes; only a plain one can be singular
+    definite = isinstance(query, jsonpath.JSONPath) and query.singular_query()
     return Path(text, root, _make_query(query, definite))
 
 
@@ -309,6 +312,10 @@ def _expressions(value: Any) -> Iterator[Expression]:
     elif isinstance(value, list):
         for item in value:
             yield from _expressions(item)
+
+
+def _text(part: str | Expression, scope: Scope) -> str:
+    return part if isinstance(part, str) else _stringify(part.evaluate(scope))
 
 
 def _stringify(value: Any) -> str:

@@ -16,8 +16,8 @@ from app.compiler.canvas import CONTINUE_TASK, JOIN_TASK, NOOP_TASK, compile_rou
 from app.compiler.plan import StepSpec
 from app.config import get_settings
 from app.runtime.state import get_store, plans
-from app.runtime.store import now_ms
 from app.runtime.step import StepTask, execute_step, stop_route
+from app.runtime.store import now_ms
 
 
 @celery_app.task(name=JOIN_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]

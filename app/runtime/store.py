@@ -274,7 +274,8 @@ class RunStore:
     def record_step(self, run_id: str, ref: str, fields: Mapping[str, str]) -> None:
         """Write a step record that no task of its own runs for (a fork, before its join)."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(step_key(run_id, ref), mapping=dict(fields))
+        record: dict[Any, Any] = dict(fields)
+        pipe.hset(step_key(run_id, ref), mapping=record)
         pipe.expire(step_key(run_id, ref), self.retention)
         pipe.sadd(refs_key(run_id), ref)
         self._execute(pipe)
@@ -293,7 +294,8 @@ class RunStore:
         reason = f"{error.get('type', 'Error')}: {error.get('message', '')}"
         keys = [run_key(run_id), step_key(run_id, ref)]
         given = _dumps(input) if input is not None else ""
-        args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status, given]
+        args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status]
+        args.append(given)
         return bool(self._call(self._fail, keys, args))
 
     # -- plumbing ---------------------------------------------------------------------------

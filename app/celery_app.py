@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from app import registry
@@ -79,5 +80,19 @@ def _queue(name: str) -> Queue:
     return Queue(name, exchange, routing_key=name)  # type: ignore[no-untyped-call]
 
 
+def reload_settings() -> None:
+    """Re-read the environment into the app; only before the first connection is made."""
+    get_settings.cache_clear()
+    _configure(celery_app, get_settings())
+    declare_queues()
+
+
 celery_app = Celery("baton")
 _configure(celery_app, get_settings())
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _refuse_to_start_without_transformations(**_: Any) -> None:
+    from app.loader import ensure_loaded
+
+    ensure_loaded()

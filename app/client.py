@@ -27,6 +27,7 @@ from app.errors import (
     WaitTimeout,
     WorkflowFailed,
 )
+from app.loader import ensure_loaded
 from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
 from app.runtime.store import RunStore, now_ms
@@ -183,6 +184,7 @@ def submit_workflow(
     BrokerUnavailable (the run is removed again). With an `idempotency_key` seen before,
     the earlier run is returned and nothing new starts.
     """
+    ensure_loaded()
     workflow = load_definition(definition)
     plan = build_plan(workflow, registry.transformations())
     run_input = {**(workflow.input_template or {}), **_check_input(input)}

@@ -1,4 +1,9 @@
-"""Import the modules that declare transformations: `tasks` and those in BATON_TRANSFORMATIONS."""
+"""Import the modules that declare transformations: `tasks` and those in BATON_TRANSFORMATIONS.
+
+A module that cannot be imported is remembered rather than raised at `import app`, so
+that the `baton` command can report it in one line; `ensure_loaded()` raises it where
+transformations are needed (submitting, validating, starting a worker).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,27 @@ from app.errors import TransformationError
 
 DEFAULT_MODULES = ("tasks",)
 
+_problem: TransformationError | None = None
+
 
 def load_transformations() -> None:
-    """Import every transformation module once; a missing module is a clear error."""
+    """Import every transformation module once; remember the first that fails."""
+    global _problem
     extra = [m.strip() for m in get_settings().transformations.split(",") if m.strip()]
     for module in dict.fromkeys([*DEFAULT_MODULES, *extra]):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            raise TransformationError(
-                f"BATON_TRANSFORMATIONS names module '{module}', which cannot be imported"
-            ) from None
+            if exc.name is None or not (module + ".").startswith(exc.name + "."):
+                raise  # the module exists but imports something missing: a real bug
+            _problem = TransformationError(
+                f"BATON_TRANSFORMATIONS: module '{module}' cannot be imported "
+                f"(no module named '{exc.name}')"
+            )
+            return
+
+
+def ensure_loaded() -> None:
+    """Raise the import problem of a transformation module, if there was one."""
+    if _problem is not None:
+        raise _problem

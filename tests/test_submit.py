@@ -42,7 +42,7 @@ def test_invalid_definition_is_refused_with_every_problem_and_nothing_written(
 
     assert [str(p) for p in caught.value.problems] == [
         "tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",
-        "tasks[1].inputParameters: ${encode.output.encodeLocation} names unknown task "
+        "tasks[1].inputParameters.fileLocation: ${encode.output.encodeLocation} names unknown task "
         "reference 'encode' (did you mean 'encode_1'?)",
     ]
     assert baton_keys() == before

@@ -69,6 +69,7 @@ class Expression:
             return self.path.root
         head = self.parts[0]
         if isinstance(head, str):
+            head = head.lstrip()  # `${ a.${b}}` names `a`, as `${ a.b }` does
             match = _ROOT.match(head)
             if match and match.end() < len(head):
                 return match.group(0)
@@ -118,7 +119,12 @@ class Parameter:
         return _resolve(self.value, scope) if self.dynamic else self.value
 
     def expressions(self) -> Iterator[Expression]:
-        yield from _expressions(self.value)
+        for _, expression in self.located_expressions():
+            yield expression
+
+    def located_expressions(self) -> Iterator[tuple[str, Expression]]:
+        """Every expression, nested ones too, with the location of its string (`.a.b[2]`)."""
+        yield from _expressions(self.value, "")
 
     def roots(self) -> set[str]:
         """Roots named statically by the expressions in this value."""
@@ -183,7 +189,10 @@ def _compile_path(text: str) -> Path:
     try:
         query = jsonpath.compile("$" + rest)
     except jsonpath.JSONPathError as exc:
-        raise ExpressionError(f"malformed path '{text}': {exc}") from None
+        # the first argument is the reason alone; str(exc) adds a multi-line excerpt of the
+        # rewritten `$...` query, which is not the text the user wrote
+        reason = exc.args[0] if exc.args else str(exc)
+        raise ExpressionError(f"malformed path '{text}': {reason}") from None
     # a compound path (`a | b`) can match many nodes; only a plain one can be singular
     definite = isinstance(query, jsonpath.JSONPath) and query.singular_query()
     return Path(text, root, _make_query(query, definite))
@@ -303,15 +312,16 @@ def _resolve(value: Any, scope: Scope) -> Any:
     return value
 
 
-def _expressions(value: Any) -> Iterator[Expression]:
+def _expressions(value: Any, location: str) -> Iterator[tuple[str, Expression]]:
     if isinstance(value, Template):
-        yield from value.expressions()
+        for expression in value.expressions():
+            yield location, expression
     elif isinstance(value, dict):
-        for item in value.values():
-            yield from _expressions(item)
+        for key, item in value.items():
+            yield from _expressions(item, f"{location}.{key}")
     elif isinstance(value, list):
-        for item in value:
-            yield from _expressions(item)
+        for index, item in enumerate(value):
+            yield from _expressions(item, f"{location}[{index}]")
 
 
 def _text(part: str | Expression, scope: Scope) -> str:

@@ -29,7 +29,7 @@ def load_definition(source: DefinitionSource) -> WorkflowDef:
 
 def _looks_like_text(source: str) -> bool:
     stripped = source.lstrip()
-    return stripped.startswith(("{", "[")) or "\n" in stripped
+    return not stripped or stripped.startswith(("{", "[")) or "\n" in stripped
 
 
 def _read_file(path: Path) -> Any:
@@ -55,12 +55,23 @@ def _parse_text(text: str, where: str, yaml_first: bool = False) -> Any:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DefinitionError([Problem(where, f"malformed YAML: {exc}")]) from None
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
+        if mark is not None and problem:
+            # str(exc) spans several lines (context, excerpt, caret): keep the line one
+            message = f"malformed YAML at line {mark.line + 1} column {mark.column + 1}: {problem}"
+        else:
+            message = f"malformed YAML: {exc}"
+        raise DefinitionError([Problem(where, message)]) from None
     return _expect_object(data, where)
+
+
+# What a parsed JSON or YAML document is, in JSON's terms (an empty YAML document is null).
+_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
 
 def _expect_object(data: Any, where: str) -> Any:
     if not isinstance(data, dict):
-        kind = type(data).__name__
+        kind = "null" if data is None else _KINDS.get(type(data), type(data).__name__)
         raise DefinitionError([Problem(where, f"a definition is a JSON object, not {kind}")])
     return data

@@ -35,7 +35,7 @@ def parse_definition(data: Mapping[str, Any]) -> WorkflowDef:
     try:
         return WorkflowDef.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError([_schema_problem(e) for e in exc.errors()]) from None
+        raise DefinitionError(_schema_problems(exc.errors())) from None
 
 
 def check_definition(
@@ -65,13 +65,18 @@ def parse_inputs(task: WorkflowTask) -> Parameter:
 
 @dataclass
 class _Scope:
-    """What a task may read: refs completed for sure, refs that may have run, enclosing loops."""
+    """What a task may read: refs completed for sure, refs that may have run.
+
+    `apart` names the refs that can never have run before a task here, with the reason
+    (a parallel fork branch, another case of a SWITCH); any other unreadable ref runs later.
+    """
 
     done: set[str] = field(default_factory=set)
     maybe: set[str] = field(default_factory=set)
+    apart: dict[str, str] = field(default_factory=dict)
 
     def copy(self) -> _Scope:
-        return _Scope(set(self.done), set(self.maybe))
+        return _Scope(set(self.done), set(self.maybe), dict(self.apart))
 
 
 class _Checker:
@@ -90,9 +95,10 @@ class _Checker:
     def run(self) -> None:
         self._collect(self.definition.tasks, self._path("tasks"))
         scope = self._sequence(self.definition.tasks, self._path("tasks"), _Scope())
-        output = self._parse(self.definition.output_parameters or {}, "outputParameters")
+        where = self._path("outputParameters")
+        output = self._parse(self.definition.output_parameters or {}, where)
         if output is not None:
-            self._check_roots(output, "outputParameters", scope, own_ref=None)
+            self._check_roots(output, where, scope, own_ref=None)
 
     def _path(self, suffix: str) -> str:
         return f"{self.prefix}.{suffix}" if self.prefix else suffix
@@ -147,9 +153,22 @@ class _Checker:
             if previous is None or previous.type not in FORK_TYPES:
                 self._add(path, f"JOIN '{ref}' must directly follow a FORK_JOIN")
         elif task.type in _BRANCHING:
-            for suffix, children in task.children():
-                inner = self._sequence(children, f"{path}.{suffix}", scope)
-                scope.maybe |= inner.done | inner.maybe
+            # The SWITCH completes (its output names the case) before its case runs, and at
+            # most one case runs: a case cannot read another.
+            cases = task.children()
+            reached: set[str] = set()
+            for suffix, children in cases:
+                case_scope = scope.copy()
+                case_scope.done.add(ref)
+                for other, other_children in cases:
+                    if other != suffix:
+                        reason = f"runs only in another case of {task.type} '{ref}' ({other})"
+                        case_scope.apart.update(
+                            (t.task_reference_name, reason) for t in _walk(other_children)
+                        )
+                inner = self._sequence(children, f"{path}.{suffix}", case_scope)
+                reached |= inner.done | inner.maybe
+            scope.maybe |= reached
         elif task.type == "DO_WHILE":
             body = [(suffix, children) for suffix, children in task.children()]
             loop_scope = scope.copy()
@@ -161,9 +180,11 @@ class _Checker:
             for _, children in body:
                 scope.maybe |= {t.task_reference_name for t in _walk(children)}
         else:
+            reached = set()
             for suffix, children in task.children():
                 inner = self._sequence(children, f"{path}.{suffix}", scope)
-                scope.maybe |= inner.done | inner.maybe
+                reached |= inner.done | inner.maybe
+            scope.maybe |= reached
         self._inline_subworkflow(task, path)
 
     def _simple(self, task: WorkflowTask, path: str, inputs: Parameter | None) -> None:
@@ -191,10 +212,23 @@ class _Checker:
             if not branch:
                 self._add(f"{path}.forkTasks[{index}]", "a fork branch needs at least one task")
                 continue
-            inner = self._sequence(branch, f"{path}.forkTasks[{index}]", scope)
+            # The fork completes as its branches start, so a branch may read its input.
+            branch_scope = scope.copy()
+            branch_scope.done.add(ref)
+            for other, other_branch in enumerate(branches):
+                if other != index:
+                    reason = f"runs in a parallel branch of fork '{ref}' (forkTasks[{other}])"
+                    branch_scope.apart.update(
+                        (t.task_reference_name, reason) for t in _walk(other_branch)
+                    )
+            inner = self._sequence(branch, f"{path}.forkTasks[{index}]", branch_scope)
             ends.append(branch[-1].task_reference_name)
             joined.done |= inner.done
             joined.maybe |= inner.maybe
+        # Baton's JOIN waits for every branch, so every branch step is readable after it (and
+        # after a missing JOIN too: that is reported once, not again at every later read).
+        scope.done |= joined.done | {ref}
+        scope.maybe |= joined.maybe
         if following is None or following.type != "JOIN":
             self._add(path, f"FORK_JOIN '{ref}' must be followed by a JOIN")
             return
@@ -205,9 +239,6 @@ class _Checker:
                     f"{_next_path(path)}.joinOn[{index}]",
                     f"'{name}' ends no branch of fork '{ref}' (branch ends: {listed})",
                 )
-        # Baton's JOIN waits for every branch, so every branch step is readable after it.
-        scope.done |= joined.done | {ref}
-        scope.maybe |= joined.maybe
 
     def _inline_subworkflow(self, task: WorkflowTask, path: str) -> None:
         params = task.sub_workflow_param
@@ -220,15 +251,14 @@ class _Checker:
         try:
             return parse_parameter(value)
         except ParseFailure as exc:
-            self._add(self._path(path) if path == "outputParameters" else path + exc.location,
-                      str(exc))
+            self._add(path + exc.location, str(exc))
             return None
 
     def _check_roots(
         self, parameter: Parameter, path: str, scope: _Scope, own_ref: str | None
     ) -> None:
-        where = self._path(path) if path == "outputParameters" else path
-        for expression in parameter.expressions():
+        for location, expression in parameter.located_expressions():
+            where = path + location
             root = expression.static_root
             if root is None or root in (WORKFLOW_ROOT, TASK_ID_ROOT):
                 continue
@@ -238,12 +268,10 @@ class _Checker:
             text += "}"
             if root == own_ref:
                 self._add(where, f"{text} reads the task's own record")
+            elif root in scope.apart:
+                self._add(where, f"{text} names task '{root}', which {scope.apart[root]}")
             elif root in self.first_seen:
-                self._add(
-                    where,
-                    f"{text} names task '{root}', which is not guaranteed to have completed "
-                    "before this point (it runs later or in a parallel fork branch)",
-                )
+                self._add(where, f"{text} names task '{root}', which runs later")
             else:
                 hint = _did_you_mean(root, [*self.first_seen, WORKFLOW_ROOT])
                 self._add(where, f"{text} names unknown task reference '{root}'{hint}")
@@ -266,15 +294,34 @@ def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _schema_problems(errors: list[Any]) -> list[Problem]:
+    """One problem per location: a value no member of a union accepts fails once per member."""
+    found: dict[str, list[str]] = {}
+    for error in errors:
+        problem = _schema_problem(error)
+        messages = found.setdefault(problem.path, [])
+        if problem.message not in messages:
+            messages.append(problem.message)
+    return [Problem(path, "; ".join(messages)) for path, messages in found.items()]
+
+
+# Fields typed as a union, and pydantic's names for their members, which it puts in `loc`.
+_UNION_MEMBERS = {"workflowDefinition": ("str", "WorkflowDef"), "priority": ("int", "str")}
+
+
 def _schema_problem(error: Any) -> Problem:
     path = ""
+    previous: Any = None
     for part in error["loc"]:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part.startswith(("function-", "union[")) or part in ("str", "WorkflowDef"):
-            continue  # pydantic's names for union members and validators, not the user's
+        elif part.startswith(("function-", "union[")) or (
+            isinstance(previous, str) and part in _UNION_MEMBERS.get(previous, ())
+        ):
+            pass  # pydantic's names for union members and validators, not the user's
         else:
             path += f".{part}" if path else str(part)
+        previous = part
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
         message = "unknown field"

@@ -1,0 +1,167 @@
+"""Measuring one shape on one side: submit every run, wait for all, check them, count costs.
+
+The two sides differ only in how a run starts and how its end is read; waiting is the
+same loop for both, polling one store read per check at one interval, so neither side
+is waited on more finely than the other. Correctness is checked after the clock stops.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import redis
+
+from bench.harness import BenchFailure, Counters, Snapshot
+
+if TYPE_CHECKING:
+    from bench.shapes import Shape
+
+POLL_S = 0.005
+RUN_DEADLINE_S = 300.0
+
+
+class Side(Protocol):
+    """How one side starts a run of a shape and tells when and how it ended."""
+
+    name: str
+
+    def submit(self, shape: Shape) -> Any: ...
+    def finished(self, handle: Any) -> bool: ...
+    def ended_at(self, handle: Any) -> float: ...
+    def output(self, handle: Any) -> Any: ...
+
+
+class BatonSide:
+    name = "baton"
+
+    def submit(self, shape: Shape) -> Any:
+        from app import submit_workflow
+
+        return submit_workflow(shape.definition)
+
+    def finished(self, handle: Any) -> bool:
+        status = handle.status  # one HGET, as one GET of a Celery result on the raw side
+        if status.terminal and status.value != "COMPLETED":
+            raise BenchFailure(f"baton run {handle.id} ended {status.value}: {handle.record()}")
+        return bool(status.terminal)
+
+    def ended_at(self, handle: Any) -> float:
+        return int(handle.record()["endTime"]) / 1000
+
+    def output(self, handle: Any) -> Any:
+        return handle.output
+
+
+class RawSide:
+    name = "raw"
+
+    def submit(self, shape: Shape) -> Any:
+        return shape.canvas().apply_async()
+
+    def finished(self, handle: Any) -> bool:
+        state = handle.state
+        if state in ("FAILURE", "REVOKED", "REJECTED"):
+            raise BenchFailure(f"raw result {handle.id} ended {state}: {handle.result!r}")
+        return bool(state == "SUCCESS")
+
+    def ended_at(self, handle: Any) -> float:
+        return float(handle.date_done.timestamp())
+
+    def output(self, handle: Any) -> Any:
+        return handle.result
+
+
+@dataclass
+class Sample:
+    """One measurement of one shape on one side; costs are totals over the measurement."""
+
+    wall_s: float
+    submit_s: float
+    latencies_ms: list[float]
+    redis_commands: int
+    redis_in_bytes: int
+    redis_cpu_s: float
+    worker_cpu_s: float | None
+    client_cpu_s: float
+
+
+def wait_finished(side: Side, handle: Any, deadline: float) -> None:
+    while not side.finished(handle):
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"{side.name}: {handle} not finished by the deadline")
+        time.sleep(POLL_S)
+
+
+def check_output(side: Side, shape: Shape, handle: Any) -> None:
+    expected = shape.baton_output if side.name == "baton" else shape.raw_output
+    got = side.output(handle)
+    if got != expected:
+        raise BenchFailure(f"{side.name} ({shape.title}): wrong output {str(got)[:300]}")
+
+
+def measure(side: Side, shape: Shape, counters: Counters) -> Sample:
+    """Submit every run of the shape at once, then wait for all of them in turn."""
+    before = counters.read()
+    deadline = time.monotonic() + RUN_DEADLINE_S
+    start = time.perf_counter()
+    submitted = []
+    for _ in range(shape.runs):
+        submitted.append((time.time(), side.submit(shape)))
+    submit_s = time.perf_counter() - start
+    for _, handle in submitted:
+        wait_finished(side, handle, deadline)
+    wall_s = time.perf_counter() - start
+    after = counters.read()
+    latencies = []
+    for sent_at, handle in submitted:
+        check_output(side, shape, handle)
+        latencies.append((side.ended_at(handle) - sent_at) * 1000)
+    return _sample(wall_s, submit_s, latencies, before, after)
+
+
+def _sample(
+    wall_s: float, submit_s: float, latencies: list[float], before: Snapshot, after: Snapshot
+) -> Sample:
+    worker_cpu = None
+    if before.worker_cpu_s is not None and after.worker_cpu_s is not None:
+        worker_cpu = after.worker_cpu_s - before.worker_cpu_s
+    return Sample(
+        wall_s=wall_s,
+        submit_s=submit_s,
+        latencies_ms=latencies,
+        redis_commands=after.redis_commands - before.redis_commands,
+        redis_in_bytes=after.redis_in_bytes - before.redis_in_bytes,
+        redis_cpu_s=after.redis_cpu_s - before.redis_cpu_s,
+        worker_cpu_s=worker_cpu,
+        client_cpu_s=after.client_cpu_s - before.client_cpu_s,
+    )
+
+
+def run_once(side: Side, shape: Shape) -> float:
+    """Send one run, wait for it, check it; its end-to-end latency in ms (server clocks)."""
+    sent_at = time.time()
+    handle = side.submit(shape)
+    wait_finished(side, handle, time.monotonic() + RUN_DEADLINE_S)
+    check_output(side, shape, handle)
+    return (side.ended_at(handle) - sent_at) * 1000
+
+
+def first_message_bytes(side: Side, shape: Shape, worker: str, redis_url: str) -> int:
+    """Size of a run's first broker message, read off the queue while nobody consumes it."""
+    from app import celery as celery_app
+    from bench.shapes import QUEUE
+
+    client = redis.Redis.from_url(redis_url)
+    control = celery_app.control
+    control.cancel_consumer(QUEUE, destination=[worker], reply=True)
+    try:
+        handle = side.submit(shape)
+        waiting = client.lrange(QUEUE, 0, -1)  # kombu's Redis transport: one list per queue
+    finally:
+        control.add_consumer(QUEUE, destination=[worker], reply=True)
+    wait_finished(side, handle, time.monotonic() + RUN_DEADLINE_S)
+    if len(waiting) != 1:
+        raise BenchFailure(f"expected one message on '{QUEUE}', found {len(waiting)}")
+    return len(waiting[0])

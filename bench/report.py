@@ -1,0 +1,161 @@
+"""Turning samples into figures: medians per shape and side, the ratio, the printed tables.
+
+Pure: no processes, no Redis. Every figure is a median over rounds; throughput and time
+per step are derived from the median wall time, so they agree with each other.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bench.measure import Sample
+
+if TYPE_CHECKING:
+    from bench.shapes import Shape
+
+TARGET = 0.9
+"""Baton aims at this fraction of raw Celery's throughput or better."""
+
+
+@dataclass
+class Series:
+    """Every round's sample of one shape on one side, and lone-run latencies if taken."""
+
+    samples: list[Sample] = field(default_factory=list)
+    alone_ms: list[float] = field(default_factory=list)
+
+
+def _median_per_step(
+    samples: Sequence[Sample], steps: int, value: Callable[[Sample], float | None]
+) -> float | None:
+    values = [value(s) for s in samples]
+    if any(v is None for v in values):
+        return None
+    return statistics.median(float(v) / steps for v in values if v is not None)
+
+
+def summarise(shape: Shape, series: Series) -> dict[str, Any]:
+    samples, steps = series.samples, shape.steps
+    wall = statistics.median(s.wall_s for s in samples)
+    figures: dict[str, Any] = {
+        "steps": steps,
+        "wall_s": wall,
+        "submit_s": statistics.median(s.submit_s for s in samples),
+        "steps_per_s": steps / wall,
+        "ms_per_step": wall * 1000 / steps,
+    }
+    if shape.runs > 1:
+        figures["runs_per_s"] = shape.runs / wall
+        figures["e2e_p50_ms"] = statistics.median(
+            statistics.median(s.latencies_ms) for s in samples
+        )
+    if series.alone_ms:
+        figures["alone_p50_ms"] = statistics.median(series.alone_ms)
+    figures |= _costs(samples, steps)
+    figures["rounds"] = [_round(s) for s in samples]
+    return figures
+
+
+def _costs(samples: Sequence[Sample], steps: int) -> dict[str, float | None]:
+    per_step_ms = {
+        "client_cpu_ms_per_step": lambda s: s.client_cpu_s * 1000,
+        "worker_cpu_ms_per_step": lambda s: None if s.worker_cpu_s is None
+        else s.worker_cpu_s * 1000,
+        "redis_cpu_ms_per_step": lambda s: s.redis_cpu_s * 1000,
+        "redis_commands_per_step": lambda s: s.redis_commands,
+        "redis_in_bytes_per_step": lambda s: s.redis_in_bytes,
+    }
+    costs = {name: _median_per_step(samples, steps, pick) for name, pick in per_step_ms.items()}
+    parts = [costs[f"{who}_cpu_ms_per_step"] for who in ("client", "worker", "redis")]
+    costs["cpu_ms_per_step"] = None if None in parts else sum(p for p in parts if p is not None)
+    return costs
+
+
+def _round(sample: Sample) -> dict[str, Any]:
+    figures = asdict(sample)
+    del figures["latencies_ms"]  # hundreds of numbers per round; their median is kept
+    figures["e2e_p50_ms"] = statistics.median(sample.latencies_ms)
+    return figures
+
+
+def figures_of(shapes: Sequence[Shape], results: dict[str, dict[str, Series]]) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for shape in shapes:
+        sides = {name: summarise(shape, series) for name, series in results[shape.key].items()}
+        ratio = sides["baton"]["steps_per_s"] / sides["raw"]["steps_per_s"]
+        report[shape.key] = {"title": shape.title, **sides, "ratio": ratio}
+    return report
+
+
+Column = tuple[str, str, str]  # heading, figure name, format
+
+SPEED: tuple[Column, ...] = (
+    ("steps", "steps", "{:d}"), ("wall s", "wall_s", "{:.3f}"),
+    ("submit s", "submit_s", "{:.3f}"), ("steps/s", "steps_per_s", "{:.1f}"),
+    ("runs/s", "runs_per_s", "{:.1f}"), ("ms/step", "ms_per_step", "{:.2f}"),
+    ("e2e p50 ms", "e2e_p50_ms", "{:.1f}"), ("alone p50 ms", "alone_p50_ms", "{:.1f}"),
+)
+COST: tuple[Column, ...] = (
+    ("cpu ms/step", "cpu_ms_per_step", "{:.2f}"),
+    ("client", "client_cpu_ms_per_step", "{:.2f}"),
+    ("worker", "worker_cpu_ms_per_step", "{:.2f}"),
+    ("redis", "redis_cpu_ms_per_step", "{:.2f}"),
+    ("redis cmds/step", "redis_commands_per_step", "{:.1f}"),
+    ("redis in B/step", "redis_in_bytes_per_step", "{:.0f}"),
+)
+
+
+def table(shapes: dict[str, Any], columns: Sequence[Column], with_ratio: bool) -> str:
+    rows = [["shape", "side", *(heading for heading, _, _ in columns)]]
+    notes: dict[int, str] = {}
+    for key, entry in shapes.items():
+        for number, side in enumerate(("baton", "raw")):
+            label = f"({key}) {entry['title']}" if number == 0 else ""
+            rows.append([label, side, *(_cell(entry[side], c) for c in columns)])
+        if with_ratio:
+            verdict = "ok" if entry["ratio"] >= TARGET else "BELOW TARGET"
+            notes[len(rows)] = (f"baton/raw throughput {entry['ratio']:.2f}x "
+                                f"(target >= {TARGET:.1f}x: {verdict})")
+    return _render(rows, notes)
+
+
+def _cell(figures: dict[str, Any], column: Column) -> str:
+    _, name, fmt = column
+    value = figures.get(name)
+    return "-" if value is None else fmt.format(value)
+
+
+def _render(rows: list[list[str]], notes: dict[int, str]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        if index in notes:  # a note goes under the rows of its shape
+            lines.append(" " * (widths[0] + 2) + notes[index])
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [cell.rjust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    if len(rows) in notes:
+        lines.append(" " * (widths[0] + 2) + notes[len(rows)])
+    return "\n".join(lines)
+
+
+def printed(figures: dict[str, Any]) -> str:
+    env, options, shapes = figures["environment"], figures["options"], figures["shapes"]
+    sizes = figures["first_message_bytes"]
+    return "\n".join([
+        f"Baton vs raw Celery canvas: medians of {options['rounds']} round(s); one worker "
+        f"({env['worker']}), Redis {env['redis_server']}, Celery {env['celery']}, "
+        f"{env['cpus']} CPUs",
+        "",
+        table(shapes, SPEED, with_ratio=True),
+        "",
+        "Cost per step (CPU ms spent by the client, the worker's processes and Redis):",
+        "",
+        table(shapes, COST, with_ratio=False),
+        "",
+        f"First broker message of the {sizes['shape']}: baton {sizes['baton']:,} B, "
+        f"raw {sizes['raw']:,} B",
+    ])

@@ -1,0 +1,157 @@
+"""The benchmark's workloads, each as a Baton definition and as raw Celery canvas.
+
+Loaded by the client and by the worker through BATON_TRANSFORMATIONS, so both sides'
+tasks are registered on the one Celery app. The work itself is trivial on purpose: what
+is measured is what each side spends around a step (messages, bookkeeping, Redis).
+No timing and no process management here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from celery import chain, chord
+from celery.canvas import Signature
+
+from app import celery as celery_app
+from app import transformation
+
+QUEUE: Final = "bench"
+"""Both sides' tasks go to this queue, consumed by the same worker."""
+
+STEP_OUTPUT: Final = {"ok": True}
+
+
+@transformation(queue=QUEUE)
+def bench_step(**values: Any) -> dict[str, Any]:
+    """Baton's step: do nothing and say so."""
+    return dict(STEP_OUTPUT)
+
+
+@celery_app.task(name="raw.step")  # type: ignore[untyped-decorator]
+def raw_step() -> dict[str, Any]:
+    """The raw side's step: the same nothing."""
+    return dict(STEP_OUTPUT)
+
+
+@celery_app.task(name="raw.join")  # type: ignore[untyped-decorator]
+def raw_join(results: list[Any]) -> dict[str, Any]:
+    """Close a raw fork: keep the branch results, as Baton's JOIN keeps the branch outputs."""
+    return {"branches": results}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One workload: how many runs of what, on both sides, and what a correct run returns."""
+
+    key: str
+    title: str
+    runs: int
+    steps_per_run: int
+    """Steps of the workload itself (Baton's internal `continue` hops are not counted)."""
+    definition: dict[str, Any]
+    baton_output: Any
+    raw_output: Any
+    canvas: Callable[[], Signature]
+    """Builds a fresh raw canvas per run (Celery mutates signatures as it sends them)."""
+
+    @property
+    def steps(self) -> int:
+        return self.runs * self.steps_per_run
+
+
+# -- Baton definitions ----------------------------------------------------------------------
+
+
+def _simple(ref: str) -> dict[str, Any]:
+    return {"name": "bench_step", "taskReferenceName": ref, "type": "SIMPLE"}
+
+
+def _fork(ref: str, branch_refs: list[str]) -> list[dict[str, Any]]:
+    # joinOn lists every branch, so Baton's JOIN reads what the raw join is handed
+    fork = {"name": "fork", "taskReferenceName": ref, "type": "FORK_JOIN",
+            "forkTasks": [[_simple(branch)] for branch in branch_refs]}
+    join = {"name": "join", "taskReferenceName": f"{ref}_join", "type": "JOIN",
+            "joinOn": branch_refs}
+    return [fork, join]
+
+
+def _workflow(name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": name, "version": 1, "schemaVersion": 2, "tasks": tasks}
+
+
+def _branch_refs(count: int) -> list[str]:
+    return [f"b{index}" for index in range(count)]
+
+
+# -- raw canvas -------------------------------------------------------------------------------
+
+
+def _raw_step() -> Signature:
+    return raw_step.si().set(queue=QUEUE)
+
+
+def _raw_fork(branches: int) -> Signature:
+    return chord([_raw_step() for _ in range(branches)], raw_join.s().set(queue=QUEUE))
+
+
+def raw_fork_join_step() -> Signature:
+    return chain(_raw_step(), _raw_fork(2), _raw_step())
+
+
+def raw_wide_fork(branches: int) -> Signature:
+    return _raw_fork(branches)
+
+
+def raw_long_chain(steps: int) -> Signature:
+    return chain(*[_raw_step() for _ in range(steps)])
+
+
+# -- the shapes -------------------------------------------------------------------------------
+
+
+def many_small_runs(runs: int) -> Shape:
+    """(a) `runs` runs of: step, fork of two one-step branches, join, step."""
+    tasks = [_simple("first"), *_fork("fan", ["left", "right"]), _simple("last")]
+    return Shape(
+        key="a",
+        title=f"{runs} runs x 5 steps",
+        runs=runs,
+        steps_per_run=5,
+        definition=_workflow("bench_fork_join_step", tasks),
+        baton_output=STEP_OUTPUT,
+        raw_output=STEP_OUTPUT,
+        canvas=raw_fork_join_step,
+    )
+
+
+def wide_fork(branches: int) -> Shape:
+    """(b) One fork of `branches` one-step branches, then its join."""
+    refs = _branch_refs(branches)
+    return Shape(
+        key="b",
+        title=f"fork {branches} + join",
+        runs=1,
+        steps_per_run=branches + 1,
+        definition=_workflow(f"bench_fork_{branches}", _fork("fan", refs)),
+        baton_output={ref: STEP_OUTPUT for ref in refs},
+        raw_output={"branches": [STEP_OUTPUT] * branches},
+        canvas=lambda: raw_wide_fork(branches),
+    )
+
+
+def long_chain(steps: int) -> Shape:
+    """(c) One chain of `steps` steps."""
+    tasks = [_simple(f"s{index}") for index in range(steps)]
+    return Shape(
+        key="c",
+        title=f"chain of {steps} steps",
+        runs=1,
+        steps_per_run=steps,
+        definition=_workflow(f"bench_chain_{steps}", tasks),
+        baton_output=STEP_OUTPUT,
+        raw_output=STEP_OUTPUT,
+        canvas=lambda: raw_long_chain(steps),
+    )

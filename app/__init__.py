@@ -24,10 +24,12 @@ from app.errors import (
     Problem,
     RunNotFound,
     StoreUnavailable,
+    TerminalError,
     TransformationError,
     WaitTimeout,
     WorkflowFailed,
 )
+from app.policy import RetryLogic, StepPolicy
 from app.runtime import operators as _operators  # noqa: F401  (registers baton.* tasks)
 from app.transformation import transformation
 
@@ -42,6 +44,8 @@ __all__ = [
     "load_definition",
     # Declaring transformations
     "transformation",
+    "StepPolicy",
+    "RetryLogic",
     # Celery
     "celery",
     # Errors
@@ -52,6 +56,7 @@ __all__ = [
     "Problem",
     "RunNotFound",
     "StoreUnavailable",
+    "TerminalError",
     "TransformationError",
     "WaitTimeout",
     "WorkflowFailed",

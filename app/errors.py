@@ -62,5 +62,9 @@ class WorkflowFailed(BatonError):
         super().__init__(f"run {run_id} {status}{where}: {reason or 'no reason given'}")
 
 
+class TerminalError(BatonError):
+    """Raised by a transformation for a failure that retrying cannot mend (no retries follow)."""
+
+
 class TransformationError(BatonError):
     """Raised when a transformation is declared wrongly (bad name, queue or signature)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from app.errors import TransformationError
+from app.policy import StepPolicy
 
 TASK_PREFIX: Final = "tasks."
 _NAME = re.compile(r"^[A-Za-z_][\w-]*$")
@@ -30,6 +31,8 @@ class Transformation:
     """Parameters the function needs (no default)."""
     accepted: frozenset[str] | None
     """Parameters the function takes by name; None when it takes `**kwargs`."""
+    policy: StepPolicy = StepPolicy()
+    """Retry and timeout defaults; a workflow task may override them."""
 
     @property
     def task_name(self) -> str:
@@ -51,7 +54,9 @@ class Transformation:
 _registry: dict[str, Transformation] = {}
 
 
-def describe(func: Callable[..., Any], name: str, queue: str) -> Transformation:
+def describe(
+    func: Callable[..., Any], name: str, queue: str, policy: StepPolicy | None = None
+) -> Transformation:
     """Check a function's name, queue and signature and describe it as a transformation."""
     if not _NAME.match(name):
         raise TransformationError(f"transformation name '{name}' must be a Python-like name")
@@ -77,6 +82,7 @@ def describe(func: Callable[..., Any], name: str, queue: str) -> Transformation:
         func=func,
         required=frozenset(required),
         accepted=frozenset(accepted) if accepted is not None else None,
+        policy=policy or StepPolicy(),
     )
 
 

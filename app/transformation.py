@@ -7,6 +7,7 @@ from typing import Any, TypeVar, overload
 
 from app import registry
 from app.celery_app import declare_queues
+from app.policy import StepPolicy
 from app.runtime.step import register_transformation_task
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,24 +19,45 @@ def transformation(func: F, /) -> F: ...
 
 @overload
 def transformation(
-    func: None = None, /, *, name: str | None = None, queue: str | None = None
+    func: None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    retry_count: int | None = None,
+    timeout_seconds: float | None = None,
+    policy: StepPolicy | None = None,
 ) -> Callable[[F], F]: ...
 
 
 def transformation(
-    func: F | None = None, /, *, name: str | None = None, queue: str | None = None
+    func: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    retry_count: int | None = None,
+    timeout_seconds: float | None = None,
+    policy: StepPolicy | None = None,
 ) -> F | Callable[[F], F]:
     """Register a function as a transformation, run by the Celery task `tasks.<name>`.
 
     The function takes its input as keyword arguments (the task's resolved
     inputParameters) and returns a JSON object (a dict; another value becomes
     `{"result": value}`). `name` defaults to the function's name, `queue` to the name.
-    The function itself is returned unchanged, so it stays callable in tests.
+    `policy` sets retry and timeout defaults (`retry_count` and `timeout_seconds` are
+    shorthands for its two most used fields); a workflow task may override them through
+    `taskDefinition` or `retryCount`. The function itself is returned unchanged, so it
+    stays callable in tests.
     """
+    chosen_policy = (policy or StepPolicy()).merged(
+        {k: v for k, v in (("retry_count", retry_count), ("timeout_seconds", timeout_seconds))
+         if v is not None}
+    )
 
     def register(f: F) -> F:
         chosen = name or f.__name__
-        described = registry.describe(f, chosen, queue or chosen)
+        described = registry.describe(f, chosen, queue or chosen, chosen_policy)
         registry.add(described)
         register_transformation_task(described)
         declare_queues()

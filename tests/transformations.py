@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import transformation
+from app import StepPolicy, TerminalError, transformation
 
 
 class Refused(Exception):
@@ -35,3 +35,25 @@ def unserialisable() -> Any:
 @transformation(queue="echo")
 def scalar(value: Any = 1) -> Any:
     return value
+
+
+def _count(key: str) -> int:
+    """How often this key was tried, kept in Redis so every worker process sees it."""
+    from app.runtime.state import get_store
+
+    return int(get_store().client.incr(f"test:attempts:{key}"))
+
+
+@transformation(queue="faulty", policy=StepPolicy(retry_count=2, retry_delay_seconds=0.05))
+def flaky(key: str, failures: int) -> dict[str, Any]:
+    """Fail the first `failures` attempts for `key`, then succeed."""
+    attempt = _count(key)
+    if attempt <= failures:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return {"attempt": attempt}
+
+
+@transformation(queue="faulty", retry_count=3)
+def doomed(key: str) -> dict[str, Any]:
+    _count(key)
+    raise TerminalError("the file is corrupt")

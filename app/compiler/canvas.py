@@ -23,6 +23,8 @@ NOOP_TASK: Final = "baton.noop"
 CONTINUE_TASK: Final = "baton.continue"
 
 _CONTROL_TASKS: Final = {"JOIN": JOIN_TASK, "NOOP": NOOP_TASK}
+TIME_LIMIT_GRACE: Final = 5.0
+"""Seconds between the soft limit (the step fails as TIMED_OUT) and the hard kill."""
 
 
 def compile_route(
@@ -53,8 +55,12 @@ def _step(plan: Plan, run_id: str, ref: str, final: bool) -> Signature:
     spec = plan.steps[ref]
     name = _CONTROL_TASKS.get(spec.type, TASK_PREFIX + spec.name)
     kwargs: dict[str, Any] = {"final": True} if final else {}
+    options: dict[str, Any] = {}
+    timeout = spec.policy_overrides.get("timeout_seconds")
+    if timeout:
+        options = {"soft_time_limit": timeout, "time_limit": timeout + TIME_LIMIT_GRACE}
     return celery_app.signature(
-        name, args=(run_id, ref, plan.digest), kwargs=kwargs, immutable=True
+        name, args=(run_id, ref, plan.digest), kwargs=kwargs, immutable=True, **options
     )
 
 

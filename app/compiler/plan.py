@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from app.dsl.expressions import TASK_ID_ROOT, WORKFLOW_ROOT, Parameter, parse_parameter
 from app.dsl.model import WorkflowDef, WorkflowTask
 from app.dsl.validate import check_definition
 from app.errors import DefinitionError, Problem
+from app.policy import task_overrides
 from app.registry import Transformation
 
 MAIN: Final = ""
@@ -39,6 +40,8 @@ class StepSpec:
     join_on: tuple[str, ...] = ()
     fork_ref: str | None = None
     """For a JOIN: the fork it closes."""
+    policy_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Retry and timeout fields the task sets for itself (taskDefinition, retryCount)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def _spec(task: WorkflowTask, fork_ref: str | None = None) -> StepSpec:
         reads=reads,
         join_on=join_on,
         fork_ref=fork_ref,
+        policy_overrides=task_overrides(task.task_definition, task.retry_count),
     )
 
 

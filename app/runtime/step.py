@@ -15,10 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from app.celery_app import celery_app
+from app.compiler.canvas import TIME_LIMIT_GRACE
 from app.compiler.plan import Plan, StepSpec
 from app.config import get_settings
+from app.errors import TerminalError
+from app.policy import StepPolicy
 from app.registry import Transformation
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
@@ -33,13 +37,23 @@ class StepTask(Task):  # type: ignore[misc]
     """Base of every Baton task: JSON arguments only, results kept small."""
 
     typing = False  # arguments are pointers checked by the runner, not Python signatures
+    max_retries = None  # the step's own policy bounds retries, not Celery's default of 3
 
 
 class StepOutputError(TypeError):
     """A step's output (or input) is not a JSON value."""
 
 
-def execute_step(task: Task, run_id: str, ref: str, digest: str, final: bool, work: Work) -> None:
+def execute_step(
+    task: Task,
+    run_id: str,
+    ref: str,
+    digest: str,
+    final: bool,
+    work: Work,
+    policy: StepPolicy | None = None,
+) -> None:
+    """Run one step of a run; `policy` (retries, timeouts) applies to transformations only."""
     store = get_store()
     plan = plans.get(digest)
     spec = plan.steps[ref]
@@ -80,11 +94,26 @@ def execute_step(task: Task, run_id: str, ref: str, digest: str, final: bool, wo
         if final:
             run_output = _workflow_output(plan, scope, ref, step_input, output)
     except Exception as exc:
-        store.fail_step(run_id, ref, error=describe_error(exc), input=step_input)
+        chosen = policy.merged(spec.policy_overrides) if policy is not None else None
+        error = describe_error(exc)
+        if chosen is not None and not isinstance(exc, TerminalError):
+            if claim.attempts <= chosen.retry_count:
+                store.retry_step(run_id, ref, error=error, input=step_input)
+                # Celery sends the same message again after the delay, route and all
+                raise task.retry(countdown=chosen.delay(claim.attempts - 1), exc=exc) from exc
+        store.fail_step(run_id, ref, error=error, input=step_input, step_status=_status(exc))
         raise
     store.complete_step(
         run_id, ref, input=step_input, output=output, run_output=run_output, final=final
     )
+
+
+def _status(exc: BaseException) -> str:
+    if isinstance(exc, TerminalError):
+        return "FAILED_WITH_TERMINAL_ERROR"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "TIMED_OUT"
+    return "FAILED"
 
 
 def normalise_output(value: Any) -> dict[str, Any]:
@@ -147,8 +176,16 @@ def register_transformation_task(transformation: Transformation) -> Task:
     def work(spec: StepSpec, step_input: dict[str, Any], scope: Mapping[str, Any]) -> Any:
         return func(**step_input)
 
+    policy = transformation.policy
+
     def run(self: Task, run_id: str, ref: str, digest: str, final: bool = False) -> None:
-        execute_step(self, run_id, ref, digest, final, work)
+        execute_step(self, run_id, ref, digest, final, work, policy)
 
     run.__doc__ = func.__doc__
-    return celery_app.task(name=transformation.task_name, bind=True, base=StepTask)(run)
+    limits: dict[str, float] = {}
+    if policy.timeout_seconds:
+        limits = {"soft_time_limit": policy.timeout_seconds,
+                  "time_limit": policy.timeout_seconds + TIME_LIMIT_GRACE}
+    return celery_app.task(
+        name=transformation.task_name, bind=True, base=StepTask, **limits
+    )(run)

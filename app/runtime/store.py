@@ -86,12 +86,12 @@ local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
 redis.call('HSET', KEYS[2], 'status', 'IN_PROGRESS', 'referenceTaskName', ARGV[1],
   'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4], 'taskType', ARGV[7],
   'taskDefName', ARGV[8])
-redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 if deliveries > tonumber(ARGV[6]) then return {'exhausted', tostring(deliveries)} end
-local out = {'run', redis.call('HGETALL', KEYS[1])}
+local out = {'run', attempts, redis.call('HGETALL', KEYS[1])}
 for i = 4, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
 return out
 """
@@ -124,6 +124,7 @@ return 1
 _COMPLETE_STEP = """
 redis.call('HSET', KEYS[2], 'status', 'COMPLETED', 'input', ARGV[3], 'output', ARGV[4],
   'endTime', ARGV[1])
+redis.call('HDEL', KEYS[2], 'error', 'reasonForIncompletion')
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 if ARGV[5] == '' or redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'COMPLETED', 'output', ARGV[5], 'endTime', ARGV[1])
@@ -141,6 +142,8 @@ class Claim:
     detail: str | None
     run: dict[str, str]
     dependencies: dict[str, dict[str, str]]
+    attempts: int = 0
+    """Attempts of this step so far, this one included."""
 
 
 class RunStore:
@@ -248,9 +251,9 @@ class RunStore:
         verdict = str(reply[0])
         if verdict != "run":
             return Claim(verdict, str(reply[1]) if len(reply) > 1 else None, {}, {})
-        run = _pairs(reply[1])
-        found = {dep: _pairs(rec) for dep, rec in zip(deps, reply[2:], strict=True) if rec}
-        return Claim(verdict, None, run, found)
+        run = _pairs(reply[2])
+        found = {dep: _pairs(rec) for dep, rec in zip(deps, reply[3:], strict=True) if rec}
+        return Claim(verdict, None, run, found, attempts=int(reply[1]))
 
     def complete_step(
         self,
@@ -270,6 +273,21 @@ class RunStore:
         ending = _dumps(run_output) if final else ""
         args = [now_ms(), self.retention, _dumps(input), _dumps(output), ending]
         return bool(self._call(self._complete_step, keys, args))
+
+    def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any) -> None:
+        """Record a failed attempt that will be tried again; the delivery count starts anew."""
+        fields: dict[Any, Any] = {
+            "status": "SCHEDULED",
+            "error": _dumps(error),
+            "input": _dumps(input),
+            "endTime": str(now_ms()),
+            "deliveries": "0",
+            "reasonForIncompletion": f"{error.get('type')}: {error.get('message')}",
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(step_key(run_id, ref), mapping=fields)
+        pipe.expire(step_key(run_id, ref), self.retention)
+        self._execute(pipe)
 
     def record_step(self, run_id: str, ref: str, fields: Mapping[str, str]) -> None:
         """Write a step record that no task of its own runs for (a fork, before its join)."""

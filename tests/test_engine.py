@@ -182,3 +182,35 @@ def test_definition_snapshot_is_kept_with_the_run(worker: Any) -> None:
     stored = get_store().get_definition(run.record()["plan"])
     assert stored is not None
     assert json.loads(stored)["tasks"][0]["taskReferenceName"] == "one"
+
+
+def test_a_redelivered_message_for_a_completed_step_does_not_run_it_again(worker: Any) -> None:
+    from app.runtime.state import get_store
+    from tests.support import wait_for
+
+    key = "redelivery-" + str(id(worker))
+    run = submit_workflow(workflow(simple("f", "flaky", key=key, failures=0)))
+    assert run.result(timeout=30) == {"attempt": 1}
+    digest = run.record()["plan"]
+
+    again = app.celery.signature("tasks.flaky", args=(run.id, "f", digest)).apply_async()
+    wait_for(again.ready, timeout=30, what="the redelivered message to be processed")
+
+    assert again.successful()
+    assert get_store().client.get(f"test:attempts:{key}") == "1"
+    assert run.steps["f"].attempts == 1
+
+
+def test_run_records_expire_after_the_retention(worker: Any) -> None:
+    from app.config import get_settings
+    from app.runtime.state import get_store
+    from app.runtime.store import definition_key, refs_key, run_key, step_key
+
+    run = submit_workflow(workflow(simple("one")))
+    run.wait(timeout=30)
+    client = get_store().client
+    retention = get_settings().retention_seconds
+    keys = [run_key(run.id), refs_key(run.id), step_key(run.id, "one"),
+            definition_key(run.record()["plan"])]
+    for key in keys:
+        assert 0 < client.ttl(key) <= retention, key

@@ -26,10 +26,13 @@ def procfile_commands() -> dict[str, str]:
     return entries
 
 
-def start(process_type: str, copy: int, log: Path) -> subprocess.Popen[bytes]:
+def start_process(
+    process_type: str, copy: int, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start one copy of a Procfile process the way a process manager does (PORT per copy)."""
-    env = {**os.environ, "PORT": str(5000 + copy), "BATON_LOG_LEVEL": "WARNING",
-           "BATON_CONCURRENCY": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "PORT": str(5000 + 100 * copy), "BATON_LOG_LEVEL": "WARNING",
+           "BATON_CONCURRENCY": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           **(extra_env or {})}
     with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             ["bash", "-c", f"exec {procfile_commands()[process_type]}"],
@@ -44,10 +47,12 @@ def queue_workers(
     import app
 
     logs = tmp_path_factory.mktemp("workers")
-    names = ("worker_baton", "worker_encode", "worker_deploy")
-    processes = {name: start(name, 0, logs / f"{name}.log") for name in names}
+    copies = [("worker_baton", 0), ("worker_encode", 0), ("worker_encode", 1),
+              ("worker_deploy", 0)]
+    processes = {f"{name}.{copy}": start_process(name, copy, logs / f"{name}.{copy}.log")
+                 for name, copy in copies}
     try:
-        expected = {"baton.5000", "encode.5000", "deploy.5000"}
+        expected = {"baton.5000", "encode.5000", "encode.5100", "deploy.5000"}
 
         def all_answer() -> bool:
             replies = app.celery.control.ping(timeout=0.5)
@@ -85,3 +90,16 @@ def test_seed_workflow_runs_on_workers_started_per_queue(
     steps = run.steps
     assert steps["encode"].worker is not None and steps["encode"].worker.startswith("encode.")
     assert steps["d1"].worker is not None and steps["d1"].worker.startswith("deploy.")
+
+
+def test_a_queue_scaled_to_two_processes_has_both_take_work(
+    queue_workers: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    seed = str(ROOT / "workflows" / "encode_and_deploy.json")
+    runs = [submit_workflow(seed, input={"fileLocation": f"s3://in/{i}.mov"}) for i in range(30)]
+
+    for run in runs:
+        assert run.wait(timeout=60) is RunStatus.COMPLETED
+    encoders = {run.steps["encode"].worker for run in runs}
+
+    assert {w.split("@")[0] for w in encoders if w} == {"encode.5000", "encode.5100"}

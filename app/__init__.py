@@ -30,7 +30,7 @@ from app.errors import (
     WorkflowFailed,
 )
 from app.policy import RetryLogic, StepPolicy
-from app.runtime import operators as _operators  # noqa: F401  (registers baton.* tasks)
+from app.runtime import control as _control  # noqa: F401  (registers baton.* tasks)
 from app.transformation import transformation
 
 __all__ = [

@@ -197,7 +197,6 @@ def submit_workflow(
         "version": str(workflow.version),
         "status": RunStatus.RUNNING.value,
         "input": json.dumps(run_input, separators=(",", ":")),
-        "variables": json.dumps(workflow.variables or {}, separators=(",", ":")),
         "correlationId": correlation_id or "",
         "plan": plan.digest,
         "createTime": created,
@@ -209,12 +208,14 @@ def submit_workflow(
         digest=plan.digest,
         definition_json=definition_json,
         fields=fields,
+        variables=workflow.variables or {},
         idempotency=idempotency_key,
     )
     if standing != run_id:
         return WorkflowRun(standing, store)
     plans.put(plan)
     route = compile_route(plan, run_id, get_settings().segment_size)
+    assert route is not None  # a workflow has at least one task
     try:
         route.apply_async()
     except Exception as exc:
@@ -250,3 +251,69 @@ _EPOCH = datetime.fromtimestamp(0, UTC)
 
 def _time(value: Any) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, UTC) if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run as a listing shows it: its record without input, output or steps."""
+
+    id: str
+    name: str
+    version: int | None
+    status: RunStatus
+    correlation_id: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    reason: str | None
+    """Why the run did not complete (`reasonForIncompletion`)."""
+    failed_step: str | None
+    """The ref of the step that ended the run, when one did."""
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, str]) -> RunSummary:
+        doc = record_document(record)
+        version = doc.get("version")
+        return cls(
+            id=str(doc.get("workflowId", "")),
+            name=str(doc.get("workflowType", "")),
+            version=version if isinstance(version, int) else None,
+            status=RunStatus(doc.get("status", RunStatus.RUNNING.value)),
+            correlation_id=doc.get("correlationId") or None,
+            created_at=_time(doc.get("createTime")),
+            started_at=_time(doc.get("startTime")),
+            ended_at=_time(doc.get("endTime")),
+            reason=doc.get("reasonForIncompletion") or None,
+            failed_step=doc.get("failedReferenceTaskName") or None,
+        )
+
+
+LIST_SCAN_LIMIT = 10_000
+"""How many of the newest runs a filtered listing looks through at most."""
+
+
+def list_runs(
+    *, status: RunStatus | str | None = None, name: str | None = None, limit: int = 50
+) -> list[RunSummary]:
+    """The newest runs first, at most `limit`, optionally only those of a status or workflow.
+
+    Filters look through the LIST_SCAN_LIMIT newest runs; runs whose records expired are
+    left out. ValueError for a limit below 1 or an unknown status.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    wanted = RunStatus(status) if status is not None else None
+    store = get_store()
+    window = limit
+    while True:
+        records = store.list_runs(window)
+        found = [
+            summary
+            for summary in map(RunSummary.from_record, records)
+            if (wanted is None or summary.status is wanted)
+            and (name is None or summary.name == name)
+        ]
+        # the index is newest first and expired runs are its oldest: a short page is the end
+        if len(found) >= limit or len(records) < window or window >= LIST_SCAN_LIMIT:
+            return found[:limit]
+        window = min(window * 4, LIST_SCAN_LIMIT)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from celery import Task
+
 from app import registry
-from app.celery_app import declare_queues
+from app.celery_app import celery_app, declare_queues
+from app.compiler.canvas import TIME_LIMIT_GRACE
 from app.policy import StepPolicy
-from app.runtime.step import register_transformation_task
+from app.registry import Transformation
+from app.runtime.step import StepContext, StepTask, execute_step
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,3 +68,30 @@ def transformation(
         return f
 
     return register(func) if func is not None else register
+
+
+def register_transformation_task(transformation: Transformation) -> Task:
+    """Make the Celery task `tasks.<name>` that runs a transformation as a step."""
+    func, policy = transformation.func, transformation.policy
+
+    def work(context: StepContext) -> Any:
+        given = dict(context.input)
+        if context.spec.type == "DYNAMIC":  # the name it was chosen by is not its input
+            given.pop(context.spec.task.dynamic_task_name_param or "", None)
+        return func(**given)
+
+    def run(
+        self: Task, run_id: str, ref: str, digest: str, final: bool = False,
+        iteration: int | None = None,
+    ) -> Any:
+        return execute_step(self, run_id, ref, digest, work, final=final, iteration=iteration,
+                            policy=policy)
+
+    run.__doc__ = func.__doc__
+    limits: dict[str, float] = {}
+    if policy.timeout_seconds:
+        limits = {"soft_time_limit": policy.timeout_seconds,
+                  "time_limit": policy.timeout_seconds + TIME_LIMIT_GRACE}
+    return celery_app.task(
+        name=transformation.task_name, bind=True, base=StepTask, **limits
+    )(run)

@@ -367,16 +367,14 @@ def test_loop_body_reads_the_loop_and_any_body_task() -> None:
     ("tasks", "expected"),
     [
         (
-            [task("a"), switch("s", {"x": [task("b")]})],
-            "tasks[1]: type SWITCH is not supported yet",
+            [task("a"), switch("s", {"x": [task("w", "WAIT")]})],
+            "tasks[1].decisionCases.x[0]: type WAIT is not supported yet",
         ),
         (
-            [task("s", "DECISION", caseValueParam="k", decisionCases={"x": [task("b")]})],
-            "tasks[0]: type DECISION is not supported yet",
-        ),
-        (
-            [task("a"), task("l", "DO_WHILE", loopCondition="false", loopOver=[task("b")])],
-            "tasks[1]: type DO_WHILE is not supported yet",
+            [task("a"), task("l", "DO_WHILE", loopCondition="false",
+                             loopOver=[task("m", "DO_WHILE", loopCondition="false",
+                                            loopOver=[task("b")])])],
+            "tasks[1].loopOver[0]: a DO_WHILE inside a DO_WHILE is not supported yet",
         ),
         (
             [fork("f", [task("a")], [task("w", "HTTP")]), join("j", "a", "w")],

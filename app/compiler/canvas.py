@@ -1,10 +1,12 @@
 """Plan -> Celery canvas: a sequence becomes a chain, a fork a chord closed by its join.
 
-Signatures are immutable and carry pointers only: (run id, step ref, plan digest). A
-sequence longer than the segment size compiles to its first stages followed by a
-`baton.continue` task that compiles the rest when it runs, so message size and nesting
-depth stay bounded whatever the workflow's length. Runtime tasks are named, never
-imported. No I/O here.
+Signatures are immutable and carry pointers only: (run id, step ref, plan digest), plus
+`final` on the stage that ends the run and `iteration` inside a loop body. A sequence
+longer than the segment size compiles to its first stages followed by a `baton.continue`
+task that compiles the rest when it runs, so message size and nesting depth stay bounded
+whatever the workflow's length. Data-dependent operators (switch, loop, dynamic fork,
+dynamic task) compile to one control task that compiles its sub-route when it runs.
+Runtime tasks are named, never imported. No I/O here.
 """
 
 from __future__ import annotations
@@ -15,63 +17,124 @@ from celery import chain, chord
 from celery.canvas import Signature
 
 from app.celery_app import celery_app
-from app.compiler.plan import MAIN, ForkStage, Plan, StepStage
+from app.compiler.plan import (
+    MAIN,
+    DynamicForkStage,
+    ForkStage,
+    LoopStage,
+    Plan,
+    Stage,
+    StepStage,
+    SwitchStage,
+)
 from app.registry import TASK_PREFIX
 
-JOIN_TASK: Final = "baton.join"
-NOOP_TASK: Final = "baton.noop"
 CONTINUE_TASK: Final = "baton.continue"
-
-_CONTROL_TASKS: Final = {"JOIN": JOIN_TASK, "NOOP": NOOP_TASK}
+CONTROL_TASKS: Final = {
+    "JOIN": "baton.join",
+    "EXCLUSIVE_JOIN": "baton.exclusive_join",
+    "NOOP": "baton.noop",
+    "TERMINATE": "baton.terminate",
+    "SET_VARIABLE": "baton.set_variable",
+    "INLINE": "baton.inline",
+    "LAMBDA": "baton.inline",
+    "JSON_JQ_TRANSFORM": "baton.jq",
+    "DYNAMIC": "baton.dynamic",
+    "SWITCH": "baton.switch",
+    "DECISION": "baton.switch",
+    "DO_WHILE": "baton.loop",
+    "FORK_JOIN_DYNAMIC": "baton.fork_dynamic",
+}
 TIME_LIMIT_GRACE: Final = 5.0
 """Seconds between the soft limit (the step fails as TIMED_OUT) and the hard kill."""
 
 
 def compile_route(
-    plan: Plan, run_id: str, segment_size: int, sequence_id: str = MAIN, start: int = 0
-) -> Signature:
-    """The canvas for one sequence of a plan from stage `start` on, one segment deep."""
+    plan: Plan,
+    run_id: str,
+    segment_size: int,
+    sequence_id: str = MAIN,
+    start: int = 0,
+    *,
+    final: bool | None = None,
+    iteration: int | None = None,
+) -> Signature | None:
+    """The canvas for a sequence from stage `start` on, one segment deep (None if empty).
+
+    `final` says whether the sequence's last stage ends the run (default: only for the
+    workflow's own task list); `iteration` marks every step as part of a loop iteration.
+    """
+    ends_run = sequence_id == MAIN if final is None else final
     stages = plan.sequences[sequence_id]
     end = min(start + segment_size, len(stages))
-    ends_run = sequence_id == MAIN and end == len(stages)
-    signatures = []
-    for position in range(start, end):
-        stage = stages[position]
-        final = ends_run and position == end - 1
-        if isinstance(stage, StepStage):
-            signatures.append(_step(plan, run_id, stage.ref, final))
-        else:
-            signatures.append(_fork(plan, run_id, stage, segment_size, final))
+    signatures = [
+        _stage(plan, run_id, stages[position], segment_size, iteration,
+               final=ends_run and position == len(stages) - 1)
+        for position in range(start, end)
+    ]
     if end < len(stages):
-        signatures.append(
-            celery_app.signature(
-                CONTINUE_TASK, args=(run_id, sequence_id, end, plan.digest), immutable=True
-            )
-        )
+        kwargs = _frame(ends_run, iteration)
+        signatures.append(celery_app.signature(
+            CONTINUE_TASK, args=(run_id, sequence_id, end, plan.digest), kwargs=kwargs,
+            immutable=True,
+        ))
+    if not signatures:
+        return None
     return signatures[0] if len(signatures) == 1 else chain(*signatures)
 
 
-def _step(plan: Plan, run_id: str, ref: str, final: bool) -> Signature:
+def step_signature(
+    plan: Plan, run_id: str, ref: str, *, final: bool = False, iteration: int | None = None,
+    task_name: str | None = None,
+) -> Signature:
+    """The signature of one step; `task_name` overrides the name its type gives."""
     spec = plan.steps[ref]
-    name = _CONTROL_TASKS.get(spec.type, TASK_PREFIX + spec.name)
-    kwargs: dict[str, Any] = {"final": True} if final else {}
+    name = task_name or CONTROL_TASKS.get(spec.type, TASK_PREFIX + spec.name)
     options: dict[str, Any] = {}
     timeout = spec.policy_overrides.get("timeout_seconds")
     if timeout:
         options = {"soft_time_limit": timeout, "time_limit": timeout + TIME_LIMIT_GRACE}
     return celery_app.signature(
-        name, args=(run_id, ref, plan.digest), kwargs=kwargs, immutable=True, **options
+        name, args=(run_id, ref, plan.digest), kwargs=_frame(final, iteration), immutable=True,
+        **options,
     )
 
 
-def _fork(
-    plan: Plan, run_id: str, stage: ForkStage, segment_size: int, final: bool
+def fork_signature(
+    branches: list[Signature], join: Signature
 ) -> Signature:
-    branches = [
-        compile_route(plan, run_id, segment_size, branch_id) for branch_id in stage.branches
-    ]
-    join = _step(plan, run_id, stage.join_ref, final)
+    """Branches that run in parallel, then the join once all have ended."""
     if len(branches) == 1:
         # a one-member group unrolls to a plain signature and would not wait: chain instead
         return chain(branches[0], join)
     return chord(branches, join)
+
+
+def _stage(
+    plan: Plan, run_id: str, stage: Stage, segment_size: int, iteration: int | None,
+    final: bool,
+) -> Signature:
+    if isinstance(stage, ForkStage):
+        branches = []
+        for branch_id in stage.branches:
+            route = compile_route(plan, run_id, segment_size, branch_id, final=False,
+                                  iteration=iteration)
+            assert route is not None  # validation refuses empty branches
+            branches.append(route)
+        join = step_signature(plan, run_id, stage.join_ref, final=final, iteration=iteration)
+        return fork_signature(branches, join)
+    if isinstance(stage, DynamicForkStage):
+        # the join is sent by the fork itself, once it knows its branches
+        return step_signature(plan, run_id, stage.ref, final=final, iteration=iteration)
+    if isinstance(stage, SwitchStage | LoopStage | StepStage):
+        return step_signature(plan, run_id, stage.ref, final=final, iteration=iteration)
+    raise TypeError(f"unknown stage {stage!r}")
+
+
+def _frame(final: bool, iteration: int | None) -> dict[str, Any]:
+    frame: dict[str, Any] = {}
+    if final:
+        frame["final"] = True
+    if iteration is not None:
+        frame["iteration"] = iteration
+    return frame

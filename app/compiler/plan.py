@@ -1,7 +1,8 @@
 """Definition -> plan: the validated, parsed form of a workflow that runs are compiled from.
 
-A plan is a tree of stages. A sequence is a tuple of stages, named by a sequence id
-(`""` for the workflow's own task list, `<fork ref>[<i>]` for a fork's i-th branch).
+A plan is a tree of stages. A sequence is a tuple of stages, named by a sequence id:
+`""` for the workflow's own task list, `<ref>[<i>]` for a fork's i-th branch,
+`<ref>.cases[<i>]` and `<ref>.default` for a switch, `<ref>.loop` for a loop body.
 Every step's input is parsed once here, and the refs it reads are listed so the step's
 claim can fetch them in the same round trip. Pure: no Celery, no Redis.
 """
@@ -24,7 +25,15 @@ from app.registry import Transformation
 MAIN: Final = ""
 """Sequence id of the workflow's own task list."""
 
-SUPPORTED_TYPES: Final = frozenset({"SIMPLE", "FORK_JOIN", "JOIN", "NOOP"})
+STEP_TYPES: Final = frozenset({
+    "SIMPLE", "NOOP", "JOIN", "EXCLUSIVE_JOIN", "TERMINATE", "SET_VARIABLE", "INLINE",
+    "LAMBDA", "JSON_JQ_TRANSFORM", "DYNAMIC",
+})
+"""Task types that run as one Celery task each."""
+
+SUPPORTED_TYPES: Final = STEP_TYPES | {
+    "FORK_JOIN", "FORK_JOIN_DYNAMIC", "SWITCH", "DECISION", "DO_WHILE"
+}
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,8 @@ class StepSpec:
     name: str
     inputs: Parameter
     reads: tuple[str, ...]
-    """Task refs whose records the input resolves from."""
+    """Task refs whose records the input (or the operator) reads."""
+    task: WorkflowTask
     join_on: tuple[str, ...] = ()
     fork_ref: str | None = None
     """For a JOIN: the fork it closes."""
@@ -57,7 +67,29 @@ class ForkStage:
     join_ref: str
 
 
-Stage = StepStage | ForkStage
+@dataclass(frozen=True)
+class DynamicForkStage:
+    """A fork whose branches are known only at run time, closed by its JOIN."""
+
+    ref: str
+    join_ref: str
+
+
+@dataclass(frozen=True)
+class SwitchStage:
+    ref: str
+    cases: Mapping[str, str]
+    """Case value -> sequence id."""
+    default: str
+
+
+@dataclass(frozen=True)
+class LoopStage:
+    ref: str
+    body: str
+
+
+Stage = StepStage | ForkStage | DynamicForkStage | SwitchStage | LoopStage
 
 
 @dataclass(frozen=True)
@@ -72,7 +104,11 @@ class Plan:
     """Parsed outputParameters; None means 'the last step's output'."""
     output_reads: tuple[str, ...]
     last_ref: str
-    """The step whose completion ends the run."""
+    """The last stage's ref in the workflow's own task list."""
+    loop_of: Mapping[str, str] = field(default_factory=dict)
+    """Ref of a step inside a loop body -> the loop's ref."""
+    controls: Mapping[str, Stage] = field(default_factory=dict)
+    """Ref of a switch, loop or fork -> its stage."""
 
 
 def definition_digest(definition: WorkflowDef) -> str:
@@ -88,7 +124,7 @@ def build_plan(
     """Validate a definition and build its plan; DefinitionError lists every problem."""
     check_definition(definition, transformations)
     builder = _Builder()
-    builder.sequence(MAIN, definition.tasks, "tasks")
+    builder.sequence(MAIN, definition.tasks, "tasks", loop=None)
     if builder.problems:
         raise DefinitionError(builder.problems)
     output = None
@@ -102,7 +138,9 @@ def build_plan(
         sequences=builder.sequences,
         output=output,
         output_reads=_reads(output) if output is not None else (),
-        last_ref=last.join_ref if isinstance(last, ForkStage) else last.ref,
+        last_ref=getattr(last, "join_ref", last.ref),
+        loop_of=builder.loop_of,
+        controls=builder.controls,
     )
 
 
@@ -110,47 +148,98 @@ class _Builder:
     def __init__(self) -> None:
         self.steps: dict[str, StepSpec] = {}
         self.sequences: dict[str, tuple[Stage, ...]] = {}
+        self.loop_of: dict[str, str] = {}
+        self.controls: dict[str, Stage] = {}
         self.problems: list[Problem] = []
 
-    def sequence(self, sequence_id: str, tasks: list[WorkflowTask], path: str) -> None:
+    def sequence(
+        self, sequence_id: str, tasks: list[WorkflowTask], path: str, loop: str | None
+    ) -> None:
         stages: list[Stage] = []
         index = 0
         while index < len(tasks):
             task = tasks[index]
             here = f"{path}[{index}]"
+            ref = task.task_reference_name
+            if loop is not None:
+                self.loop_of[ref] = loop
             if task.type not in SUPPORTED_TYPES:
                 self.problems.append(Problem(here, f"type {task.type} is not supported yet"))
-            elif task.type == "FORK_JOIN":
+            elif task.type in ("FORK_JOIN", "FORK_JOIN_DYNAMIC"):
                 join = tasks[index + 1]  # validation guarantees the JOIN is there
-                stages.append(self.fork(task, join, here))
+                if loop is not None:
+                    self.loop_of[join.task_reference_name] = loop
+                stages.append(self.control(self.fork(task, join, here, loop)))
                 index += 1
+            elif task.type in ("SWITCH", "DECISION"):
+                stages.append(self.control(self.switch(task, here, loop)))
+            elif task.type == "DO_WHILE":
+                if loop is not None:
+                    self.problems.append(Problem(here, "a DO_WHILE inside a DO_WHILE is not "
+                                                       "supported yet"))
+                else:
+                    stages.append(self.control(self.loop(task, here)))
             else:
-                self.steps[task.task_reference_name] = _spec(task)
-                stages.append(StepStage(task.task_reference_name))
+                self.steps[ref] = _spec(task)
+                stages.append(StepStage(ref))
             index += 1
         self.sequences[sequence_id] = tuple(stages)
 
-    def fork(self, fork: WorkflowTask, join: WorkflowTask, path: str) -> ForkStage:
+    def control(self, stage: Stage) -> Stage:
+        self.controls[stage.ref] = stage
+        return stage
+
+    def fork(
+        self, fork: WorkflowTask, join: WorkflowTask, path: str, loop: str | None
+    ) -> ForkStage | DynamicForkStage:
+        ref = fork.task_reference_name
+        self.steps[ref] = _spec(fork)
+        self.steps[join.task_reference_name] = _spec(join, fork_ref=ref)
+        if fork.type == "FORK_JOIN_DYNAMIC":
+            return DynamicForkStage(ref, join.task_reference_name)
         branch_ids = []
         for index, branch in enumerate(fork.fork_tasks or []):
-            branch_id = f"{fork.task_reference_name}[{index}]"
-            self.sequence(branch_id, branch, f"{path}.forkTasks[{index}]")
+            branch_id = f"{ref}[{index}]"
+            self.sequence(branch_id, branch, f"{path}.forkTasks[{index}]", loop)
             branch_ids.append(branch_id)
-        self.steps[fork.task_reference_name] = _spec(fork)
-        self.steps[join.task_reference_name] = _spec(join, fork_ref=fork.task_reference_name)
-        return ForkStage(fork.task_reference_name, tuple(branch_ids), join.task_reference_name)
+        return ForkStage(ref, tuple(branch_ids), join.task_reference_name)
+
+    def switch(self, task: WorkflowTask, path: str, loop: str | None) -> SwitchStage:
+        ref = task.task_reference_name
+        self.steps[ref] = _spec(task)
+        cases = {}
+        for index, (value, tasks) in enumerate((task.decision_cases or {}).items()):
+            case_id = f"{ref}.cases[{index}]"
+            self.sequence(case_id, tasks, f"{path}.decisionCases.{value}", loop)
+            cases[value] = case_id
+        default_id = f"{ref}.default"
+        self.sequence(default_id, task.default_case or [], f"{path}.defaultCase", loop)
+        return SwitchStage(ref, cases, default_id)
+
+    def loop(self, task: WorkflowTask, path: str) -> LoopStage:
+        ref = task.task_reference_name
+        body_id = f"{ref}.loop"
+        self.sequence(body_id, task.loop_over or [], f"{path}.loopOver", loop=ref)
+        inner = tuple(t.task_reference_name for t in task.loop_over or [])
+        self.steps[ref] = _spec(task, extra_reads=inner)
+        return LoopStage(ref, body_id)
 
 
-def _spec(task: WorkflowTask, fork_ref: str | None = None) -> StepSpec:
+def _spec(
+    task: WorkflowTask, fork_ref: str | None = None, extra_reads: tuple[str, ...] = ()
+) -> StepSpec:
     inputs = parse_parameter(task.input_parameters or {})
-    join_on = tuple(task.join_on or ()) if task.type == "JOIN" else ()
-    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on]))
+    join_on = tuple(task.join_on or ()) if task.type in ("JOIN", "EXCLUSIVE_JOIN") else ()
+    if task.type == "EXCLUSIVE_JOIN":
+        join_on += tuple(task.default_exclusive_join_task or ())
+    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *extra_reads]))
     return StepSpec(
         ref=task.task_reference_name,
         type=task.type,
         name=task.name,
         inputs=inputs,
         reads=reads,
+        task=task,
         join_on=join_on,
         fork_ref=fork_ref,
         policy_overrides=task_overrides(task.task_definition, task.retry_count),

@@ -1,51 +1,166 @@
-"""Baton's control tasks, on the control queue: join, noop and the segment `continue`.
+"""Baton's system tasks on the control queue: join, exclusive join, noop, terminate,
+set variable, inline script, jq transform, and the segment `continue`.
 
 They run through the same step runner as transformations (claim, record, finish), so a
-control step is as visible and as redelivery-safe as any other step.
+system step is as visible and as redelivery-safe as any other step. System tasks are
+never retried: a failure fails the step at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
+import jq
 from celery import Task
 
 from app.celery_app import celery_app
-from app.compiler.canvas import CONTINUE_TASK, JOIN_TASK, NOOP_TASK, compile_route
-from app.compiler.plan import StepSpec
+from app.compiler.canvas import CONTINUE_TASK, CONTROL_TASKS, compile_route
 from app.config import get_settings
+from app.errors import BatonError
+from app.runtime import javascript
 from app.runtime.state import get_store, plans
-from app.runtime.step import StepTask, execute_step, stop_route
+from app.runtime.step import Outcome, StepContext, StepTask, execute_step, stop_route
 from app.runtime.store import now_ms
 
 
-@celery_app.task(name=JOIN_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def join(self: Task, run_id: str, ref: str, digest: str, final: bool = False) -> None:
-    """Close a fork: runs once every branch has ended; output maps joinOn refs to outputs."""
-
-    def work(spec: StepSpec, step_input: Any, scope: Mapping[str, Any]) -> dict[str, Any]:
-        if spec.fork_ref is not None:
-            fork = {"status": "COMPLETED", "taskType": "FORK_JOIN", "output": "{}",
-                    "referenceTaskName": spec.fork_ref, "endTime": str(now_ms())}
-            get_store().record_step(run_id, spec.fork_ref, fork)
-        return {name: (scope.get(name) or {}).get("output") for name in spec.join_on}
-
-    execute_step(self, run_id, ref, digest, final, work)
+class OperatorError(BatonError):
+    """A system task was given input it cannot work with."""
 
 
-@celery_app.task(name=NOOP_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def noop(self: Task, run_id: str, ref: str, digest: str, final: bool = False) -> None:
+def system_task(type_name: str) -> Callable[[Callable[[StepContext], Any]], Any]:
+    """Register `work` as the Celery task of a system task type, run by the step runner."""
+
+    def register(work: Callable[[StepContext], Any]) -> Any:
+        def run(
+            self: Task, run_id: str, ref: str, digest: str, final: bool = False,
+            iteration: int | None = None,
+        ) -> Any:
+            return execute_step(self, run_id, ref, digest, work, final=final,
+                                iteration=iteration)
+
+        run.__doc__ = work.__doc__
+        run.__name__ = work.__name__
+        return celery_app.task(name=CONTROL_TASKS[type_name], bind=True, base=StepTask)(run)
+
+    return register
+
+
+@system_task("JOIN")
+def join(context: StepContext) -> dict[str, Any]:
+    """Close a fork: runs once every branch has ended; output maps joined refs to outputs."""
+    spec, store = context.spec, get_store()
+    names = list(spec.join_on)
+    fork_record = context.scope.get(spec.fork_ref or "") or {}
+    forked = (fork_record.get("output") or {}).get("forkedTasks")
+    if forked:  # a dynamic fork: its branches are known from its own output
+        names = list(dict.fromkeys([*names, *forked]))
+    records = store.get_step_records(context.run_id, names) if forked else {}
+    output = {}
+    for name in names:
+        record = context.scope.get(name) or _document(records.get(name))
+        if record.get("status") in ("FAILED", "FAILED_WITH_TERMINAL_ERROR", "TIMED_OUT"):
+            raise OperatorError(f"branch step '{name}' failed (permissive)")
+        output[name] = record.get("output")
+    if spec.fork_ref is not None and not forked:
+        store.record_step(context.run_id, spec.fork_ref, {
+            "status": "COMPLETED", "taskType": "FORK_JOIN", "output": "{}",
+            "referenceTaskName": spec.fork_ref, "endTime": str(now_ms())})
+    return output
+
+
+@system_task("EXCLUSIVE_JOIN")
+def exclusive_join(context: StepContext) -> Any:
+    """Pass on the output of the one joined task that ran (after a SWITCH or DECISION)."""
+    for name in context.spec.join_on:
+        record = context.scope.get(name) or {}
+        if record.get("status") in ("COMPLETED", "COMPLETED_WITH_ERRORS"):
+            return record.get("output")
+    raise OperatorError("none of the tasks in joinOn or defaultExclusiveJoinTask ran")
+
+
+@system_task("NOOP")
+def noop(context: StepContext) -> dict[str, Any]:
     """Do nothing, visibly: the step is recorded COMPLETED with an empty output."""
-    execute_step(self, run_id, ref, digest, final, lambda spec, step_input, scope: {})
+    return {}
+
+
+@system_task("TERMINATE")
+def terminate(context: StepContext) -> Outcome:
+    """End the run now with terminationStatus, terminationReason and workflowOutput."""
+    given = context.input if isinstance(context.input, dict) else {}
+    status = str(given.get("terminationStatus") or "COMPLETED").upper()
+    if status not in ("COMPLETED", "FAILED", "TERMINATED"):
+        raise OperatorError(f"terminationStatus must be COMPLETED, FAILED or TERMINATED, "
+                            f"not '{status}'")
+    reason = str(given.get("terminationReason") or "")
+    output = given.get("workflowOutput") or {}
+    return Outcome(output, end_run=(status, reason))
+
+
+@system_task("SET_VARIABLE")
+def set_variable(context: StepContext) -> dict[str, Any]:
+    """Set `workflow.variables` from the task's input."""
+    get_store().set_variables(context.run_id, dict(context.input))
+    return {}
+
+
+@system_task("INLINE")
+def inline(context: StepContext) -> dict[str, Any]:
+    """Evaluate a script (INLINE's `expression`, LAMBDA's `scriptExpression`) with `$` = input."""
+    task, given = context.spec.task, dict(context.input)
+    if context.spec.type == "LAMBDA":
+        return {"result": javascript.evaluate(task.script_expression or "", given)}
+    evaluator = given.pop("evaluatorType", task.evaluator_type) or "javascript"
+    expression = given.pop("expression", task.expression) or ""
+    if evaluator == "value-param":
+        return {"result": given.get(expression)}
+    if evaluator not in ("javascript", "graaljs"):
+        raise OperatorError(f"evaluatorType must be javascript, graaljs or value-param, "
+                            f"not '{evaluator}'")
+    return {"result": javascript.evaluate(expression, given)}
+
+
+@system_task("JSON_JQ_TRANSFORM")
+def jq_transform(context: StepContext) -> dict[str, Any]:
+    """Apply `queryExpression` (jq) to the rest of the input; `result` is the first value."""
+    given = dict(context.input)
+    query = given.pop("queryExpression", None)
+    if not isinstance(query, str) or not query.strip():
+        raise OperatorError("inputParameters.queryExpression must be a jq program")
+    try:
+        results = _jq(query).input_value(given).all()
+    except ValueError as exc:
+        raise OperatorError(f"jq: {exc}") from None
+    return {"result": results[0] if results else None, "resultList": results}
+
+
+@lru_cache(maxsize=256)
+def _jq(query: str) -> Any:
+    try:
+        return jq.compile(query)
+    except ValueError as exc:
+        raise OperatorError(f"jq: {exc}") from None
 
 
 @celery_app.task(name=CONTINUE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def continue_route(self: Task, run_id: str, sequence_id: str, start: int, digest: str) -> Any:
+def continue_route(
+    self: Task, run_id: str, sequence_id: str, start: int, digest: str, final: bool = False,
+    iteration: int | None = None,
+) -> Any:
     """Compile the next segment of a sequence and put it in this task's place on the route."""
     if get_store().get_status(run_id) != "RUNNING":
         stop_route(self)
         return None
     plan = plans.get(digest)
-    route = compile_route(plan, run_id, get_settings().segment_size, sequence_id, start)
-    return self.replace(route)
+    route = compile_route(plan, run_id, get_settings().segment_size, sequence_id, start,
+                          final=final, iteration=iteration)
+    return self.replace(route) if route is not None else None
+
+
+def _document(record: dict[str, str] | None) -> dict[str, Any]:
+    if not record:
+        return {}
+    return {**record, "output": json.loads(record["output"]) if record.get("output") else None}

@@ -29,9 +29,12 @@ def build_scope(
     run: Mapping[str, str],
     steps: Mapping[str, Mapping[str, str]],
     task_id: str | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     scope: dict[str, Any] = {ref: record_document(rec) for ref, rec in steps.items()}
-    scope[WORKFLOW_ROOT] = record_document(run)
+    workflow = record_document(run)
+    workflow["variables"] = {name: json.loads(value) for name, value in (variables or {}).items()}
+    scope[WORKFLOW_ROOT] = workflow
     if task_id is not None:
         scope[TASK_ID_ROOT] = task_id
     return scope

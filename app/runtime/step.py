@@ -12,23 +12,22 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
+from celery.canvas import Signature
 from celery.exceptions import SoftTimeLimitExceeded
 
-from app.celery_app import celery_app
-from app.compiler.canvas import TIME_LIMIT_GRACE
 from app.compiler.plan import Plan, StepSpec
 from app.config import get_settings
+from app.dsl.expressions import Parameter
+from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
 from app.policy import StepPolicy
-from app.registry import Transformation
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
-
-Work = Callable[[StepSpec, dict[str, Any], Mapping[str, Any]], Any]
-"""A step's own work: (spec, resolved input, scope) -> output."""
+from app.runtime.store import Claim
 
 _TRACEBACK_LIMIT = 8000
 
@@ -44,23 +43,68 @@ class StepOutputError(TypeError):
     """A step's output (or input) is not a JSON value."""
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What a step's work sees: its run, its spec, its resolved input and the run's state."""
+
+    task: Task
+    run_id: str
+    plan: Plan
+    spec: StepSpec
+    input: Any
+    scope: Mapping[str, Any]
+    final: bool
+    iteration: int | None
+    attempts: int
+
+    @property
+    def record_ref(self) -> str:
+        return record_ref(self.spec.ref, self.iteration)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A step's output, and what its operator decided beyond it."""
+
+    output: Any
+    then: Signature | None = None
+    """A route that takes this step's place on the message's route (it ends the run if final)."""
+    end_run: tuple[str, str] | None = None
+    """(status, reason): end the run now with the output as the workflow's (TERMINATE)."""
+
+
+Work = Callable[[StepContext], Any]
+"""A step's own work: returns its output, or an Outcome."""
+Resend = Callable[[Plan, StepSpec, Any, bool, int | None], Signature | None]
+"""For a control step found completed: the route it had sent, from its recorded output."""
+
+
+def record_ref(ref: str, iteration: int | None) -> str:
+    """The ref a step's record is kept under: `<ref>__<n>` in loop iteration n."""
+    return f"{ref}__{iteration}" if iteration is not None else ref
+
+
 def execute_step(
     task: Task,
     run_id: str,
     ref: str,
     digest: str,
-    final: bool,
     work: Work,
+    *,
+    final: bool = False,
+    iteration: int | None = None,
     policy: StepPolicy | None = None,
-) -> None:
+    resend: Resend | None = None,
+) -> Any:
     """Run one step of a run; `policy` (retries, timeouts) applies to transformations only."""
     store = get_store()
     plan = plans.get(digest)
-    spec = plan.steps[ref]
+    spec = plan.steps.get(ref) or _dynamic_spec(run_id, ref)
+    recorded_as = record_ref(ref, iteration)
     reads = spec.reads + plan.output_reads if final else spec.reads
     claim = store.claim_step(
         run_id,
-        ref,
+        recorded_as,
         dependencies=reads,
         worker=str(task.request.hostname or ""),
         task_id=str(task.request.id or ""),
@@ -69,51 +113,43 @@ def execute_step(
         max_deliveries=get_settings().max_deliveries,
     )
     if claim.verdict == "done":
-        if final:
-            _finish_again(plan, run_id)
-        return
+        return _already_done(task, run_id, plan, spec, claim, final, iteration, resend)
     if claim.verdict == "exhausted":
-        error = {
-            "type": "DeliveryLimitExceeded",
-            "message": f"step delivered {claim.detail} times without finishing "
-            "(does it kill its worker?)",
-        }
-        store.fail_step(run_id, ref, error=error)
+        error = {"type": "DeliveryLimitExceeded",
+                 "message": f"step delivered {claim.detail} times without finishing "
+                            "(does it kill its worker?)"}
+        store.fail_step(run_id, recorded_as, error=error)
         stop_route(task)
-        return
+        return None
     if claim.verdict != "run":
         stop_route(task)  # the run ended (failed, cancelled) or expired: go no further
-        return
+        return None
 
-    scope = build_scope(claim.run, claim.dependencies, task_id=task.request.id)
+    scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
     step_input: Any = None
     try:
         step_input = spec.inputs.resolve(scope)
-        output = normalise_output(work(spec, step_input, scope))
-        run_output = None
-        if final:
-            run_output = _workflow_output(plan, scope, ref, step_input, output)
+        context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
+                              claim.attempts)
+        outcome = _outcome(work(context))
+        ends = final and outcome.then is None and outcome.end_run is None
+        run_output = _workflow_output(plan, scope, ref, step_input, outcome.output) if ends \
+            else None
     except Exception as exc:
-        chosen = policy.merged(spec.policy_overrides) if policy is not None else None
-        error = describe_error(exc)
-        if chosen is not None and not isinstance(exc, TerminalError):
-            if claim.attempts <= chosen.retry_count:
-                store.retry_step(run_id, ref, error=error, input=step_input)
-                # Celery sends the same message again after the delay, route and all
-                raise task.retry(countdown=chosen.delay(claim.attempts - 1), exc=exc) from exc
-        store.fail_step(run_id, ref, error=error, input=step_input, step_status=_status(exc))
-        raise
-    store.complete_step(
-        run_id, ref, input=step_input, output=output, run_output=run_output, final=final
-    )
-
-
-def _status(exc: BaseException) -> str:
-    if isinstance(exc, TerminalError):
-        return "FAILED_WITH_TERMINAL_ERROR"
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return "TIMED_OUT"
-    return "FAILED"
+        return _failed(task, run_id, plan, spec, claim, step_input, exc, final, iteration,
+                       policy)
+    store.complete_step(run_id, recorded_as, input=step_input, output=outcome.output,
+                        run_output=run_output, final=ends,
+                        alias=ref if iteration is not None else None)
+    if outcome.end_run is not None:
+        status, reason = outcome.end_run
+        failed_ref = ref if status != "COMPLETED" else ""
+        store.end_run(run_id, status, outcome.output, reason=reason, failed_ref=failed_ref)
+        stop_route(task)
+        return None
+    if outcome.then is not None:
+        return task.replace(outcome.then)
+    return None
 
 
 def normalise_output(value: Any) -> dict[str, Any]:
@@ -133,16 +169,84 @@ def normalise_output(value: Any) -> dict[str, Any]:
 
 def describe_error(exc: BaseException) -> dict[str, str]:
     text = "".join(traceback.format_exception(exc))
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": text[-_TRACEBACK_LIMIT:],
-    }
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": text[-_TRACEBACK_LIMIT:]}
 
 
 def stop_route(task: Task) -> None:
     """Send nothing more down this message's route (Celery reads request.chain after return)."""
     task.request.chain = None
+
+
+def _outcome(result: Any) -> Outcome:
+    if isinstance(result, Outcome):
+        return Outcome(normalise_output(result.output), result.then, result.end_run)
+    return Outcome(normalise_output(result))
+
+
+def _failed(
+    task: Task, run_id: str, plan: Plan, spec: StepSpec, claim: Claim, step_input: Any,
+    exc: Exception, final: bool, iteration: int | None, policy: StepPolicy | None,
+) -> None:
+    """Retry, carry on (optional, permissive) or fail the run, as the step's flags say."""
+    store = get_store()
+    recorded_as = record_ref(spec.ref, iteration)
+    alias = spec.ref if iteration is not None else None
+    error = describe_error(exc)
+    if policy is not None and not isinstance(exc, TerminalError):
+        chosen = policy.merged(spec.policy_overrides)
+        if claim.attempts <= chosen.retry_count:
+            store.retry_step(run_id, recorded_as, error=error, input=step_input)
+            # Celery sends the same message again after the delay, route and all
+            raise task.retry(countdown=chosen.delay(claim.attempts - 1), exc=exc) from exc
+    if spec.task.optional:
+        scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
+        run_output = _workflow_output(plan, scope, spec.ref, step_input, {}) if final else None
+        store.complete_step(run_id, recorded_as, input=step_input, output={},
+                            run_output=run_output, final=final, alias=alias,
+                            status="COMPLETED_WITH_ERRORS", error=error)
+        return None
+    if spec.task.permissive:
+        store.fail_step(run_id, recorded_as, error=error, input=step_input,
+                        step_status=_status(exc), run_status="")
+        if final:
+            store.complete_run(run_id, {})  # ends FAILED: a permissive step failed
+        return None
+    store.fail_step(run_id, recorded_as, error=error, input=step_input,
+                    step_status=_status(exc))
+    raise exc
+
+
+def _already_done(
+    task: Task, run_id: str, plan: Plan, spec: StepSpec, claim: Claim, final: bool,
+    iteration: int | None, resend: Resend | None,
+) -> Any:
+    """A redelivered message for a completed step: carry the route on, run nothing again."""
+    if resend is not None:
+        recorded = claim.dependencies.get(record_ref(spec.ref, iteration), {}).get("output")
+        route = resend(plan, spec, json.loads(recorded) if recorded else {}, final, iteration)
+        if route is not None:
+            return task.replace(route)
+    if final:
+        _finish_again(plan, run_id)
+    return None
+
+
+def _dynamic_spec(run_id: str, ref: str) -> StepSpec:
+    """The spec of a step a run defined at run time (a dynamic fork's branch)."""
+    defined = get_store().get_dynamic_step(run_id, ref)
+    if defined is None:
+        raise KeyError(f"run {run_id} defines no step '{ref}'")
+    task = WorkflowTask.model_validate({"name": defined["name"], "taskReferenceName": ref})
+    return StepSpec(ref=ref, type="SIMPLE", name=defined["name"],
+                    inputs=Parameter(defined["input"], dynamic=False), reads=(), task=task)
+
+
+def _status(exc: BaseException) -> str:
+    if isinstance(exc, TerminalError):
+        return "FAILED_WITH_TERMINAL_ERROR"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "TIMED_OUT"
+    return "FAILED"
 
 
 def _workflow_output(
@@ -163,29 +267,7 @@ def _finish_again(plan: Plan, run_id: str) -> None:
     reads = tuple(dict.fromkeys([*plan.output_reads, plan.last_ref]))
     records = store.get_step_records(run_id, reads)
     run = store.get_run(run_id) or {}
-    scope = build_scope(run, records)
+    scope = build_scope(run, records, None, store.get_variables(run_id))
     last = scope.get(plan.last_ref) or {}
     output = plan.output.resolve(scope) if plan.output is not None else last.get("output")
     store.complete_run(run_id, output)
-
-
-def register_transformation_task(transformation: Transformation) -> Task:
-    """Make the Celery task `tasks.<name>` that runs a transformation as a step."""
-    func = transformation.func
-
-    def work(spec: StepSpec, step_input: dict[str, Any], scope: Mapping[str, Any]) -> Any:
-        return func(**step_input)
-
-    policy = transformation.policy
-
-    def run(self: Task, run_id: str, ref: str, digest: str, final: bool = False) -> None:
-        execute_step(self, run_id, ref, digest, final, work, policy)
-
-    run.__doc__ = func.__doc__
-    limits: dict[str, float] = {}
-    if policy.timeout_seconds:
-        limits = {"soft_time_limit": policy.timeout_seconds,
-                  "time_limit": policy.timeout_seconds + TIME_LIMIT_GRACE}
-    return celery_app.task(
-        name=transformation.task_name, bind=True, base=StepTask, **limits
-    )(run)

@@ -17,121 +17,26 @@ from typing import Any, Final
 import redis
 
 from app.errors import StoreUnavailable
-
-PREFIX: Final = "baton"
-RUNS_INDEX: Final = f"{PREFIX}:runs"
-"""Sorted set of run ids by creation time (for listing)."""
+from app.runtime import scripts
+from app.runtime.keys import (
+    RUNS_INDEX,
+    definition_key,
+    dynamic_key,
+    idempotency_key,
+    refs_key,
+    run_key,
+    step_key,
+    vars_key,
+)
 
 TERMINAL_STEP_STATUSES: Final = frozenset(
     {"COMPLETED", "COMPLETED_WITH_ERRORS", "SKIPPED", "FAILED", "FAILED_WITH_TERMINAL_ERROR",
      "TIMED_OUT", "CANCELED"}
 )
-DONE_STEP_STATUSES: Final = ("COMPLETED", "COMPLETED_WITH_ERRORS", "SKIPPED")
-"""A step in one of these never runs again: a redelivered message only lets the route go on."""
-
-
-def run_key(run_id: str) -> str:
-    return f"{PREFIX}:run:{{{run_id}}}"
-
-
-def refs_key(run_id: str) -> str:
-    return f"{PREFIX}:run:{{{run_id}}}:refs"
-
-
-def step_key(run_id: str, ref: str) -> str:
-    return f"{PREFIX}:step:{{{run_id}}}:{ref}"
-
-
-def definition_key(digest: str) -> str:
-    return f"{PREFIX}:definition:{digest}"
-
-
-def idempotency_key(key: str) -> str:
-    return f"{PREFIX}:idempotency:{key}"
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-# KEYS: run, idempotency-or-run (placeholder), definition, runs index
-# ARGV: run id, retention, definition json, idempotency key ('' for none), now, then field pairs
-_CREATE_RUN = """
-if ARGV[4] ~= '' then
-  local existing = redis.call('GET', KEYS[2])
-  if existing then return existing end
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'workflowId') end
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5] - ARGV[2] * 1000)
-return ARGV[1]
-"""
-
-# KEYS: run, step, refs, dependency steps...
-# ARGV: ref, now, worker, task id, retention, max deliveries, task type, name
-_CLAIM_STEP = """
-local run_status = redis.call('HGET', KEYS[1], 'status')
-if not run_status then return {'missing'} end
-local step_status = redis.call('HGET', KEYS[2], 'status')
-if step_status == 'COMPLETED' or step_status == 'COMPLETED_WITH_ERRORS'
-   or step_status == 'SKIPPED' then
-  return {'done', step_status}
-end
-if run_status ~= 'RUNNING' then return {'stopped', run_status} end
-local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
-redis.call('HSET', KEYS[2], 'status', 'IN_PROGRESS', 'referenceTaskName', ARGV[1],
-  'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4], 'taskType', ARGV[7],
-  'taskDefName', ARGV[8])
-local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
-if deliveries > tonumber(ARGV[6]) then return {'exhausted', tostring(deliveries)} end
-local out = {'run', attempts, redis.call('HGETALL', KEYS[1])}
-for i = 4, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
-return out
-"""
-
-# KEYS: run, step ; ARGV: now, retention, step status, error json, reason, ref, run status, input
-_FAIL_STEP = """
-redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV[1],
-  'reasonForIncompletion', ARGV[5])
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'input', ARGV[8]) end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-if redis.call('HGET', KEYS[1], 'status') == 'RUNNING' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[7], 'reasonForIncompletion', ARGV[5],
-    'failedReferenceTaskName', ARGV[6], 'endTime', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# KEYS: run, refs ; ARGV: now, retention, output json
-_COMPLETE_RUN = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'COMPLETED', 'output', ARGV[3], 'endTime', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
-
-# KEYS: run, step, refs ; ARGV: now, retention, input, output, run output ('' unless final)
-_COMPLETE_STEP = """
-redis.call('HSET', KEYS[2], 'status', 'COMPLETED', 'input', ARGV[3], 'output', ARGV[4],
-  'endTime', ARGV[1])
-redis.call('HDEL', KEYS[2], 'error', 'reasonForIncompletion')
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-if ARGV[5] == '' or redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'COMPLETED', 'output', ARGV[5], 'endTime', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -144,6 +49,8 @@ class Claim:
     dependencies: dict[str, dict[str, str]]
     attempts: int = 0
     """Attempts of this step so far, this one included."""
+    variables: dict[str, str] | None = None
+    """The run's variables, one JSON value per name."""
 
 
 class RunStore:
@@ -152,11 +59,11 @@ class RunStore:
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self.client = client
         self.retention = retention_seconds
-        self._create = client.register_script(_CREATE_RUN)
-        self._claim = client.register_script(_CLAIM_STEP)
-        self._fail = client.register_script(_FAIL_STEP)
-        self._complete_run = client.register_script(_COMPLETE_RUN)
-        self._complete_step = client.register_script(_COMPLETE_STEP)
+        self._create = client.register_script(scripts.CREATE_RUN)
+        self._claim = client.register_script(scripts.CLAIM_STEP)
+        self._fail = client.register_script(scripts.FAIL_STEP)
+        self._end_run = client.register_script(scripts.END_RUN)
+        self._complete_step = client.register_script(scripts.COMPLETE_STEP)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -167,6 +74,7 @@ class RunStore:
         digest: str,
         definition_json: str,
         fields: Mapping[str, str],
+        variables: Mapping[str, Any],
         idempotency: str | None,
     ) -> str:
         """Write a new run atomically; returns the id of the run now standing for it.
@@ -178,20 +86,24 @@ class RunStore:
         pairs: list[str] = []
         for name, value in fields.items():
             pairs += [name, value]
+        for name, variable in variables.items():
+            pairs += [name, _dumps(variable)]
         keys = [
             run_key(run_id),
             idempotency_key(idempotency) if idempotency else run_key(run_id),
             definition_key(digest),
             RUNS_INDEX,
+            vars_key(run_id),
         ]
-        args = [run_id, self.retention, definition_json, idempotency or "", created, *pairs]
+        args = [run_id, self.retention, definition_json, idempotency or "", created,
+                2 * len(fields), *pairs]
         result = self._call(self._create, keys, args)
         return str(result)
 
     def delete_run(self, run_id: str, idempotency: str | None) -> None:
         """Remove a run that was never started (its first message could not be sent)."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(run_key(run_id), refs_key(run_id))
+        pipe.delete(run_key(run_id), refs_key(run_id), vars_key(run_id), dynamic_key(run_id))
         pipe.zrem(RUNS_INDEX, run_id)
         if idempotency:
             pipe.delete(idempotency_key(idempotency))
@@ -222,11 +134,52 @@ class RunStore:
         _, *records = self._execute(pipe)
         return {ref: rec for ref, rec in zip(refs, records, strict=True) if rec}
 
+    def define_dynamic_steps(self, run_id: str, steps: Mapping[str, Any]) -> None:
+        """Keep the steps a run defines at run time (ref -> {name, input})."""
+        if not steps:
+            return
+        record: dict[Any, Any] = {ref: _dumps(step) for ref, step in steps.items()}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(dynamic_key(run_id), mapping=record)
+        pipe.expire(dynamic_key(run_id), self.retention)
+        self._execute(pipe)
+
+    def get_dynamic_step(self, run_id: str, ref: str) -> Any:
+        value = self._run(lambda: self.client.hget(dynamic_key(run_id), ref))
+        return json.loads(value) if value else None
+
+    def get_variables(self, run_id: str) -> dict[str, str]:
+        return dict(self._run(lambda: self.client.hgetall(vars_key(run_id))))
+
+    def set_variables(self, run_id: str, variables: Mapping[str, Any]) -> None:
+        """Set run variables (each name holds one JSON value; parallel writers do not clash)."""
+        if not variables:
+            return
+        record: dict[Any, Any] = {name: _dumps(value) for name, value in variables.items()}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(vars_key(run_id), mapping=record)
+        pipe.expire(vars_key(run_id), self.retention)
+        self._execute(pipe)
+
+    def end_run(
+        self,
+        run_id: str,
+        status: str,
+        output: Any,
+        *,
+        reason: str = "",
+        failed_ref: str = "",
+    ) -> bool:
+        """End a RUNNING run with a status; False if it had already ended.
+
+        A run asked to COMPLETE after a permissive step failed ends FAILED instead.
+        """
+        args = [now_ms(), self.retention, status, _dumps(output), reason, failed_ref]
+        return bool(self._call(self._end_run, [run_key(run_id), refs_key(run_id)], args))
+
     def complete_run(self, run_id: str, output: Any) -> bool:
         """Mark a RUNNING run COMPLETED with its output; False if it had already ended."""
-        pipe_args = [now_ms(), self.retention, _dumps(output)]
-        keys = [run_key(run_id), refs_key(run_id)]
-        return bool(self._call(self._complete_run, keys, pipe_args))
+        return self.end_run(run_id, "COMPLETED", output)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -244,16 +197,19 @@ class RunStore:
     ) -> Claim:
         """Atomically mark a step IN_PROGRESS and read what its input resolves from."""
         deps = list(dependencies)
-        keys = [run_key(run_id), step_key(run_id, ref), refs_key(run_id)]
+        keys = [run_key(run_id), step_key(run_id, ref), refs_key(run_id), vars_key(run_id)]
         keys += [step_key(run_id, dep) for dep in deps]
         args = [ref, now_ms(), worker, task_id, self.retention, max_deliveries, task_type, name]
         reply = self._call(self._claim, keys, args)
         verdict = str(reply[0])
+        if verdict == "done":
+            # the output lets a control step that had completed send its route again
+            return Claim(verdict, str(reply[1]), {}, {ref: {"output": str(reply[2])}})
         if verdict != "run":
             return Claim(verdict, str(reply[1]) if len(reply) > 1 else None, {}, {})
-        run = _pairs(reply[2])
-        found = {dep: _pairs(rec) for dep, rec in zip(deps, reply[3:], strict=True) if rec}
-        return Claim(verdict, None, run, found, attempts=int(reply[1]))
+        run, variables = _pairs(reply[2]), _pairs(reply[3])
+        found = {dep: _pairs(rec) for dep, rec in zip(deps, reply[4:], strict=True) if rec}
+        return Claim(verdict, None, run, found, attempts=int(reply[1]), variables=variables)
 
     def complete_step(
         self,
@@ -264,14 +220,21 @@ class RunStore:
         output: Any,
         run_output: Any = None,
         final: bool = False,
+        alias: str | None = None,
+        status: str = "COMPLETED",
+        error: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record a step's input and output; with `final`, complete the run in the same call.
 
-        Returns True when this call completed the run.
+        `alias` is a second ref the record is copied to (a loop step's unsuffixed ref).
+        Returns True when this call ended the run.
         """
-        keys = [run_key(run_id), step_key(run_id, ref), refs_key(run_id)]
+        key = step_key(run_id, ref)
+        keys = [run_key(run_id), key, refs_key(run_id), step_key(run_id, alias) if alias else key]
         ending = _dumps(run_output) if final else ""
-        args = [now_ms(), self.retention, _dumps(input), _dumps(output), ending]
+        given_error = _dumps(error) if error else ""
+        args = [now_ms(), self.retention, _dumps(input), _dumps(output), ending, status,
+                given_error]
         return bool(self._call(self._complete_step, keys, args))
 
     def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any) -> None:
@@ -308,7 +271,10 @@ class RunStore:
         step_status: str = "FAILED",
         run_status: str = "FAILED",
     ) -> bool:
-        """Record a step's failure and end its run with it; False if the run had ended."""
+        """Record a step's failure and end its run with it; False if the run had ended.
+
+        With `run_status=""` the run goes on (a permissive step) but cannot complete.
+        """
         reason = f"{error.get('type', 'Error')}: {error.get('message', '')}"
         keys = [run_key(run_id), step_key(run_id, ref)]
         given = _dumps(input) if input is not None else ""
@@ -331,6 +297,28 @@ class RunStore:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(f"cannot reach Redis: {exc}") from exc
 
+    # -- listing ----------------------------------------------------------------------------
+
+    def list_runs(self, limit: int) -> list[dict[str, str]]:
+        """The records of the `limit` newest runs, newest first; expired runs are left out.
+
+        Two round trips: the ids from the index, then every run's hash in one pipeline.
+        """
+        if limit < 1:
+            return []
+        ids = self._run(lambda: self.client.zrevrange(RUNS_INDEX, 0, limit - 1))
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(run_key(str(run_id)))
+        records = self._execute(pipe)
+        return [
+            {"workflowId": str(run_id), **record}
+            for run_id, record in zip(ids, records, strict=True)
+            if record
+        ]
+
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     it = iter(flat)
@@ -339,3 +327,4 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+

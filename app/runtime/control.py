@@ -1,0 +1,287 @@
+"""Data-dependent operators: SWITCH/DECISION, DO_WHILE, FORK_JOIN_DYNAMIC and DYNAMIC.
+
+Each runs as one control task that evaluates its input, records its decision on its own
+step and puts the compiled sub-route in its place on the message's route (`replace`), so
+the rest of the workflow continues after the sub-route ends. A loop is a chain of one
+iteration's body followed by `baton.loop_next`, which decides on the next iteration:
+the route stays the size of one body however many iterations run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from celery import Task, chain
+from celery.canvas import Signature
+
+from app.celery_app import celery_app
+from app.compiler.canvas import CONTROL_TASKS, compile_route, fork_signature, step_signature
+from app.compiler.plan import DynamicForkStage, LoopStage, Plan, StepSpec, SwitchStage
+from app.config import get_settings
+from app.dsl.expressions import parse_parameter
+from app.registry import TASK_PREFIX, transformations
+from app.runtime import javascript
+from app.runtime.operators import OperatorError, system_task
+from app.runtime.scope import build_scope, record_document
+from app.runtime.state import get_store, plans
+from app.runtime.step import (
+    Outcome,
+    StepContext,
+    StepTask,
+    _workflow_output,
+    execute_step,
+    stop_route,
+)
+from app.runtime.store import now_ms
+
+LOOP_NEXT_TASK: Final = "baton.loop_next"
+
+
+# -- SWITCH / DECISION -------------------------------------------------------------------------
+
+
+def switch_case(spec: StepSpec, given: dict[str, Any]) -> str:
+    """The case value a SWITCH or DECISION evaluates to, as the string its cases are keyed by."""
+    task = spec.task
+    if spec.type == "DECISION":
+        if task.case_expression:
+            value = javascript.evaluate(task.case_expression, given)
+        else:
+            value = given.get(task.case_value_param or "")
+    else:
+        evaluator = task.evaluator_type or "value-param"
+        expression = task.expression or ""
+        if evaluator == "value-param":
+            value = given.get(expression)
+        elif evaluator in ("javascript", "graaljs"):
+            value = javascript.evaluate(expression, given)
+        else:
+            raise OperatorError(f"evaluatorType must be value-param, javascript or graaljs, "
+                                f"not '{evaluator}'")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _switch_route(
+    plan: Plan, spec: StepSpec, output: Any, final: bool, iteration: int | None, run_id: str
+) -> Signature | None:
+    stage = plan.controls[spec.ref]
+    assert isinstance(stage, SwitchStage)
+    case = (output.get("evaluationResult") or [None])[0]
+    sequence = stage.cases.get(case, stage.default)
+    return compile_route(plan, run_id, get_settings().segment_size, sequence, final=final,
+                         iteration=iteration)
+
+
+def _switch_work(context: StepContext) -> Outcome:
+    case = switch_case(context.spec, dict(context.input))
+    stage = context.plan.controls[context.spec.ref]
+    assert isinstance(stage, SwitchStage)
+    output = {"evaluationResult": [case],
+              "selectedCase": case if case in stage.cases else "defaultCase"}
+    route = _switch_route(context.plan, context.spec, output, context.final, context.iteration,
+                          context.run_id)
+    return Outcome(output, then=route)
+
+
+@celery_app.task(name=CONTROL_TASKS["SWITCH"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def switch(
+    self: Task, run_id: str, ref: str, digest: str, final: bool = False,
+    iteration: int | None = None,
+) -> Any:
+    """Evaluate the case and run its tasks in this task's place; only a missing key defaults."""
+
+    def resend(plan: Plan, spec: StepSpec, output: Any, fin: bool, it: int | None) -> Any:
+        return _switch_route(plan, spec, output, fin, it, run_id)
+
+    return execute_step(self, run_id, ref, digest, _switch_work, final=final,
+                        iteration=iteration, resend=resend)
+
+
+# -- DO_WHILE ----------------------------------------------------------------------------------
+
+
+def _loop_items(context: StepContext) -> list[Any] | None:
+    task, given = context.spec.task, dict(context.input)
+    if "_items" in given:
+        items = given["_items"]
+    elif task.items:
+        items = parse_parameter(task.items).resolve(context.scope)
+    else:
+        return None
+    if not isinstance(items, list):
+        raise OperatorError(f"DO_WHILE items must be a list, not {type(items).__name__}")
+    return items
+
+
+def _iteration_route(
+    plan: Plan, run_id: str, stage: LoopStage, iteration: int, final: bool
+) -> Signature:
+    body = compile_route(plan, run_id, get_settings().segment_size, stage.body, final=False,
+                         iteration=iteration)
+    check = celery_app.signature(
+        LOOP_NEXT_TASK, args=(run_id, stage.ref, plan.digest, iteration),
+        kwargs={"final": True} if final else {}, immutable=True)
+    return chain(body, check) if body is not None else check
+
+
+def _loop_work(context: StepContext) -> Outcome:
+    stage = context.plan.controls[context.spec.ref]
+    assert isinstance(stage, LoopStage)
+    items = _loop_items(context)
+    output: dict[str, Any] = {"iteration": 1}
+    if items is not None:
+        if not items:
+            return Outcome({"iteration": 0})
+        output.update(item=items[0], index=0, items=items)
+    route = _iteration_route(context.plan, context.run_id, stage, 1, context.final)
+    return Outcome(output, then=route)
+
+
+@celery_app.task(name=CONTROL_TASKS["DO_WHILE"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def loop(
+    self: Task, run_id: str, ref: str, digest: str, final: bool = False,
+    iteration: int | None = None,
+) -> Any:
+    """Start a loop: record iteration 1 and run the body in this task's place."""
+    return execute_step(self, run_id, ref, digest, _loop_work, final=final, iteration=iteration)
+
+
+@celery_app.task(name=LOOP_NEXT_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def loop_next(
+    self: Task, run_id: str, ref: str, digest: str, iteration: int, final: bool = False
+) -> Any:
+    """After iteration n: evaluate loopCondition and run iteration n+1, or end the loop."""
+    store, plan = get_store(), plans.get(digest)
+    spec = plan.steps[ref]
+    stage = plan.controls[ref]
+    assert isinstance(stage, LoopStage)
+    inner = [r for r in spec.reads if plan.loop_of.get(r) == ref]
+    records = store.get_step_records(run_id, list(dict.fromkeys(
+        [ref, *inner, *spec.reads, *(plan.output_reads if final else ())])))
+    run = store.get_run(run_id) or {}
+    loop_record = record_document(records.get(ref, {}))
+    done = loop_record.get("output") or {}
+    if run.get("status") != "RUNNING" or loop_record.get("status") != "IN_PROGRESS" \
+            or done.get("iteration") != iteration:
+        stop_route(self)  # the run ended, or this is a redelivery of a decision already made
+        return None
+    scope = build_scope(run, records, self.request.id, store.get_variables(run_id))
+    output = dict(done)
+    output[str(iteration)] = {r: (scope.get(r) or {}).get("output") for r in inner}
+    _keep_last(output, loop_record.get("input") or {})
+    items = output.get("items")
+    try:
+        if items is not None:
+            again = iteration < len(items)
+        else:
+            bindings = {**(loop_record.get("input") or {}), ref: output}
+            bindings.update({r: (scope.get(r) or {}).get("output") for r in inner})
+            again = bool(javascript.evaluate(spec.task.loop_condition or "false", bindings))
+    except Exception as exc:
+        store.fail_step(run_id, ref, error={"type": type(exc).__name__, "message": str(exc)})
+        stop_route(self)
+        return None
+    if again:
+        output["iteration"] = iteration + 1
+        if items is not None:
+            output.update(item=items[iteration], index=iteration)
+        store.record_step(run_id, ref, {"output": json.dumps(output)})
+        return self.replace(_iteration_route(plan, run_id, stage, iteration + 1, final))
+    output.pop("items", None)
+    output.pop("item", None)
+    output.pop("index", None)
+    run_output = _workflow_output(plan, scope, ref, loop_record.get("input"), output) \
+        if final else None
+    store.complete_step(run_id, ref, input=loop_record.get("input"), output=output,
+                        run_output=run_output, final=final)
+    return None
+
+
+def _keep_last(output: dict[str, Any], given: dict[str, Any]) -> None:
+    keep = given.get("keepLastN")
+    if isinstance(keep, int) and keep > 0:
+        numbered = sorted(int(k) for k in output if k.isdigit())
+        for number in numbered[:-keep]:
+            output.pop(str(number), None)
+
+
+# -- FORK_JOIN_DYNAMIC and DYNAMIC ---------------------------------------------------------------
+
+
+def _dynamic_branches(context: StepContext) -> list[tuple[str, str, dict[str, Any]]]:
+    """(ref, transformation name, input) of each branch a dynamic fork was given."""
+    task, given = context.spec.task, dict(context.input)
+    if task.dynamic_fork_tasks_param:
+        listed = given.get(task.dynamic_fork_tasks_param)
+        inputs = given.get(task.dynamic_fork_tasks_input_param_name or "") or {}
+        if not isinstance(listed, list) or not isinstance(inputs, dict):
+            raise OperatorError(f"'{task.dynamic_fork_tasks_param}' must be a list of tasks "
+                                "and its inputs a map of ref to input")
+        branches = []
+        for index, item in enumerate(listed):
+            if not isinstance(item, dict) or not item.get("name"):
+                raise OperatorError(f"dynamic task {index} has no name")
+            branch_ref = str(item.get("taskReferenceName") or f"{item['name']}_{index}")
+            branches.append((branch_ref, str(item["name"]), dict(inputs.get(branch_ref) or {})))
+        return branches
+    name, inputs = given.get("forkTaskName"), given.get("forkTaskInputs")
+    if not isinstance(name, str) or not isinstance(inputs, list):
+        raise OperatorError("give dynamicForkTasksParam, or forkTaskName and forkTaskInputs")
+    return [(f"{context.spec.ref}_{i}", name, dict(v or {})) for i, v in enumerate(inputs)]
+
+
+def _fork_work(context: StepContext) -> Outcome:
+    branches = _dynamic_branches(context)
+    known = transformations()
+    for branch_ref, name, _ in branches:
+        if name not in known:
+            raise OperatorError(f"dynamic task '{branch_ref}' names unknown transformation "
+                                f"'{name}'")
+    get_store().define_dynamic_steps(context.run_id, {
+        ref: {"name": name, "input": given} for ref, name, given in branches})
+    frame = {"iteration": context.iteration} if context.iteration is not None else {}
+    signatures = [
+        celery_app.signature(TASK_PREFIX + name, args=(context.run_id, ref, context.plan.digest),
+                             kwargs=frame, immutable=True)
+        for ref, name, _ in branches
+    ]
+    stage = context.plan.controls[context.spec.ref]
+    assert isinstance(stage, DynamicForkStage)
+    join = step_signature(context.plan, context.run_id, stage.join_ref,
+                          final=context.final, iteration=context.iteration)
+    output = {"forkedTasks": [ref for ref, _, _ in branches]}
+    if not signatures:
+        return Outcome(output, then=join)
+    return Outcome(output, then=fork_signature(signatures, join))
+
+
+fork_dynamic = system_task("FORK_JOIN_DYNAMIC")(_fork_work)
+
+
+@celery_app.task(name=CONTROL_TASKS["DYNAMIC"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def dynamic(
+    self: Task, run_id: str, ref: str, digest: str, final: bool = False,
+    iteration: int | None = None,
+) -> Any:
+    """Run the transformation named by the input `dynamicTaskNameParam` names, as this step."""
+    store, plan = get_store(), plans.get(digest)
+    spec = plan.steps[ref]
+    records = store.get_step_records(run_id, list(spec.reads))
+    run = store.get_run(run_id) or {}
+    if run.get("status") != "RUNNING":
+        stop_route(self)
+        return None
+    scope = build_scope(run, records, self.request.id, store.get_variables(run_id))
+    name = spec.inputs.resolve(scope).get(spec.task.dynamic_task_name_param or "")
+    if not isinstance(name, str) or name not in transformations():
+        error = {"type": "OperatorError",
+                 "message": f"dynamicTaskNameParam names no known transformation: {name!r}",
+                 "time": str(now_ms())}
+        store.fail_step(run_id, ref, error=error)
+        stop_route(self)
+        return None
+    return self.replace(step_signature(plan, run_id, ref, final=final, iteration=iteration,
+                                       task_name=TASK_PREFIX + name))

@@ -1,0 +1,44 @@
+"""Redis key names of the run store, in one place.
+
+The keys of one run share a hash tag (`{run_id}`), so every script that touches a run
+stays within one cluster slot.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "baton"
+RUNS_INDEX: Final = f"{PREFIX}:runs"
+"""Sorted set of run ids by creation time (for listing)."""
+
+
+def run_key(run_id: str) -> str:
+    return f"{PREFIX}:run:{{{run_id}}}"
+
+
+def refs_key(run_id: str) -> str:
+    """Set of the step refs a run has recorded."""
+    return f"{PREFIX}:run:{{{run_id}}}:refs"
+
+
+def vars_key(run_id: str) -> str:
+    """Hash of the run's variables (`workflow.variables`), one JSON value per name."""
+    return f"{PREFIX}:run:{{{run_id}}}:vars"
+
+
+def dynamic_key(run_id: str) -> str:
+    """Hash of the steps a run defined at run time (dynamic fork branches): ref -> JSON."""
+    return f"{PREFIX}:run:{{{run_id}}}:dynamic"
+
+
+def step_key(run_id: str, ref: str) -> str:
+    return f"{PREFIX}:step:{{{run_id}}}:{ref}"
+
+
+def definition_key(digest: str) -> str:
+    return f"{PREFIX}:definition:{digest}"
+
+
+def idempotency_key(key: str) -> str:
+    return f"{PREFIX}:idempotency:{key}"

@@ -1,0 +1,119 @@
+"""The run store's Lua scripts: each state change of a run is one atomic script."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# KEYS: run, idempotency-or-run (placeholder), definition, runs index, vars
+# ARGV: run id, retention, definition json, idempotency key ('' for none), now,
+#       number of run field args n, n run field args, then variable name/value pairs
+CREATE_RUN: Final = """
+if ARGV[4] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return existing end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'workflowId') end
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
+local n = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + n))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if #ARGV > 6 + n then
+  redis.call('HSET', KEYS[5], unpack(ARGV, 7 + n))
+  redis.call('EXPIRE', KEYS[5], ARGV[2])
+end
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5] - ARGV[2] * 1000)
+return ARGV[1]
+"""
+
+# KEYS: run, step, refs, vars, dependency steps...
+# ARGV: ref, now, worker, task id, retention, max deliveries, task type, name
+CLAIM_STEP: Final = """
+local run_status = redis.call('HGET', KEYS[1], 'status')
+if not run_status then return {'missing'} end
+local step_status = redis.call('HGET', KEYS[2], 'status')
+if step_status == 'COMPLETED' or step_status == 'COMPLETED_WITH_ERRORS'
+   or step_status == 'SKIPPED' then
+  return {'done', step_status, redis.call('HGET', KEYS[2], 'output') or ''}
+end
+if run_status ~= 'RUNNING' then return {'stopped', run_status} end
+local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
+redis.call('HSET', KEYS[2], 'status', 'IN_PROGRESS', 'referenceTaskName', ARGV[1],
+  'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4], 'taskType', ARGV[7],
+  'taskDefName', ARGV[8])
+local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+if deliveries > tonumber(ARGV[6]) then return {'exhausted', tostring(deliveries)} end
+local out = {'run', attempts, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[4])}
+for i = 5, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+return out
+"""
+
+# KEYS: run, step ; ARGV: now, retention, step status, error json, reason, ref,
+#       run status ('' keeps the run going: a permissive step), input json ('' for none)
+FAIL_STEP: Final = """
+redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV[1],
+  'reasonForIncompletion', ARGV[5])
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'input', ARGV[8]) end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
+if ARGV[7] == '' then
+  redis.call('HSETNX', KEYS[1], 'permissiveFailure', ARGV[6])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[7], 'reasonForIncompletion', ARGV[5],
+  'failedReferenceTaskName', ARGV[6], 'endTime', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: run, refs ; ARGV: now, retention, status, output json, reason, failed ref
+END_RUN: Final = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
+local failed = redis.call('HGET', KEYS[1], 'permissiveFailure')
+if ARGV[3] == 'COMPLETED' and failed then
+  redis.call('HSET', KEYS[1], 'status', 'FAILED', 'failedReferenceTaskName', failed,
+    'reasonForIncompletion', 'permissive step ' .. failed .. ' failed', 'endTime', ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'output', ARGV[4], 'endTime', ARGV[1])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'reasonForIncompletion', ARGV[5]) end
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'failedReferenceTaskName', ARGV[6]) end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: run, step, refs, alias step (or the step again) ;
+# ARGV: now, retention, input, output, run output ('' unless final), status, error ('' none)
+COMPLETE_STEP: Final = """
+redis.call('HSET', KEYS[2], 'status', ARGV[6], 'input', ARGV[3], 'output', ARGV[4],
+  'endTime', ARGV[1])
+if ARGV[7] == '' then
+  redis.call('HDEL', KEYS[2], 'error', 'reasonForIncompletion')
+else
+  redis.call('HSET', KEYS[2], 'error', ARGV[7])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[4] ~= KEYS[2] then
+  -- a step of a loop iteration: its unsuffixed ref always holds the latest iteration
+  local record = redis.call('HGETALL', KEYS[2])
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[4], unpack(record))
+  redis.call('EXPIRE', KEYS[4], ARGV[2])
+end
+if ARGV[5] == '' or redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
+local failed = redis.call('HGET', KEYS[1], 'permissiveFailure')
+if failed then
+  redis.call('HSET', KEYS[1], 'status', 'FAILED', 'failedReferenceTaskName', failed,
+    'reasonForIncompletion', 'permissive step ' .. failed .. ' failed', 'endTime', ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'status', 'COMPLETED', 'output', ARGV[5], 'endTime', ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 1
+"""

@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _server = RedisServer(binary)
     _server.start()
     os.environ["REDIS_URL"] = _server.url
-    os.environ["BATON_TRANSFORMATIONS"] = "tests.transformations"
+    os.environ["BATON_TRANSFORMATIONS"] = "tests.transformations,tests.conformance_steps"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

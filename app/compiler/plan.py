@@ -232,7 +232,9 @@ def _spec(
     join_on = tuple(task.join_on or ()) if task.type in ("JOIN", "EXCLUSIVE_JOIN") else ()
     if task.type == "EXCLUSIVE_JOIN":
         join_on += tuple(task.default_exclusive_join_task or ())
-    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *extra_reads]))
+    # a join reads its fork too: a dynamic fork's record lists the branches it sent
+    forks = (fork_ref,) if fork_ref is not None else ()
+    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *forks, *extra_reads]))
     return StepSpec(
         ref=task.task_reference_name,
         type=task.type,

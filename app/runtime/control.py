@@ -137,7 +137,7 @@ def _loop_work(context: StepContext) -> Outcome:
             return Outcome({"iteration": 0})
         output.update(item=items[0], index=0, items=items)
     route = _iteration_route(context.plan, context.run_id, stage, 1, context.final)
-    return Outcome(output, then=route)
+    return Outcome(output, then=route, status="IN_PROGRESS")
 
 
 @celery_app.task(name=CONTROL_TASKS["DO_WHILE"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
@@ -159,25 +159,26 @@ def loop_next(
     stage = plan.controls[ref]
     assert isinstance(stage, LoopStage)
     inner = [r for r in spec.reads if plan.loop_of.get(r) == ref]
-    records = store.get_step_records(run_id, list(dict.fromkeys(
+    run, variables, records = store.read_state(run_id, list(dict.fromkeys(
         [ref, *inner, *spec.reads, *(plan.output_reads if final else ())])))
-    run = store.get_run(run_id) or {}
     loop_record = record_document(records.get(ref, {}))
     done = loop_record.get("output") or {}
     if run.get("status") != "RUNNING" or loop_record.get("status") != "IN_PROGRESS" \
             or done.get("iteration") != iteration:
         stop_route(self)  # the run ended, or this is a redelivery of a decision already made
         return None
-    scope = build_scope(run, records, self.request.id, store.get_variables(run_id))
+    scope = build_scope(run, records, self.request.id, variables)
+    # like Conductor, the loop's input is evaluated again for every condition
+    loop_input = spec.inputs.resolve(scope)
     output = dict(done)
     output[str(iteration)] = {r: (scope.get(r) or {}).get("output") for r in inner}
-    _keep_last(output, loop_record.get("input") or {})
+    _keep_last(output, loop_input)
     items = output.get("items")
     try:
         if items is not None:
             again = iteration < len(items)
         else:
-            bindings = {**(loop_record.get("input") or {}), ref: output}
+            bindings = {**loop_input, ref: output}
             bindings.update({r: (scope.get(r) or {}).get("output") for r in inner})
             again = bool(javascript.evaluate(spec.task.loop_condition or "false", bindings))
     except Exception as exc:
@@ -269,12 +270,11 @@ def dynamic(
     """Run the transformation named by the input `dynamicTaskNameParam` names, as this step."""
     store, plan = get_store(), plans.get(digest)
     spec = plan.steps[ref]
-    records = store.get_step_records(run_id, list(spec.reads))
-    run = store.get_run(run_id) or {}
+    run, variables, records = store.read_state(run_id, list(spec.reads))
     if run.get("status") != "RUNNING":
         stop_route(self)
         return None
-    scope = build_scope(run, records, self.request.id, store.get_variables(run_id))
+    scope = build_scope(run, records, self.request.id, variables)
     name = spec.inputs.resolve(scope).get(spec.task.dynamic_task_name_param or "")
     if not isinstance(name, str) or name not in transformations():
         error = {"type": "OperatorError",

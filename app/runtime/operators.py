@@ -22,7 +22,14 @@ from app.config import get_settings
 from app.errors import BatonError
 from app.runtime import javascript
 from app.runtime.state import get_store, plans
-from app.runtime.step import Outcome, StepContext, StepTask, execute_step, stop_route
+from app.runtime.step import (
+    Outcome,
+    StepContext,
+    StepTask,
+    execute_step,
+    record_ref,
+    stop_route,
+)
 from app.runtime.store import now_ms
 
 
@@ -65,9 +72,10 @@ def join(context: StepContext) -> dict[str, Any]:
             raise OperatorError(f"branch step '{name}' failed (permissive)")
         output[name] = record.get("output")
     if spec.fork_ref is not None and not forked:
-        store.record_step(context.run_id, spec.fork_ref, {
+        fork_ref = record_ref(spec.fork_ref, context.iteration)
+        store.record_step(context.run_id, fork_ref, {
             "status": "COMPLETED", "taskType": "FORK_JOIN", "output": "{}",
-            "referenceTaskName": spec.fork_ref, "endTime": str(now_ms())})
+            "referenceTaskName": fork_ref, "endTime": str(now_ms())})
     return output
 
 
@@ -112,7 +120,9 @@ def inline(context: StepContext) -> dict[str, Any]:
     """Evaluate a script (INLINE's `expression`, LAMBDA's `scriptExpression`) with `$` = input."""
     task, given = context.spec.task, dict(context.input)
     if context.spec.type == "LAMBDA":
-        return {"result": javascript.evaluate(task.script_expression or "", given)}
+        # Conductor runs a LAMBDA's script as a function body: it may `return` its value
+        script = given.pop("scriptExpression", task.script_expression) or ""
+        return {"result": javascript.evaluate(f"(function () {{ {script}\n}})()", given)}
     evaluator = given.pop("evaluatorType", task.evaluator_type) or "javascript"
     expression = given.pop("expression", task.expression) or ""
     if evaluator == "value-param":

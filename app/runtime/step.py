@@ -71,6 +71,8 @@ class Outcome:
     """A route that takes this step's place on the message's route (it ends the run if final)."""
     end_run: tuple[str, str] | None = None
     """(status, reason): end the run now with the output as the workflow's (TERMINATE)."""
+    status: str = "COMPLETED"
+    """The step's status once recorded; IN_PROGRESS for a loop whose iterations go on."""
 
 
 Work = Callable[[StepContext], Any]
@@ -139,7 +141,7 @@ def execute_step(
         return _failed(task, run_id, plan, spec, claim, step_input, exc, final, iteration,
                        policy)
     store.complete_step(run_id, recorded_as, input=step_input, output=outcome.output,
-                        run_output=run_output, final=ends,
+                        run_output=run_output, final=ends, status=outcome.status,
                         alias=ref if iteration is not None else None)
     if outcome.end_run is not None:
         status, reason = outcome.end_run
@@ -179,7 +181,8 @@ def stop_route(task: Task) -> None:
 
 def _outcome(result: Any) -> Outcome:
     if isinstance(result, Outcome):
-        return Outcome(normalise_output(result.output), result.then, result.end_run)
+        return Outcome(normalise_output(result.output), result.then, result.end_run,
+                       result.status)
     return Outcome(normalise_output(result))
 
 
@@ -265,9 +268,8 @@ def _finish_again(plan: Plan, run_id: str) -> None:
     if store.get_status(run_id) != "RUNNING":
         return
     reads = tuple(dict.fromkeys([*plan.output_reads, plan.last_ref]))
-    records = store.get_step_records(run_id, reads)
-    run = store.get_run(run_id) or {}
-    scope = build_scope(run, records, None, store.get_variables(run_id))
+    run, variables, records = store.read_state(run_id, reads)
+    scope = build_scope(run, records, None, variables)
     last = scope.get(plan.last_ref) or {}
     output = plan.output.resolve(scope) if plan.output is not None else last.get("output")
     store.complete_run(run_id, output)

@@ -127,12 +127,20 @@ class RunStore:
 
     def get_step_records(self, run_id: str, refs: Sequence[str]) -> dict[str, dict[str, str]]:
         """The records of the named steps (missing ones are left out), one round trip."""
+        return self.read_state(run_id, refs)[2]
+
+    def read_state(
+        self, run_id: str, refs: Sequence[str]
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, str]]]:
+        """(run record, variables, records of the named steps), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(run_key(run_id))
+        pipe.hgetall(vars_key(run_id))
         for ref in refs:
             pipe.hgetall(step_key(run_id, ref))
-        _, *records = self._execute(pipe)
-        return {ref: rec for ref, rec in zip(refs, records, strict=True) if rec}
+        run, variables, *records = self._execute(pipe)
+        found = {ref: rec for ref, rec in zip(refs, records, strict=True) if rec}
+        return run, variables, found
 
     def define_dynamic_steps(self, run_id: str, steps: Mapping[str, Any]) -> None:
         """Keep the steps a run defines at run time (ref -> {name, input})."""

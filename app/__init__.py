@@ -9,7 +9,6 @@ on names and queues.
 from app.celery_app import celery_app as celery
 from app.client import (
     BrokerUnavailable,
-    InvalidInput,
     RunStatus,
     Step,
     StepStatus,
@@ -17,6 +16,7 @@ from app.client import (
     get_run,
     submit_workflow,
 )
+from app.definitions import get_workflow, list_workflows, register_workflow
 from app.dsl.load import load_definition
 from app.errors import (
     BatonError,
@@ -31,6 +31,8 @@ from app.errors import (
 )
 from app.policy import RetryLogic, StepPolicy
 from app.runtime import control as _control  # noqa: F401  (registers baton.* tasks)
+from app.runtime import subworkflows as _subworkflows  # noqa: F401
+from app.runtime.runs import InvalidInput
 from app.transformation import transformation
 
 __all__ = [
@@ -42,6 +44,9 @@ __all__ = [
     "Step",
     "StepStatus",
     "load_definition",
+    "register_workflow",
+    "get_workflow",
+    "list_workflows",
     # Declaring transformations
     "transformation",
     "StepPolicy",

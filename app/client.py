@@ -6,20 +6,18 @@ run by its id.
 
 from __future__ import annotations
 
-import json
+import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
-from app import registry
-from app.compiler.canvas import compile_route
-from app.compiler.plan import build_plan
-from app.config import get_settings
+from app.definitions import get_workflow
 from app.dsl.load import DefinitionSource, load_definition
+from app.dsl.model import WorkflowDef
 from app.errors import (
     BatonError,
     RunNotFound,
@@ -28,9 +26,10 @@ from app.errors import (
     WorkflowFailed,
 )
 from app.loader import ensure_loaded
+from app.runtime.runs import create_run, first_route
 from app.runtime.scope import record_document
-from app.runtime.state import get_store, plans
-from app.runtime.store import RunStore, now_ms
+from app.runtime.state import get_store
+from app.runtime.store import RunStore
 
 
 class RunStatus(StrEnum):
@@ -60,10 +59,6 @@ class StepStatus(StrEnum):
     TIMED_OUT = "TIMED_OUT"
     CANCELED = "CANCELED"
     SKIPPED = "SKIPPED"
-
-
-class InvalidInput(BatonError):
-    """Raised when a workflow's input is not a JSON object."""
 
 
 class BrokerUnavailable(BatonError):
@@ -175,56 +170,49 @@ def submit_workflow(
     definition: DefinitionSource,
     input: Mapping[str, Any] | None = None,
     *,
+    version: int | None = None,
     correlation_id: str | None = None,
     idempotency_key: str | None = None,
 ) -> WorkflowRun:
     """Validate, record and start a run; returns at once with a handle on it.
 
-    Raises DefinitionError (nothing is written), InvalidInput, StoreUnavailable or
-    BrokerUnavailable (the run is removed again). With an `idempotency_key` seen before,
-    the earlier run is returned and nothing new starts.
+    `definition` is a definition (model, dict, JSON/YAML text or file) or the name of a
+    registered workflow (its highest version, or `version`). Raises DefinitionError
+    (nothing is written), InvalidInput, StoreUnavailable or BrokerUnavailable (the run is
+    removed again). With an `idempotency_key` seen before, the earlier run is returned and
+    nothing new starts.
     """
     ensure_loaded()
-    workflow = load_definition(definition)
-    plan = build_plan(workflow, registry.transformations())
-    run_input = {**(workflow.input_template or {}), **_check_input(input)}
+    workflow = _resolve(definition, version)
+    new = create_run(workflow, input, correlation_id=correlation_id,
+                     idempotency_key=idempotency_key)
     store = get_store()
-    run_id = str(uuid.uuid4())
-    created = str(now_ms())
-    fields = {
-        "workflowId": run_id,
-        "workflowType": workflow.name,
-        "version": str(workflow.version),
-        "status": RunStatus.RUNNING.value,
-        "input": json.dumps(run_input, separators=(",", ":")),
-        "correlationId": correlation_id or "",
-        "plan": plan.digest,
-        "createTime": created,
-        "startTime": created,
-    }
-    definition_json = json.dumps(workflow.to_json_dict(), separators=(",", ":"))
-    standing = store.create_run(
-        run_id,
-        digest=plan.digest,
-        definition_json=definition_json,
-        fields=fields,
-        variables=workflow.variables or {},
-        idempotency=idempotency_key,
-    )
-    if standing != run_id:
-        return WorkflowRun(standing, store)
-    plans.put(plan)
-    route = compile_route(plan, run_id, get_settings().segment_size)
-    assert route is not None  # a workflow has at least one task
+    if new.plan is None:
+        return WorkflowRun(new.run_id, store)
     try:
-        route.apply_async()
+        first_route(new).apply_async()
     except Exception as exc:
         try:
-            store.delete_run(run_id, idempotency_key)
+            store.delete_run(new.run_id, idempotency_key)
         except StoreUnavailable:
             pass  # the store is gone too; its retention removes the record
-        raise BrokerUnavailable(f"cannot send run {run_id} to the broker: {exc}") from exc
-    return WorkflowRun(run_id, store)
+        raise BrokerUnavailable(f"cannot send run {new.run_id} to the broker: {exc}") from exc
+    return WorkflowRun(new.run_id, store)
+
+
+_REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _resolve(definition: DefinitionSource, version: int | None) -> WorkflowDef:
+    """A registered workflow's name, or a definition as load_definition takes it."""
+    if (
+        isinstance(definition, str)
+        and _REGISTERED_NAME.fullmatch(definition)
+        and not definition.endswith((".json", ".yaml", ".yml"))
+        and not Path(definition).exists()
+    ):
+        return get_workflow(definition, version)
+    return load_definition(definition)
 
 
 def get_run(run_id: str) -> WorkflowRun:
@@ -233,17 +221,6 @@ def get_run(run_id: str) -> WorkflowRun:
     if store.get_status(run_id) is None:
         raise RunNotFound(f"no run {run_id} (never submitted, or expired)")
     return WorkflowRun(run_id, store)
-
-
-def _check_input(value: Mapping[str, Any] | None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidInput(f"input: must be a JSON object, not {type(value).__name__}")
-    try:
-        return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"input: not JSON-serialisable: {exc}") from None
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)

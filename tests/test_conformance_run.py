@@ -15,7 +15,14 @@ from typing import Any, Final
 
 import pytest
 
-from app import RunStatus, WaitTimeout, WorkflowRun, submit_workflow
+from app import (
+    RunStatus,
+    WaitTimeout,
+    WorkflowRun,
+    get_run,
+    register_workflow,
+    submit_workflow,
+)
 from app.runtime.state import get_store
 from tests.conformance_steps import SCRIPTED
 from tests.test_conformance_static import COMPILES, CONFORMANCE, EXPECTED
@@ -135,6 +142,27 @@ def check_fork_permissive(run: WorkflowRun) -> None:
     assert "t3" not in steps
 
 
+def check_sub_workflow(run: WorkflowRun) -> None:
+    assert statuses(run) == {"t1": "COMPLETED", "t2": "COMPLETED"}
+    child = get_run(run.steps["t2"].output["subWorkflowId"])
+    assert child.status is RunStatus.COMPLETED
+    assert child.record()["parentWorkflowId"] == run.id
+    assert child.steps["t1"].status.value == "COMPLETED"
+
+
+def check_inline_sub_workflow(run: WorkflowRun) -> None:
+    assert statuses(run) == {"t1": "COMPLETED", "swt": "COMPLETED", "t2": "COMPLETED"}
+    child = get_run(run.steps["swt"].output["subWorkflowId"])
+    assert child.steps["t3"].input == {"p1": "jpg"}
+    assert run.steps["swt"].output["op"] is None
+
+
+def check_start_workflow(run: WorkflowRun) -> None:
+    started = get_run(run.steps["st"].output["workflowId"])
+    assert started.wait(timeout=30) is RunStatus.COMPLETED
+    assert started.record()["input"] == {"x": 1}
+
+
 def check_completed_only(run: WorkflowRun) -> None:
     assert set(statuses(run).values()) == {"COMPLETED"}
 
@@ -186,7 +214,15 @@ SCENARIOS: Final[dict[str, tuple[dict[str, Any], dict[str, Any], RunStatus, Chec
     "fork_join_permissive_integration_test.json":
         ({}, {"integration_task_1": {"__fail__": True}}, RunStatus.FAILED,
          check_fork_permissive),
-    "kitchensink.json": ({}, {}, RunStatus.COMPLETED, check_completed_only),
+    "workflow_with_sub_workflow_1_integration_test.json":
+        ({"param1": "a", "subwf": "sub_workflow"}, {}, RunStatus.COMPLETED,
+         check_sub_workflow),
+    "simple_workflow_with_sub_workflow_inline_def_integration_test.json":
+        ({}, {"integration_task_1": {"imageType": "jpg"}}, RunStatus.COMPLETED,
+         check_inline_sub_workflow),
+    "workflow_that_starts_another_workflow.json":
+        ({"startWorkflow": {"name": "sub_workflow", "input": {"x": 1}}}, {},
+         RunStatus.COMPLETED, check_start_workflow),
 }
 RUNNABLE: Final = sorted(name for name, outcome in EXPECTED.items() if outcome == COMPILES)
 
@@ -213,6 +249,7 @@ def test_level_3_runs_as_conductor_would(
 ) -> None:
     workflow_input, outputs, expected, check = SCENARIOS[file]
     scripted_outputs(outputs)
+    register_workflow(CONFORMANCE / "simple_one_task_sub_workflow_integration_test.json")
 
     run = submit_workflow(Path(CONFORMANCE / file), input=workflow_input)
 

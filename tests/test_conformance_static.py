@@ -49,7 +49,7 @@ EXPECTED: Final[dict[str, str | frozenset[str]]] = {
     "exclusive_join_integration_test.json": COMPILES,
     "fork_join_integration_test.json": COMPILES,
     "fork_join_permissive_integration_test.json": COMPILES,
-    "kitchensink.json": frozenset({"EVENT", "HTTP", "SUB_WORKFLOW"}),
+    "kitchensink.json": frozenset({"EVENT", "HTTP"}),
     "sequential_json_jq_transform_integration_test.json": COMPILES,
     "set_variable_workflow_integration_test.json": frozenset({"WAIT"}),
     "simple_decision_task_integration_test.json": COMPILES,
@@ -61,15 +61,13 @@ EXPECTED: Final[dict[str, str | frozenset[str]]] = {
     "simple_workflow_with_optional_task_integration_test.json": COMPILES,
     "simple_workflow_with_permissive_task_integration_test.json": COMPILES,
     "simple_workflow_with_resp_time_out_integration_test.json": COMPILES,
-    "simple_workflow_with_sub_workflow_inline_def_integration_test.json": frozenset(
-        {"SUB_WORKFLOW"}
-    ),
+    "simple_workflow_with_sub_workflow_inline_def_integration_test.json": COMPILES,
     "switch_and_terminate_integration_test.json": COMPILES,
     "terminate_task_completed_workflow_integration_test.json": COMPILES,
     "terminate_task_terminated_status_in_do_while_test.json": COMPILES,
     "workflow.json": frozenset({"HTTP"}),
-    "workflow_that_starts_another_workflow.json": frozenset({"START_WORKFLOW"}),
-    "workflow_with_sub_workflow_1_integration_test.json": frozenset({"SUB_WORKFLOW"}),
+    "workflow_that_starts_another_workflow.json": COMPILES,
+    "workflow_with_sub_workflow_1_integration_test.json": COMPILES,
 }
 
 UNSUPPORTED_SUFFIX: Final = " is not supported yet"

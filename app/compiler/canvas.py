@@ -44,6 +44,8 @@ CONTROL_TASKS: Final = {
     "DECISION": "baton.switch",
     "DO_WHILE": "baton.loop",
     "FORK_JOIN_DYNAMIC": "baton.fork_dynamic",
+    "SUB_WORKFLOW": "baton.sub_workflow",
+    "START_WORKFLOW": "baton.start_workflow",
 }
 TIME_LIMIT_GRACE: Final = 5.0
 """Seconds between the soft limit (the step fails as TIMED_OUT) and the hard kill."""

@@ -27,7 +27,7 @@ MAIN: Final = ""
 
 STEP_TYPES: Final = frozenset({
     "SIMPLE", "NOOP", "JOIN", "EXCLUSIVE_JOIN", "TERMINATE", "SET_VARIABLE", "INLINE",
-    "LAMBDA", "JSON_JQ_TRANSFORM", "DYNAMIC",
+    "LAMBDA", "JSON_JQ_TRANSFORM", "DYNAMIC", "SUB_WORKFLOW", "START_WORKFLOW",
 })
 """Task types that run as one Celery task each."""
 

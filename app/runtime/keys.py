@@ -42,3 +42,12 @@ def definition_key(digest: str) -> str:
 
 def idempotency_key(key: str) -> str:
     return f"{PREFIX}:idempotency:{key}"
+
+
+def workflow_key(name: str) -> str:
+    """Hash of a registered workflow's definitions: version -> JSON (kept without expiry)."""
+    return f"{PREFIX}:workflow:{name}"
+
+
+WORKFLOWS_INDEX: Final = f"{PREFIX}:workflows"
+"""Set of the names of registered workflows."""

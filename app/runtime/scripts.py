@@ -1,4 +1,8 @@
-"""The run store's Lua scripts: each state change of a run is one atomic script."""
+"""The run store's Lua scripts: each state change of a run is one atomic script.
+
+A script that ends a run returns {1, status, parent run id, parent step ref, reason}, so
+that the store can carry a child run's failure to the step that started it.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +71,10 @@ end
 redis.call('HSET', KEYS[1], 'status', ARGV[7], 'reasonForIncompletion', ARGV[5],
   'failedReferenceTaskName', ARGV[6], 'endTime', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+return {1, redis.call('HGET', KEYS[1], 'status'),
+  redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
+  redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
+  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}
 """
 
 # KEYS: run, refs ; ARGV: now, retention, status, output json, reason, failed ref
@@ -84,7 +91,10 @@ else
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
+return {1, redis.call('HGET', KEYS[1], 'status'),
+  redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
+  redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
+  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}
 """
 
 # KEYS: run, step, refs, alias step (or the step again) ;
@@ -115,5 +125,8 @@ else
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
-return 1
+return {1, redis.call('HGET', KEYS[1], 'status'),
+  redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
+  redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
+  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}
 """

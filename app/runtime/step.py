@@ -73,6 +73,8 @@ class Outcome:
     """(status, reason): end the run now with the output as the workflow's (TERMINATE)."""
     status: str = "COMPLETED"
     """The step's status once recorded; IN_PROGRESS for a loop whose iterations go on."""
+    stop: bool = False
+    """Send nothing more down this route (another delivery already carries it on)."""
 
 
 Work = Callable[[StepContext], Any]
@@ -134,7 +136,7 @@ def execute_step(
         context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
                               claim.attempts)
         outcome = _outcome(work(context))
-        ends = final and outcome.then is None and outcome.end_run is None
+        ends = final and outcome.then is None and outcome.end_run is None and not outcome.stop
         run_output = _workflow_output(plan, scope, ref, step_input, outcome.output) if ends \
             else None
     except Exception as exc:
@@ -151,6 +153,8 @@ def execute_step(
         return None
     if outcome.then is not None:
         return task.replace(outcome.then)
+    if outcome.stop:
+        stop_route(task)
     return None
 
 
@@ -182,7 +186,7 @@ def stop_route(task: Task) -> None:
 def _outcome(result: Any) -> Outcome:
     if isinstance(result, Outcome):
         return Outcome(normalise_output(result.output), result.then, result.end_run,
-                       result.status)
+                       result.status, result.stop)
     return Outcome(normalise_output(result))
 
 

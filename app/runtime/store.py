@@ -107,22 +107,22 @@ class RunStore:
         pipe.zrem(RUNS_INDEX, run_id)
         if idempotency:
             pipe.delete(idempotency_key(idempotency))
-        self._execute(pipe)
+        self.execute(pipe)
 
     def get_run(self, run_id: str) -> dict[str, str] | None:
-        fields = self._run(lambda: self.client.hgetall(run_key(run_id)))
+        fields = self.guard(lambda: self.client.hgetall(run_key(run_id)))
         return fields or None
 
     def get_status(self, run_id: str) -> str | None:
-        value = self._run(lambda: self.client.hget(run_key(run_id), "status"))
+        value = self.guard(lambda: self.client.hget(run_key(run_id), "status"))
         return str(value) if value is not None else None
 
     def get_definition(self, digest: str) -> str | None:
-        value = self._run(lambda: self.client.get(definition_key(digest)))
+        value = self.guard(lambda: self.client.get(definition_key(digest)))
         return str(value) if value is not None else None
 
     def get_steps(self, run_id: str) -> dict[str, dict[str, str]]:
-        refs = sorted(self._run(lambda: self.client.smembers(refs_key(run_id))))
+        refs = sorted(self.guard(lambda: self.client.smembers(refs_key(run_id))))
         return self.get_step_records(run_id, refs)
 
     def get_step_records(self, run_id: str, refs: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -138,7 +138,7 @@ class RunStore:
         pipe.hgetall(vars_key(run_id))
         for ref in refs:
             pipe.hgetall(step_key(run_id, ref))
-        run, variables, *records = self._execute(pipe)
+        run, variables, *records = self.execute(pipe)
         found = {ref: rec for ref, rec in zip(refs, records, strict=True) if rec}
         return run, variables, found
 
@@ -150,14 +150,14 @@ class RunStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(dynamic_key(run_id), mapping=record)
         pipe.expire(dynamic_key(run_id), self.retention)
-        self._execute(pipe)
+        self.execute(pipe)
 
     def get_dynamic_step(self, run_id: str, ref: str) -> Any:
-        value = self._run(lambda: self.client.hget(dynamic_key(run_id), ref))
+        value = self.guard(lambda: self.client.hget(dynamic_key(run_id), ref))
         return json.loads(value) if value else None
 
     def get_variables(self, run_id: str) -> dict[str, str]:
-        return dict(self._run(lambda: self.client.hgetall(vars_key(run_id))))
+        return dict(self.guard(lambda: self.client.hgetall(vars_key(run_id))))
 
     def set_variables(self, run_id: str, variables: Mapping[str, Any]) -> None:
         """Set run variables (each name holds one JSON value; parallel writers do not clash)."""
@@ -167,7 +167,7 @@ class RunStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(vars_key(run_id), mapping=record)
         pipe.expire(vars_key(run_id), self.retention)
-        self._execute(pipe)
+        self.execute(pipe)
 
     def end_run(
         self,
@@ -183,7 +183,7 @@ class RunStore:
         A run asked to COMPLETE after a permissive step failed ends FAILED instead.
         """
         args = [now_ms(), self.retention, status, _dumps(output), reason, failed_ref]
-        return bool(self._call(self._end_run, [run_key(run_id), refs_key(run_id)], args))
+        return self._ended(self._call(self._end_run, [run_key(run_id), refs_key(run_id)], args))
 
     def complete_run(self, run_id: str, output: Any) -> bool:
         """Mark a RUNNING run COMPLETED with its output; False if it had already ended."""
@@ -243,7 +243,7 @@ class RunStore:
         given_error = _dumps(error) if error else ""
         args = [now_ms(), self.retention, _dumps(input), _dumps(output), ending, status,
                 given_error]
-        return bool(self._call(self._complete_step, keys, args))
+        return self._ended(self._call(self._complete_step, keys, args))
 
     def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any) -> None:
         """Record a failed attempt that will be tried again; the delivery count starts anew."""
@@ -258,7 +258,7 @@ class RunStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(step_key(run_id, ref), mapping=fields)
         pipe.expire(step_key(run_id, ref), self.retention)
-        self._execute(pipe)
+        self.execute(pipe)
 
     def record_step(self, run_id: str, ref: str, fields: Mapping[str, str]) -> None:
         """Write a step record that no task of its own runs for (a fork, before its join)."""
@@ -267,7 +267,7 @@ class RunStore:
         pipe.hset(step_key(run_id, ref), mapping=record)
         pipe.expire(step_key(run_id, ref), self.retention)
         pipe.sadd(refs_key(run_id), ref)
-        self._execute(pipe)
+        self.execute(pipe)
 
     def fail_step(
         self,
@@ -288,18 +288,32 @@ class RunStore:
         given = _dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status]
         args.append(given)
-        return bool(self._call(self._fail, keys, args))
+        return self._ended(self._call(self._fail, keys, args))
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return self._run(lambda: script(keys=keys, args=args))
+    def _ended(self, reply: Any) -> bool:
+        """True if a script ended its run; a child run that did not complete fails its parent.
 
-    def _execute(self, pipe: Any) -> list[Any]:
-        return list(self._run(pipe.execute))
+        The parent's SUB_WORKFLOW step waits on the child's route, which stops where the
+        child failed, so the failure is carried up here, where every run ends.
+        """
+        if not isinstance(reply, list):
+            return bool(reply)
+        _, status, parent, parent_ref, reason = (str(part) for part in reply)
+        if parent and status != "COMPLETED":
+            error = {"type": "SubWorkflowFailed", "message": f"sub-workflow {status}: {reason}"}
+            self.fail_step(parent, parent_ref, error=error)
+        return True
+
+    def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return self.guard(lambda: script(keys=keys, args=args))
+
+    def execute(self, pipe: Any) -> list[Any]:
+        return list(self.guard(pipe.execute))
 
     @staticmethod
-    def _run(call: Any) -> Any:
+    def guard(call: Any) -> Any:
         try:
             return call()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -314,13 +328,13 @@ class RunStore:
         """
         if limit < 1:
             return []
-        ids = self._run(lambda: self.client.zrevrange(RUNS_INDEX, 0, limit - 1))
+        ids = self.guard(lambda: self.client.zrevrange(RUNS_INDEX, 0, limit - 1))
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)
         for run_id in ids:
             pipe.hgetall(run_key(str(run_id)))
-        records = self._execute(pipe)
+        records = self.execute(pipe)
         return [
             {"workflowId": str(run_id), **record}
             for run_id, record in zip(ids, records, strict=True)

@@ -1,0 +1,102 @@
+"""Creating runs: the record a run starts with, written atomically before any message.
+
+Used by the client (`submit_workflow`) and by operators that start runs of their own
+(SUB_WORKFLOW, START_WORKFLOW), so a child run is recorded exactly like a submitted one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app import registry
+from app.compiler.canvas import compile_route
+from app.compiler.plan import Plan, build_plan
+from app.config import get_settings
+from app.dsl.model import WorkflowDef
+from app.errors import BatonError
+from app.runtime.state import get_store, plans
+from app.runtime.store import now_ms
+
+
+class InvalidInput(BatonError):
+    """Raised when a workflow's input is not a JSON object."""
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The step of another run that a run was started by (SUB_WORKFLOW)."""
+
+    run_id: str
+    ref: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class NewRun:
+    run_id: str
+    plan: Plan | None
+    """None when an idempotency key named a run that already exists."""
+
+
+def create_run(
+    workflow: WorkflowDef,
+    given: Mapping[str, Any] | None,
+    *,
+    correlation_id: str | None = None,
+    idempotency_key: str | None = None,
+    parent: Parent | None = None,
+) -> NewRun:
+    """Validate and record a run (status RUNNING); sending its route is the caller's part."""
+    plan = build_plan(workflow, registry.transformations())
+    run_input = {**(workflow.input_template or {}), **check_input(given)}
+    run_id = str(uuid.uuid4())
+    created = str(now_ms())
+    fields = {
+        "workflowId": run_id,
+        "workflowType": workflow.name,
+        "version": str(workflow.version),
+        "status": "RUNNING",
+        "input": json.dumps(run_input, separators=(",", ":")),
+        "correlationId": correlation_id or "",
+        "plan": plan.digest,
+        "createTime": created,
+        "startTime": created,
+    }
+    if parent is not None:
+        fields.update(parentWorkflowId=parent.run_id, parentWorkflowTaskRef=parent.ref,
+                      parentPlan=parent.digest)
+    standing = get_store().create_run(
+        run_id,
+        digest=plan.digest,
+        definition_json=json.dumps(workflow.to_json_dict(), separators=(",", ":")),
+        fields=fields,
+        variables=workflow.variables or {},
+        idempotency=idempotency_key,
+    )
+    if standing != run_id:
+        return NewRun(standing, None)
+    plans.put(plan)
+    return NewRun(run_id, plan)
+
+
+def first_route(new: NewRun) -> Any:
+    """The route a new run starts with."""
+    assert new.plan is not None
+    route = compile_route(new.plan, new.run_id, get_settings().segment_size)
+    assert route is not None  # a workflow has at least one task
+    return route
+
+
+def check_input(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"input: must be a JSON object, not {type(value).__name__}")
+    try:
+        return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"input: not JSON-serialisable: {exc}") from None

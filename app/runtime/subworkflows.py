@@ -1,0 +1,104 @@
+"""SUB_WORKFLOW and START_WORKFLOW: runs that start runs.
+
+A SUB_WORKFLOW step records a child run (linked to its parent step) and puts the child's
+route, followed by `baton.sub_workflow_done`, in its own place on the parent's route: the
+parent goes on only after the child completed, and a child that fails or is terminated
+fails the parent step where the store ends the child run. START_WORKFLOW sends the new
+run's route on its own and completes at once (fire and forget).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from celery import Task, chain
+
+from app.celery_app import celery_app
+from app.definitions import get_workflow
+from app.dsl.expressions import parse_parameter
+from app.dsl.model import WorkflowDef
+from app.dsl.validate import parse_definition
+from app.runtime.operators import OperatorError, system_task
+from app.runtime.runs import Parent, create_run, first_route
+from app.runtime.scope import build_scope, record_document
+from app.runtime.state import get_store, plans
+from app.runtime.step import Outcome, StepContext, StepTask, _workflow_output, stop_route
+
+SUB_WORKFLOW_DONE: Final = "baton.sub_workflow_done"
+
+
+def _child_definition(context: StepContext) -> WorkflowDef:
+    params = context.spec.task.sub_workflow_param
+    if params is None:
+        raise OperatorError("SUB_WORKFLOW needs subWorkflowParam")
+    inline = params.workflow_definition
+    if isinstance(inline, WorkflowDef):
+        return inline
+    if isinstance(inline, str):
+        resolved = parse_parameter(inline).resolve(context.scope)
+        if not isinstance(resolved, dict):
+            raise OperatorError("subWorkflowParam.workflowDefinition resolved to no definition")
+        return parse_definition(resolved)
+    if not params.name:
+        raise OperatorError("subWorkflowParam needs a name or a workflowDefinition")
+    name = parse_parameter(params.name).resolve(context.scope)
+    return get_workflow(str(name), params.version)
+
+
+def _sub_workflow(context: StepContext) -> Outcome:
+    parent = Parent(context.run_id, context.record_ref, context.plan.digest)
+    correlation = (context.scope.get("workflow") or {}).get("correlationId") or None
+    new = create_run(_child_definition(context), context.input, correlation_id=correlation,
+                     idempotency_key=f"{context.run_id}:{context.record_ref}", parent=parent)
+    output = {"subWorkflowId": new.run_id}
+    if new.plan is None:  # a redelivery: the child was started by the first delivery
+        return Outcome(output, status="IN_PROGRESS", stop=True)
+    frame: dict[str, Any] = {"final": True} if context.final else {}
+    if context.iteration is not None:
+        frame["iteration"] = context.iteration
+    done = celery_app.signature(SUB_WORKFLOW_DONE, args=(context.run_id, context.spec.ref,
+                                context.plan.digest), kwargs=frame, immutable=True)
+    return Outcome(output, then=chain(first_route(new), done), status="IN_PROGRESS")
+
+
+sub_workflow = system_task("SUB_WORKFLOW")(_sub_workflow)
+
+
+@celery_app.task(name=SUB_WORKFLOW_DONE, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def sub_workflow_done(
+    self: Task, run_id: str, ref: str, digest: str, final: bool = False,
+    iteration: int | None = None,
+) -> None:
+    """The child completed: its output becomes the SUB_WORKFLOW step's, and the parent goes on."""
+    store, plan = get_store(), plans.get(digest)
+    recorded_as = f"{ref}__{iteration}" if iteration is not None else ref
+    reads = list(dict.fromkeys([recorded_as, *(plan.output_reads if final else ())]))
+    run, variables, records = store.read_state(run_id, reads)
+    step = record_document(records.get(recorded_as, {}))
+    if run.get("status") != "RUNNING" or step.get("status") != "IN_PROGRESS":
+        stop_route(self)  # the parent ended meanwhile, or this is a redelivery
+        return
+    child_id = (step.get("output") or {}).get("subWorkflowId")
+    child = record_document(store.get_run(str(child_id)) or {})
+    output = {**(child.get("output") or {}), "subWorkflowId": child_id}
+    scope = build_scope(run, records, self.request.id, variables)
+    run_output = _workflow_output(plan, scope, ref, step.get("input"), output) if final else None
+    store.complete_step(run_id, recorded_as, input=step.get("input"), output=output,
+                        run_output=run_output, final=final,
+                        alias=ref if iteration is not None else None)
+
+
+def _start_workflow(context: StepContext) -> dict[str, Any]:
+    request = (context.input or {}).get("startWorkflow")
+    if not isinstance(request, dict) or not request.get("name"):
+        raise OperatorError("START_WORKFLOW needs inputParameters.startWorkflow with a name")
+    workflow = get_workflow(str(request["name"]), request.get("version"))
+    new = create_run(workflow, request.get("input") or {},
+                     correlation_id=request.get("correlationId"),
+                     idempotency_key=f"{context.run_id}:{context.record_ref}")
+    if new.plan is not None:
+        first_route(new).apply_async()
+    return {"workflowId": new.run_id}
+
+
+start_workflow = system_task("START_WORKFLOW")(_start_workflow)

@@ -69,11 +69,17 @@ def compile_route(
     ends_run = sequence_id == MAIN if final is None else final
     stages = plan.sequences[sequence_id]
     end = min(start + segment_size, len(stages))
-    signatures = [
-        _stage(plan, run_id, stages[position], segment_size, iteration,
-               final=ends_run and position == len(stages) - 1)
-        for position in range(start, end)
-    ]
+    signatures = []
+    for position in range(start, end):
+        stage = stages[position]
+        last = position == len(stages) - 1
+        signature = _stage(plan, run_id, stage, segment_size, iteration, final=ends_run and last)
+        if not last and not isinstance(stage, ForkStage):
+            # Clients follow the run store, not Celery results. Only the last task of a
+            # sequence may be a chord member whose result closes a fork, so only it (and
+            # every fork, whose header would inherit the option) keeps its result.
+            signature.set(ignore_result=True)
+        signatures.append(signature)
     if end < len(stages):
         kwargs = _frame(ends_run, iteration)
         signatures.append(celery_app.signature(

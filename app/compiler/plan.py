@@ -120,9 +120,16 @@ def definition_digest(definition: WorkflowDef) -> str:
 def build_plan(
     definition: WorkflowDef,
     transformations: Mapping[str, Transformation] | None = None,
+    *,
+    validated: bool = False,
 ) -> Plan:
-    """Validate a definition and build its plan; DefinitionError lists every problem."""
-    check_definition(definition, transformations)
+    """Validate a definition and build its plan; DefinitionError lists every problem.
+
+    `validated=True` skips the checks, for a definition validated when its run was
+    submitted (a worker rebuilding a plan from the store).
+    """
+    if not validated:
+        check_definition(definition, transformations)
     builder = _Builder()
     builder.sequence(MAIN, definition.tasks, "tasks", loop=None)
     if builder.problems:

@@ -68,15 +68,19 @@ class _Scope:
     """What a task may read: refs completed for sure, refs that may have run.
 
     `apart` names the refs that can never have run before a task here, with the reason
-    (a parallel fork branch, another case of a SWITCH); any other unreadable ref runs later.
+    (another case of a SWITCH); `branches` are the fork branches a task here runs in, so a
+    ref of a sibling branch is told apart without listing every sibling's refs (a fork can
+    have thousands of branches). Any other unreadable ref runs later.
     """
 
     done: set[str] = field(default_factory=set)
     maybe: set[str] = field(default_factory=set)
     apart: dict[str, str] = field(default_factory=dict)
+    branches: dict[str, int] = field(default_factory=dict)
+    """Fork ref -> index of the branch a task here runs in."""
 
     def copy(self) -> _Scope:
-        return _Scope(set(self.done), set(self.maybe), dict(self.apart))
+        return _Scope(set(self.done), set(self.maybe), dict(self.apart), dict(self.branches))
 
 
 class _Checker:
@@ -91,6 +95,8 @@ class _Checker:
         self.prefix = prefix
         self.problems: list[Problem] = []
         self.first_seen: dict[str, str] = {}
+        self.branch_of: dict[str, tuple[str, int]] = {}
+        """Ref of a task inside a fork branch -> (fork ref, branch index)."""
 
     def run(self) -> None:
         self._collect(self.definition.tasks, self._path("tasks"))
@@ -213,14 +219,11 @@ class _Checker:
                 self._add(f"{path}.forkTasks[{index}]", "a fork branch needs at least one task")
                 continue
             # The fork completes as its branches start, so a branch may read its input.
+            for inner_task in _walk(branch):
+                self.branch_of[inner_task.task_reference_name] = (ref, index)
             branch_scope = scope.copy()
             branch_scope.done.add(ref)
-            for other, other_branch in enumerate(branches):
-                if other != index:
-                    reason = f"runs in a parallel branch of fork '{ref}' (forkTasks[{other}])"
-                    branch_scope.apart.update(
-                        (t.task_reference_name, reason) for t in _walk(other_branch)
-                    )
+            branch_scope.branches[ref] = index
             inner = self._sequence(branch, f"{path}.forkTasks[{index}]", branch_scope)
             ends.append(branch[-1].task_reference_name)
             joined.done |= inner.done
@@ -232,13 +235,19 @@ class _Checker:
         if following is None or following.type != "JOIN":
             self._add(path, f"FORK_JOIN '{ref}' must be followed by a JOIN")
             return
+        branch_ends = set(ends)
         for index, name in enumerate(following.join_on or []):
-            if name not in ends:
+            if name not in branch_ends:
                 listed = ", ".join(f"'{e}'" for e in ends) or "none"
                 self._add(
                     f"{_next_path(path)}.joinOn[{index}]",
                     f"'{name}' ends no branch of fork '{ref}' (branch ends: {listed})",
                 )
+
+    def _sibling(self, root: str, scope: _Scope) -> bool:
+        """Whether `root` runs in another branch of a fork the reading task runs in."""
+        found = self.branch_of.get(root)
+        return found is not None and scope.branches.get(found[0], found[1]) != found[1]
 
     def _inline_subworkflow(self, task: WorkflowTask, path: str) -> None:
         params = task.sub_workflow_param
@@ -270,6 +279,10 @@ class _Checker:
                 self._add(where, f"{text} reads the task's own record")
             elif root in scope.apart:
                 self._add(where, f"{text} names task '{root}', which {scope.apart[root]}")
+            elif self._sibling(root, scope):
+                fork, other = self.branch_of[root]
+                self._add(where, f"{text} names task '{root}', which runs in a parallel branch "
+                                 f"of fork '{fork}' (forkTasks[{other}])")
             elif root in self.first_seen:
                 self._add(where, f"{text} names task '{root}', which runs later")
             else:

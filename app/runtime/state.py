@@ -55,7 +55,7 @@ class _PlanCache:
         if text is None:
             raise PlanMissing(f"definition {digest} is not in the store (expired?)")
         # validated at submit; transformation names are not re-checked on a worker
-        plan = build_plan(parse_definition(json.loads(text)))
+        plan = build_plan(parse_definition(json.loads(text)), validated=True)
         self.put(plan)
         return plan
 

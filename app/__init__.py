@@ -10,10 +10,12 @@ from app.celery_app import celery_app as celery
 from app.client import (
     BrokerUnavailable,
     RunStatus,
+    RunSummary,
     Step,
     StepStatus,
     WorkflowRun,
     get_run,
+    list_runs,
     submit_workflow,
 )
 from app.definitions import get_workflow, list_workflows, register_workflow
@@ -39,6 +41,8 @@ __all__ = [
     # Running workflows
     "submit_workflow",
     "get_run",
+    "list_runs",
+    "RunSummary",
     "WorkflowRun",
     "RunStatus",
     "Step",

@@ -8,6 +8,8 @@ transformations are needed (submitting, validating, starting a worker).
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from app.config import get_settings
 from app.errors import TransformationError
@@ -21,6 +23,9 @@ def load_transformations() -> None:
     """Import every transformation module once; remember the first that fails."""
     global _problem
     extra = [m.strip() for m in get_settings().transformations.split(",") if m.strip()]
+    if extra and os.getcwd() not in sys.path and "" not in sys.path:
+        # as `celery -A` and `python -m` do: modules beside the caller are importable
+        sys.path.insert(0, os.getcwd())
     for module in dict.fromkeys([*DEFAULT_MODULES, *extra]):
         try:
             importlib.import_module(module)

@@ -46,6 +46,7 @@ local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
 redis.call('HSET', KEYS[2], 'status', 'IN_PROGRESS', 'referenceTaskName', ARGV[1],
   'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4], 'taskType', ARGV[7],
   'taskDefName', ARGV[8])
+redis.call('HDEL', KEYS[2], 'endTime')
 local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[1])

@@ -148,20 +148,24 @@ def run_once(side: Side, shape: Shape) -> float:
     return (side.ended_at(handle) - sent_at) * 1000
 
 
-def first_message_bytes(side: Side, shape: Shape, worker: str, redis_url: str) -> int:
-    """Size of a run's first broker message, read off the queue while nobody consumes it."""
-    from app import celery as celery_app
+def first_messages(
+    sides: list[Side], shape: Shape, redis_url: str
+) -> tuple[dict[str, int], list[tuple[Side, Any]]]:
+    """Size of each side's first broker message for a run of the shape, and the runs sent.
+
+    Called before any worker consumes the queue, so each message can be read off the
+    queue's list as it lies in Redis; the runs go on once the worker starts.
+    """
     from bench.shapes import QUEUE
 
     client = redis.Redis.from_url(redis_url)
-    control = celery_app.control
-    control.cancel_consumer(QUEUE, destination=[worker], reply=True)
-    try:
-        handle = side.submit(shape)
-        waiting = client.lrange(QUEUE, 0, -1)  # kombu's Redis transport: one list per queue
-    finally:
-        control.add_consumer(QUEUE, destination=[worker], reply=True)
-    wait_finished(side, handle, time.monotonic() + RUN_DEADLINE_S)
-    if len(waiting) != 1:
-        raise BenchFailure(f"expected one message on '{QUEUE}', found {len(waiting)}")
-    return len(waiting[0])
+    if client.llen(QUEUE):
+        raise BenchFailure(f"queue '{QUEUE}' is not empty before the benchmark")
+    sizes, sent = {}, []
+    for side in sides:
+        sent.append((side, side.submit(shape)))
+        newest = client.lindex(QUEUE, 0)  # kombu's Redis transport LPUSHes onto one list
+        if newest is None:
+            raise BenchFailure(f"{side.name}: no message on '{QUEUE}' after sending a run")
+        sizes[side.name] = len(newest)
+    return sizes, sent

@@ -43,6 +43,7 @@ def summarise(shape: Shape, series: Series) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "steps": steps,
         "wall_s": wall,
+        "samples": len(samples),
         "submit_s": statistics.median(s.submit_s for s in samples),
         "steps_per_s": steps / wall,
         "ms_per_step": wall * 1000 / steps,
@@ -86,7 +87,11 @@ def figures_of(shapes: Sequence[Shape], results: dict[str, dict[str, Series]]) -
     for shape in shapes:
         sides = {name: summarise(shape, series) for name, series in results[shape.key].items()}
         ratio = sides["baton"]["steps_per_s"] / sides["raw"]["steps_per_s"]
-        report[shape.key] = {"title": shape.title, **sides, "ratio": ratio}
+        baton_cpu, raw_cpu = sides["baton"]["cpu_ms_per_step"], sides["raw"]["cpu_ms_per_step"]
+        # steadier than wall time on a shared machine, where throughput is bound by CPU
+        cpu_ratio = raw_cpu / baton_cpu if baton_cpu and raw_cpu else None
+        report[shape.key] = {"title": shape.title, **sides, "ratio": ratio,
+                             "cpu_ratio": cpu_ratio}
     return report
 
 
@@ -108,17 +113,31 @@ COST: tuple[Column, ...] = (
 )
 
 
-def table(shapes: dict[str, Any], columns: Sequence[Column], with_ratio: bool) -> str:
+def throughput_note(entry: dict[str, Any]) -> str | None:
+    verdict = "ok" if entry["ratio"] >= TARGET else "BELOW TARGET"
+    return f"baton/raw throughput {entry['ratio']:.2f}x (target >= {TARGET:.1f}x: {verdict})"
+
+
+def cpu_note(entry: dict[str, Any]) -> str | None:
+    if entry["cpu_ratio"] is None:
+        return None
+    return f"raw/baton CPU per step {entry['cpu_ratio']:.2f}x"
+
+
+def table(
+    shapes: dict[str, Any],
+    columns: Sequence[Column],
+    note: Callable[[dict[str, Any]], str | None],
+) -> str:
     rows = [["shape", "side", *(heading for heading, _, _ in columns)]]
     notes: dict[int, str] = {}
     for key, entry in shapes.items():
         for number, side in enumerate(("baton", "raw")):
             label = f"({key}) {entry['title']}" if number == 0 else ""
             rows.append([label, side, *(_cell(entry[side], c) for c in columns)])
-        if with_ratio:
-            verdict = "ok" if entry["ratio"] >= TARGET else "BELOW TARGET"
-            notes[len(rows)] = (f"baton/raw throughput {entry['ratio']:.2f}x "
-                                f"(target >= {TARGET:.1f}x: {verdict})")
+        text = note(entry)
+        if text is not None:
+            notes[len(rows)] = text
     return _render(rows, notes)
 
 
@@ -145,16 +164,17 @@ def _render(rows: list[list[str]], notes: dict[int, str]) -> str:
 def printed(figures: dict[str, Any]) -> str:
     env, options, shapes = figures["environment"], figures["options"], figures["shapes"]
     sizes = figures["first_message_bytes"]
+    repeats = "".join(f", ({key}) x{count} per round" for key, count in options["repeats"].items())
     return "\n".join([
-        f"Baton vs raw Celery canvas: medians of {options['rounds']} round(s); one worker "
-        f"({env['worker']}), Redis {env['redis_server']}, Celery {env['celery']}, "
+        f"Baton vs raw Celery canvas: medians of {options['rounds']} round(s){repeats}; "
+        f"one worker ({env['worker']}), Redis {env['redis_server']}, Celery {env['celery']}, "
         f"{env['cpus']} CPUs",
         "",
-        table(shapes, SPEED, with_ratio=True),
+        table(shapes, SPEED, throughput_note),
         "",
         "Cost per step (CPU ms spent by the client, the worker's processes and Redis):",
         "",
-        table(shapes, COST, with_ratio=False),
+        table(shapes, COST, cpu_note),
         "",
         f"First broker message of the {sizes['shape']}: baton {sizes['baton']:,} B, "
         f"raw {sizes['raw']:,} B",

@@ -20,15 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from bench.harness import CONCURRENCY, BenchFailure, Counters, Worker, running_worker, start_redis
+from bench.harness import CONCURRENCY, BenchFailure, Counters, running_worker, start_redis
 from bench.measure import (
     POLL_S,
+    RUN_DEADLINE_S,
     BatonSide,
     RawSide,
     Side,
-    first_message_bytes,
+    check_output,
+    first_messages,
     measure,
     run_once,
+    wait_finished,
 )
 from bench.report import TARGET, Series, figures_of, printed
 
@@ -48,6 +51,8 @@ class Options:
 
 
 DEFAULTS = (3, 200, 1000, 100, 10)
+REPEATS = {"c": 5}
+"""Measurements per round of a shape whose one run is too short to time once on a noisy box."""
 QUICK = (1, 20, 100, 40, 3)  # 40 steps, not 20: the chain still crosses a segment boundary
 
 
@@ -98,8 +103,9 @@ def run_rounds(
         # alternate who goes first, so warming and drift favour neither side
         order = sides if number % 2 == 0 else sides[::-1]
         for shape in shapes:
-            for side in order:
-                results[shape.key][side.name].samples.append(measure(side, shape, counters))
+            for repeat in range(REPEATS.get(shape.key, 1)):
+                for side in order if repeat % 2 == 0 else order[::-1]:
+                    results[shape.key][side.name].samples.append(measure(side, shape, counters))
         for side in order:
             alone = [run_once(side, lone) for _ in range(options.alone)]
             results[lone.key][side.name].alone_ms += alone
@@ -130,29 +136,31 @@ def benchmark(options: Options, server: RedisServer) -> dict[str, Any]:
               workloads.long_chain(options.steps)]
     lone = workloads.many_small_runs(1)  # same definition as (a), one run at a time
     sides: list[Side] = [BatonSide(), RawSide()]
+    sizes, probes = first_messages(sides, shapes[2], server.url)
     with running_worker(server.dir / "worker.log") as worker:
         progress(f"worker {worker.name} up; warming up")
         started = time.perf_counter()
+        finish(probes, shapes[2])
         first_runs = warm_up(sides, [lone, *shapes[1:]])
         progress(f"warm-up took {time.perf_counter() - started:.1f}s; measuring")
         counters = Counters(server.url, worker.pid)
         results = run_rounds(sides, shapes, lone, options, counters)
-        sizes = message_sizes(sides, shapes[2], worker, server.url)
     return {
         "environment": environment(server.url),
-        "options": asdict(options) | {"json_path": str(options.json_path or "") or None},
+        "options": {**asdict(options), "repeats": REPEATS,
+                    "json_path": str(options.json_path) if options.json_path else None},
         "target": TARGET,
         "shapes": figures_of(shapes, results),
-        "first_message_bytes": sizes,
+        "first_message_bytes": {"shape": shapes[2].title, **sizes},
         "warm_up_latency_ms": first_runs,
     }
 
 
-def message_sizes(sides: list[Side], shape: Shape, worker: Worker, url: str) -> dict[str, Any]:
-    sizes: dict[str, Any] = {"shape": shape.title}
-    for side in sides:
-        sizes[side.name] = first_message_bytes(side, shape, worker.name, url)
-    return sizes
+def finish(runs: list[tuple[Side, Any]], shape: Shape) -> None:
+    """Wait for runs sent before the worker started, and check them like any other."""
+    for side, handle in runs:
+        wait_finished(side, handle, time.monotonic() + RUN_DEADLINE_S)
+        check_output(side, shape, handle)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchFailure as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bench interrupted; worker and Redis stopped", file=sys.stderr)
+        return 130
     finally:
         if server is not None:
             server.cleanup()

@@ -33,8 +33,11 @@ from app.errors import (
 )
 from app.policy import RetryLogic, StepPolicy
 from app.runtime import control as _control  # noqa: F401  (registers baton.* tasks)
+from app.runtime import integrations as _integrations  # noqa: F401
 from app.runtime import subworkflows as _subworkflows  # noqa: F401
+from app.runtime import waiting as _waiting  # noqa: F401
 from app.runtime.runs import InvalidInput
+from app.runtime.waiting import NotWaiting
 from app.transformation import transformation
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "BrokerUnavailable",
     "DefinitionError",
     "InvalidInput",
+    "NotWaiting",
     "Problem",
     "RunNotFound",
     "StoreUnavailable",

@@ -30,6 +30,7 @@ from app.runtime.runs import create_run, first_route
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
 from app.runtime.store import RunStore
+from app.runtime.waiting import complete_waiting_step
 
 
 class RunStatus(StrEnum):
@@ -136,6 +137,14 @@ class WorkflowRun:
     @property
     def output(self) -> Any:
         return self.record().get("output")
+
+    def complete_step(self, ref: str, output: Mapping[str, Any] | None = None) -> None:
+        """Complete a WAIT or HUMAN step from outside; the run goes on from there.
+
+        `ref` is the step's ref as `steps` lists it (`<ref>__<n>` inside a loop).
+        NotWaiting if the step is not waiting to be completed.
+        """
+        complete_waiting_step(self.id, ref, dict(output or {}))
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """Block until the run reaches a terminal status; WaitTimeout past `timeout` seconds."""

@@ -46,6 +46,10 @@ CONTROL_TASKS: Final = {
     "FORK_JOIN_DYNAMIC": "baton.fork_dynamic",
     "SUB_WORKFLOW": "baton.sub_workflow",
     "START_WORKFLOW": "baton.start_workflow",
+    "WAIT": "baton.wait",
+    "HUMAN": "baton.human",
+    "HTTP": "baton.http",
+    "EVENT": "baton.event",
 }
 TIME_LIMIT_GRACE: Final = 5.0
 """Seconds between the soft limit (the step fails as TIMED_OUT) and the hard kill."""

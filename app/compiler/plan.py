@@ -27,7 +27,8 @@ MAIN: Final = ""
 
 STEP_TYPES: Final = frozenset({
     "SIMPLE", "NOOP", "JOIN", "EXCLUSIVE_JOIN", "TERMINATE", "SET_VARIABLE", "INLINE",
-    "LAMBDA", "JSON_JQ_TRANSFORM", "DYNAMIC", "SUB_WORKFLOW", "START_WORKFLOW",
+    "LAMBDA", "JSON_JQ_TRANSFORM", "DYNAMIC", "SUB_WORKFLOW", "START_WORKFLOW", "WAIT",
+    "HUMAN", "HTTP", "EVENT",
 })
 """Task types that run as one Celery task each."""
 

@@ -1,0 +1,106 @@
+"""HTTP and EVENT: steps that talk to other systems.
+
+HTTP calls a URL through httpx; only a 2xx answer completes the step. EVENT publishes
+the step's input to a Redis stream named from its sink, so other systems (choreography)
+can consume it with XREAD or a consumer group.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import httpx
+
+from app.celery_app import celery_app
+from app.compiler.canvas import CONTROL_TASKS
+from app.policy import StepPolicy
+from app.runtime.keys import PREFIX
+from app.runtime.operators import OperatorError
+from app.runtime.state import get_store
+from app.runtime.step import StepContext, StepTask, execute_step
+
+EVENT_STREAM_LENGTH: Final = 100_000
+"""Streams are trimmed to about this many events."""
+
+
+class HttpStatusError(OperatorError):
+    """An HTTP step got an answer outside 2xx."""
+
+
+def event_stream(sink: str) -> str:
+    """The Redis stream a sink publishes to (`conductor`, `kafka:orders` -> baton:events:...)."""
+    return f"{PREFIX}:events:{sink}"
+
+
+def _http(context: StepContext) -> dict[str, Any]:
+    request = (context.input or {}).get("http_request")
+    if not isinstance(request, dict) or not request.get("uri"):
+        raise OperatorError("HTTP needs inputParameters.http_request with a uri")
+    method = str(request.get("method") or "GET").upper()
+    headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
+    if request.get("accept"):
+        headers.setdefault("Accept", str(request["accept"]))
+    body = request.get("body")
+    content: bytes | None = None
+    if body is not None:
+        headers.setdefault("Content-Type", str(request.get("contentType") or
+                                               "application/json"))
+        content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    timeout = httpx.Timeout(
+        _seconds(request.get("readTimeOut"), 30.0),
+        connect=_seconds(request.get("connectionTimeOut"), 10.0),
+    )
+    try:
+        answer = httpx.request(method, str(request["uri"]), headers=headers, content=content,
+                               timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise OperatorError(f"{method} {request['uri']}: {exc}") from None
+    response = {"statusCode": answer.status_code, "reasonPhrase": answer.reason_phrase,
+                "headers": dict(answer.headers), "body": _body(answer)}
+    if not 200 <= answer.status_code < 300:
+        raise HttpStatusError(f"{method} {request['uri']} answered {answer.status_code} "
+                              f"{answer.reason_phrase}")
+    return {"response": response}
+
+
+def _seconds(milliseconds: Any, default: float) -> float:
+    return float(milliseconds) / 1000 if isinstance(milliseconds, int | float) else default
+
+
+def _body(answer: httpx.Response) -> Any:
+    if "json" in answer.headers.get("content-type", ""):
+        try:
+            return answer.json()
+        except ValueError:
+            pass
+    return answer.text
+
+
+@celery_app.task(name=CONTROL_TASKS["HTTP"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def http(self: Any, run_id: str, ref: str, digest: str, final: bool = False,
+         iteration: int | None = None) -> Any:
+    """Call a URL; retried as the task's taskDefinition says (an outage is often brief)."""
+    return execute_step(self, run_id, ref, digest, _http, final=final, iteration=iteration,
+                        policy=StepPolicy())
+
+
+@celery_app.task(name=CONTROL_TASKS["EVENT"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def event(self: Any, run_id: str, ref: str, digest: str, final: bool = False,
+          iteration: int | None = None) -> Any:
+    """Publish the step's input to the Redis stream of its sink."""
+
+    def publish(context: StepContext) -> dict[str, Any]:
+        sink = context.spec.task.sink
+        if not sink:
+            raise OperatorError("EVENT needs a sink")
+        stream = event_stream(sink)
+        fields: dict[Any, Any] = {"workflowId": run_id, "taskReferenceName": context.record_ref,
+                  "workflowType": context.plan.definition.name,
+                  "payload": json.dumps(context.input)}
+        client = get_store().client
+        event_id = get_store().guard(lambda: client.xadd(
+            stream, fields, maxlen=EVENT_STREAM_LENGTH, approximate=True))
+        return {"event_produced": stream, "eventId": str(event_id), "sink": sink}
+
+    return execute_step(self, run_id, ref, digest, publish, final=final, iteration=iteration)

@@ -192,7 +192,7 @@ def submit_workflow(
     nothing new starts.
     """
     ensure_loaded()
-    workflow = _resolve(definition, version)
+    workflow = resolve_definition(definition, version)
     new = create_run(workflow, input, correlation_id=correlation_id,
                      idempotency_key=idempotency_key)
     store = get_store()
@@ -212,7 +212,7 @@ def submit_workflow(
 _REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def _resolve(definition: DefinitionSource, version: int | None) -> WorkflowDef:
+def resolve_definition(definition: DefinitionSource, version: int | None = None) -> WorkflowDef:
     """A registered workflow's name, or a definition as load_definition takes it."""
     if (
         isinstance(definition, str)

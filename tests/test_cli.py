@@ -506,3 +506,35 @@ def test_following_on_a_terminal_draws_a_progress_bar(
     screen = terminal.getvalue()
     assert f"run {run.id[:8]}" in screen
     assert "2/2  d1 COMPLETED" in screen
+
+
+def test_register_then_submit_by_name_and_complete_a_human_step(
+    worker: Any, tmp_path: Path
+) -> None:
+    from app import get_run
+    from tests.support import wait_for
+
+    runner = CliRunner()
+    definition = {"name": "cli_approval", "version": 3, "schemaVersion": 2, "tasks": [
+        {"name": "ask", "taskReferenceName": "ask", "type": "HUMAN"},
+        {"name": "echo", "taskReferenceName": "after", "inputParameters": {
+            "ok": "${ask.output.ok}"}}]}
+    file = tmp_path / "approval.json"
+    file.write_text(json.dumps(definition))
+    registered = runner.invoke(main, ["register", str(file)])
+    assert registered.exit_code == 0, registered.stderr
+    assert registered.stdout.strip() == f"{file}: registered cli_approval v3"
+
+    submitted = runner.invoke(main, ["submit", "cli_approval", "--json"])
+    assert submitted.exit_code == 0, submitted.stderr
+    run = get_run(json.loads(submitted.stdout)["id"])
+    wait_for(lambda: "ask" in run.steps and run.steps["ask"].status.value == "IN_PROGRESS"
+             and run.steps["ask"].output is not None, timeout=30, what="the HUMAN step")
+
+    done = runner.invoke(main, ["complete", run.id, "ask", "--output", '{"ok": true}'])
+    assert done.exit_code == 0, done.stderr
+    assert run.result(timeout=30) == {"ok": True}
+
+    again = runner.invoke(main, ["complete", run.id, "ask"])
+    assert again.exit_code == 1
+    assert again.stderr.strip().endswith("is no longer waiting")

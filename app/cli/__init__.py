@@ -1,7 +1,8 @@
 """The `baton` command: run, submit, watch, draw and serve workflows from a shell.
 
 One module per group of commands: `runs` (run, submit), `monitoring` (status, list),
-`definitions` (validate, graph, schema), `workers` (worker); `common` holds what they
+`definitions` (validate, graph, schema), `lifecycle` (register, complete), `workers`
+(worker); `common` holds what they
 share. Every failure a user can cause ends in one line on stderr and a non-zero exit
 code; every option can also be set through the environment variable its help names.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import click
 
 from app.cli.definitions import graph, schema, validate
+from app.cli.lifecycle import complete, register
 from app.cli.monitoring import list_command, status
 from app.cli.runs import run, submit
 from app.cli.workers import worker
@@ -25,7 +27,8 @@ def main() -> None:
     """
 
 
-for _command in (run, submit, status, list_command, graph, validate, schema, worker):
+for _command in (run, submit, status, list_command, complete, graph, validate, register,
+                 schema, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

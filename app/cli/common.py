@@ -17,9 +17,9 @@ import click
 
 from app import registry
 from app.celery_app import reload_settings
+from app.client import resolve_definition
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
-from app.dsl.load import load_definition
 from app.errors import BatonError, DefinitionError
 from app.loader import ensure_loaded
 from app.runtime.state import get_store
@@ -84,10 +84,10 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def load_plan(file: str) -> Plan:
-    """The file's definition, validated against the registered transformations."""
+def load_plan(file: str, version: int | None = None) -> Plan:
+    """The definition in a file (or registered under a name), validated."""
     ensure_loaded()
-    return build_plan(load_definition(file), registry.transformations())
+    return build_plan(resolve_definition(file, version), registry.transformations())
 
 
 def parse_input(input_json: str | None, items: Sequence[str]) -> dict[str, Any]:

@@ -93,6 +93,8 @@ also "output" (the workflow's output, null unless COMPLETED)."""
         help="Your own id for the run (`${workflow.correlationId}`).")
 @option("--idempotency-key", envvar="BATON_IDEMPOTENCY_KEY", metavar="KEY",
         help="A key seen before gives back that earlier run instead of a new one.")
+@option("--version", "version", type=int, envvar="BATON_VERSION",
+        help="With a registered workflow's name: the version to run (default: the highest).")
 @option("--wait", is_flag=True, envvar="BATON_WAIT",
         help="Follow the run to its end and print its output.")
 @timeout_option
@@ -100,10 +102,12 @@ also "output" (the workflow's output, null unless COMPLETED)."""
 @redis_option
 def submit(
     file: str, input_json: str | None, items: tuple[str, ...], correlation_id: str | None,
-    idempotency_key: str | None, wait: bool, timeout: float | None, as_json: bool,
-    redis_url: str | None,
+    idempotency_key: str | None, version: int | None, wait: bool, timeout: float | None,
+    as_json: bool, redis_url: str | None,
 ) -> None:
     """Start a run on the workers of a Redis and print its id.
+
+    FILE is a definition file or the name of a registered workflow (`baton register`).
 
     With --wait, report each step as it ends (on stderr) and print the workflow's
     output as JSON; exit 1 if the run does not complete (or is still running after
@@ -114,8 +118,8 @@ def submit(
       baton submit workflows/encode_and_deploy.json -i fileLocation=s3://in/movie.mov
     """
     workflow_input = parse_input(input_json, items)
-    plan = guard(lambda: load_plan(file))
     use_redis(redis_url, "submit")
+    plan = guard(lambda: load_plan(file, version))
     started = time.monotonic()
     handle = _start(plan, workflow_input, correlation_id, idempotency_key, announce=wait)
     if not wait:

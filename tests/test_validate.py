@@ -367,8 +367,8 @@ def test_loop_body_reads_the_loop_and_any_body_task() -> None:
     ("tasks", "expected"),
     [
         (
-            [task("a"), switch("s", {"x": [task("w", "WAIT")]})],
-            "tasks[1].decisionCases.x[0]: type WAIT is not supported yet",
+            [task("a"), switch("s", {"x": [task("w", "KAFKA_PUBLISH")]})],
+            "tasks[1].decisionCases.x[0]: type KAFKA_PUBLISH is not supported yet",
         ),
         (
             [task("a"), task("l", "DO_WHILE", loopCondition="false",
@@ -377,8 +377,8 @@ def test_loop_body_reads_the_loop_and_any_body_task() -> None:
             "tasks[1].loopOver[0]: a DO_WHILE inside a DO_WHILE is not supported yet",
         ),
         (
-            [fork("f", [task("a")], [task("w", "HTTP")]), join("j", "a", "w")],
-            "tasks[0].forkTasks[1][0]: type HTTP is not supported yet",
+            [fork("f", [task("a")], [task("w", "USER_DEFINED")]), join("j", "a", "w")],
+            "tasks[0].forkTasks[1][0]: type USER_DEFINED is not supported yet",
         ),
     ],
 )

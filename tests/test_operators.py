@@ -132,3 +132,15 @@ def test_a_dynamic_fork_of_1000_branches_completes(worker: Any) -> None:
     assert run.wait(timeout=180) is RunStatus.COMPLETED
     joined = run.steps["fan_join"].output
     assert len(joined) == 1000 and joined["fan_999"] == {"i": 999}
+
+
+def test_start_delay_and_task_definition_input_template(worker: Any) -> None:
+    delayed = {**echo("late", given="${workflow.input.given}"), "startDelay": 1,
+               "taskDefinition": {"name": "echo", "inputTemplate": {"region": "eu",
+                                                                      "given": "default"}}}
+    run = submit_workflow(wf(echo("early"), delayed), input={"given": "mine"})
+
+    assert run.result(timeout=30) == {"region": "eu", "given": "mine"}
+    steps = run.steps
+    assert steps["early"].ended_at is not None and steps["late"].started_at is not None
+    assert (steps["late"].started_at - steps["early"].ended_at).total_seconds() >= 0.9

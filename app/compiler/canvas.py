@@ -106,6 +106,8 @@ def step_signature(
     timeout = spec.policy_overrides.get("timeout_seconds")
     if timeout:
         options = {"soft_time_limit": timeout, "time_limit": timeout + TIME_LIMIT_GRACE}
+    if spec.task.start_delay:
+        options["countdown"] = spec.task.start_delay
     return celery_app.signature(
         name, args=(run_id, ref, plan.digest), kwargs=_frame(final, iteration), immutable=True,
         **options,

@@ -133,6 +133,9 @@ def execute_step(
     step_input: Any = None
     try:
         step_input = spec.inputs.resolve(scope)
+        template = spec.task.task_definition.input_template if spec.task.task_definition else None
+        if template and isinstance(step_input, dict):
+            step_input = {**template, **step_input}  # the task definition's defaults
         context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
                               claim.attempts)
         outcome = _outcome(work(context))

@@ -32,6 +32,9 @@ STEP_TYPES: Final = frozenset({
 })
 """Task types that run as one Celery task each."""
 
+_READS_RUN: Final = frozenset({"SUB_WORKFLOW", "DO_WHILE", "START_WORKFLOW", "EVENT"})
+"""Operators that read the run's record beyond their input (correlation id, items)."""
+
 SUPPORTED_TYPES: Final = STEP_TYPES | {
     "FORK_JOIN", "FORK_JOIN_DYNAMIC", "SWITCH", "DECISION", "DO_WHILE"
 }
@@ -53,6 +56,8 @@ class StepSpec:
     """For a JOIN: the fork it closes."""
     policy_overrides: Mapping[str, Any] = field(default_factory=dict)
     """Retry and timeout fields the task sets for itself (taskDefinition, retryCount)."""
+    reads_run: bool = True
+    """Whether the step reads the run's record or variables (`${workflow...}`)."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,8 @@ def _spec(
         join_on=join_on,
         fork_ref=fork_ref,
         policy_overrides=task_overrides(task.task_definition, task.retry_count),
+        reads_run=task.type in _READS_RUN or any(
+            e.static_root in (WORKFLOW_ROOT, None) for e in inputs.expressions()),
     )
 
 

@@ -32,7 +32,8 @@ return ARGV[1]
 """
 
 # KEYS: run, step, refs, vars, dependency steps...
-# ARGV: ref, now, worker, task id, retention, max deliveries, task type, name
+# ARGV: ref, now, worker, task id, retention, max deliveries, task type, name,
+#       '1' when the step reads the run's own record and variables (`${workflow...}`)
 CLAIM_STEP: Final = """
 local run_status = redis.call('HGET', KEYS[1], 'status')
 if not run_status then return {'missing'} end
@@ -52,7 +53,11 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 if deliveries > tonumber(ARGV[6]) then return {'exhausted', tostring(deliveries)} end
-local out = {'run', attempts, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[4])}
+local out = {'run', attempts, {}, {}}
+if ARGV[9] == '1' then
+  out[3] = redis.call('HGETALL', KEYS[1])
+  out[4] = redis.call('HGETALL', KEYS[4])
+end
 for i = 5, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
 return out
 """

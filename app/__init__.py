@@ -36,6 +36,7 @@ from app.runtime import control as _control  # noqa: F401  (registers baton.* ta
 from app.runtime import integrations as _integrations  # noqa: F401
 from app.runtime import subworkflows as _subworkflows  # noqa: F401
 from app.runtime import waiting as _waiting  # noqa: F401
+from app.runtime.lifecycle import LifecycleError
 from app.runtime.runs import InvalidInput
 from app.runtime.waiting import NotWaiting
 from app.transformation import transformation
@@ -65,6 +66,7 @@ __all__ = [
     "BrokerUnavailable",
     "DefinitionError",
     "InvalidInput",
+    "LifecycleError",
     "NotWaiting",
     "Problem",
     "RunNotFound",

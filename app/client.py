@@ -26,6 +26,7 @@ from app.errors import (
     WorkflowFailed,
 )
 from app.loader import ensure_loaded
+from app.runtime import lifecycle
 from app.runtime.runs import create_run, first_route
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
@@ -137,6 +138,28 @@ class WorkflowRun:
     @property
     def output(self) -> Any:
         return self.record().get("output")
+
+    def pause(self) -> None:
+        """Start no new step until `resume()`; steps already running finish."""
+        lifecycle.pause(self.id)
+
+    def resume(self) -> None:
+        """Go on from where a paused run stopped."""
+        lifecycle.resume(self.id)
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """End the run as TERMINATED; its open steps are cancelled and their tasks revoked."""
+        lifecycle.terminate(self.id, reason)
+
+    terminate = cancel
+
+    def retry(self) -> None:
+        """Run the failed step again and go on; completed steps do not run again."""
+        lifecycle.retry(self.id)
+
+    def restart(self) -> None:
+        """Run an ended run again from the beginning with the same input."""
+        lifecycle.restart(self.id)
 
     def complete_step(self, ref: str, output: Mapping[str, Any] | None = None) -> None:
         """Complete a WAIT or HUMAN step from outside; the run goes on from there.

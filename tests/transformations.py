@@ -57,3 +57,25 @@ def flaky(key: str, failures: int) -> dict[str, Any]:
 def doomed(key: str) -> dict[str, Any]:
     _count(key)
     raise TerminalError("the file is corrupt")
+
+
+@transformation(queue="echo")
+def gate(key: str, **values: Any) -> dict[str, Any]:
+    """Block until the test opens the gate `key` (a Redis list), then echo the input."""
+    from app.runtime.state import get_store
+
+    _count(f"gate:{key}")
+    if get_store().client.blpop([f"test:gate:{key}"], timeout=30) is None:
+        raise TimeoutError(f"gate {key} was never opened")
+    return dict(values)
+
+
+@transformation(queue="faulty")
+def fails_until_fixed(key: str) -> dict[str, Any]:
+    """Fail until the test sets `test:fixed:<key>`; count every attempt."""
+    from app.runtime.state import get_store
+
+    attempt = _count(key)
+    if not get_store().client.get(f"test:fixed:{key}"):
+        raise RuntimeError(f"broken (attempt {attempt})")
+    return {"attempt": attempt}

@@ -22,6 +22,7 @@ from app.config import get_settings
 from app.dsl.expressions import parse_parameter
 from app.registry import TASK_PREFIX, transformations
 from app.runtime import javascript
+from app.runtime.lifecycle import hold_back
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
@@ -165,6 +166,7 @@ def loop_next(
     done = loop_record.get("output") or {}
     if run.get("status") != "RUNNING" or loop_record.get("status") != "IN_PROGRESS" \
             or done.get("iteration") != iteration:
+        hold_back(self, run_id, run.get("status"))
         stop_route(self)  # the run ended, or this is a redelivery of a decision already made
         return None
     scope = build_scope(run, records, self.request.id, variables)
@@ -272,6 +274,7 @@ def dynamic(
     spec = plan.steps[ref]
     run, variables, records = store.read_state(run_id, list(spec.reads))
     if run.get("status") != "RUNNING":
+        hold_back(self, run_id, run.get("status"))
         stop_route(self)
         return None
     scope = build_scope(run, records, self.request.id, variables)

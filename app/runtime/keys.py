@@ -51,3 +51,8 @@ def workflow_key(name: str) -> str:
 
 WORKFLOWS_INDEX: Final = f"{PREFIX}:workflows"
 """Set of the names of registered workflows."""
+
+
+def parked_key(run_id: str) -> str:
+    """List of the messages a paused run held back (JSON), sent again on resume."""
+    return f"{PREFIX}:run:{{{run_id}}}:parked"

@@ -21,6 +21,7 @@ from app.compiler.canvas import CONTINUE_TASK, CONTROL_TASKS, compile_route
 from app.config import get_settings
 from app.errors import BatonError
 from app.runtime import javascript
+from app.runtime.lifecycle import hold_back
 from app.runtime.state import get_store, plans
 from app.runtime.step import (
     Outcome,
@@ -161,7 +162,9 @@ def continue_route(
     iteration: int | None = None,
 ) -> Any:
     """Compile the next segment of a sequence and put it in this task's place on the route."""
-    if get_store().get_status(run_id) != "RUNNING":
+    status = get_store().get_status(run_id)
+    if status != "RUNNING":
+        hold_back(self, run_id, status)
         stop_route(self)
         return None
     plan = plans.get(digest)

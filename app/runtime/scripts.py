@@ -63,11 +63,14 @@ return out
 """
 
 # KEYS: run, step ; ARGV: now, retention, step status, error json, reason, ref,
-#       run status ('' keeps the run going: a permissive step), input json ('' for none)
+#       run status ('' keeps the run going: a permissive step), input json ('' for none),
+#       the step's message ('' for none), kept so that the run can be retried
 FAIL_STEP: Final = """
+if redis.call('HGET', KEYS[2], 'status') == 'CANCELED' then return 0 end
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV[1],
   'reasonForIncompletion', ARGV[5])
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'input', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'message', ARGV[9]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
 if ARGV[7] == '' then
@@ -106,6 +109,7 @@ return {1, redis.call('HGET', KEYS[1], 'status'),
 # KEYS: run, step, refs, alias step (or the step again) ;
 # ARGV: now, retention, input, output, run output ('' unless final), status, error ('' none)
 COMPLETE_STEP: Final = """
+if redis.call('HGET', KEYS[2], 'status') == 'CANCELED' then return 0 end
 redis.call('HSET', KEYS[2], 'status', ARGV[6], 'input', ARGV[3], 'output', ARGV[4],
   'endTime', ARGV[1])
 if ARGV[7] == '' then

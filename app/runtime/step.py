@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Task
 from celery.canvas import Signature
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from app.compiler.plan import Plan, StepSpec
 from app.config import get_settings
@@ -25,6 +25,8 @@ from app.dsl.expressions import Parameter
 from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
 from app.policy import StepPolicy
+from app.runtime.lifecycle import hold_back
+from app.runtime.messages import message_of
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
 from app.runtime.store import Claim
@@ -127,7 +129,8 @@ def execute_step(
         stop_route(task)
         return None
     if claim.verdict != "run":
-        stop_route(task)  # the run ended (failed, cancelled) or expired: go no further
+        hold_back(task, run_id, claim.detail)  # held back until the run resumes
+        stop_route(task)  # the run ended (failed, cancelled), paused or expired
         return None
 
     scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
@@ -223,7 +226,11 @@ def _failed(
             store.complete_run(run_id, {})  # ends FAILED: a permissive step failed
         return None
     store.fail_step(run_id, recorded_as, error=error, input=step_input,
-                    step_status=_status(exc))
+                    step_status=_status(exc), message=message_of(task))
+    if task.request.chord:
+        # A chord counts a failed member and never fires again: an ignored one is not
+        # counted, so a retried step can still close its fork.
+        raise Ignore()
     raise exc
 
 

@@ -280,6 +280,7 @@ class RunStore:
         input: Any = None,
         step_status: str = "FAILED",
         run_status: str = "FAILED",
+        message: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record a step's failure and end its run with it; False if the run had ended.
 
@@ -289,7 +290,7 @@ class RunStore:
         keys = [run_key(run_id), step_key(run_id, ref)]
         given = _dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status]
-        args.append(given)
+        args += [given, _dumps(message) if message else ""]
         return self._ended(self._call(self._fail, keys, args))
 
     # -- plumbing ---------------------------------------------------------------------------

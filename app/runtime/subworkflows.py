@@ -18,6 +18,7 @@ from app.definitions import get_workflow
 from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.dsl.validate import parse_definition
+from app.runtime.lifecycle import hold_back
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.runs import Parent, create_run, first_route
 from app.runtime.scope import build_scope, record_document
@@ -76,7 +77,8 @@ def sub_workflow_done(
     run, variables, records = store.read_state(run_id, reads)
     step = record_document(records.get(recorded_as, {}))
     if run.get("status") != "RUNNING" or step.get("status") != "IN_PROGRESS":
-        stop_route(self)  # the parent ended meanwhile, or this is a redelivery
+        hold_back(self, run_id, run.get("status"))
+        stop_route(self)  # the parent ended or paused meanwhile, or this is a redelivery
         return
     child_id = (step.get("output") or {}).get("subWorkflowId")
     child = record_document(store.get_run(str(child_id)) or {})

@@ -1,0 +1,179 @@
+"""Run lifecycle: pause, resume, terminate, retry and restart, without an orchestrator.
+
+Every step checks its run's status when it claims (a flag in Redis, so it holds after
+every worker restarts). A step that finds its run PAUSED parks its message and stops;
+`resume` sends the parked messages on. `terminate` ends the run, cancels its open steps
+and revokes their Celery tasks; queued steps do nothing when they arrive. A step that
+fails keeps its message, so `retry` can send it again and the run goes on from there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from app.celery_app import celery_app
+from app.errors import BatonError
+from app.runtime.keys import parked_key, refs_key, run_key, step_key
+from app.runtime.messages import message_of, send_message
+from app.runtime.runs import NewRun, first_route
+from app.runtime.state import get_store, plans
+from app.runtime.store import now_ms
+
+# KEYS: run, parked ; ARGV: now, retention, message json
+_PARK: Final = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'RUNNING' or status == 'COMPLETED' then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: run, parked ; ARGV: from status, to status
+_RESUME: Final = """
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return parked
+"""
+
+# KEYS: run, parked, refs ; ARGV: now, reason, step key prefix
+_TERMINATE: Final = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'RUNNING' and status ~= 'PAUSED' then return false end
+redis.call('HSET', KEYS[1], 'status', 'TERMINATED', 'reasonForIncompletion', ARGV[2],
+  'endTime', ARGV[1])
+local revoked = {}
+for _, ref in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local key = ARGV[3] .. ref
+  local step = redis.call('HGET', key, 'status')
+  if step == 'IN_PROGRESS' or step == 'SCHEDULED' then
+    redis.call('HSET', key, 'status', 'CANCELED', 'endTime', ARGV[1])
+    revoked[#revoked + 1] = redis.call('HGET', key, 'taskId') or ''
+  end
+end
+return revoked
+"""
+
+# KEYS: run, parked ; ARGV: step key prefix
+_RETRY: Final = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'FAILED' and status ~= 'TIMED_OUT' and status ~= 'TERMINATED' then
+  return {'status', status or ''}
+end
+local ref = redis.call('HGET', KEYS[1], 'failedReferenceTaskName')
+if not ref then return {'nostep', ''} end
+local key = ARGV[1] .. ref
+local message = redis.call('HGET', key, 'message')
+if not message then return {'nomessage', ref} end
+redis.call('HSET', KEYS[1], 'status', 'RUNNING')
+redis.call('HDEL', KEYS[1], 'reasonForIncompletion', 'failedReferenceTaskName', 'endTime',
+  'permissiveFailure', 'output')
+redis.call('HSET', key, 'status', 'SCHEDULED', 'deliveries', '0')
+redis.call('HDEL', key, 'message')
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return {'ok', ref, message, parked}
+"""
+
+
+class LifecycleError(BatonError):
+    """Raised when a lifecycle operation does not apply to a run in its current status."""
+
+
+def _script(text: str) -> Any:
+    return get_store().client.register_script(text)
+
+
+def hold_back(task: Task, run_id: str, status: str | None) -> None:
+    """Hold back the message of a task that found its run paused or ended.
+
+    `resume` sends it on for a PAUSED run, `retry` for a FAILED, TIMED_OUT or TERMINATED
+    one. A chord member is then ignored rather than counted, so the fork can still close
+    when its message comes back.
+    """
+    if status in (None, "RUNNING", "COMPLETED"):
+        return
+    store = get_store()
+    message = json.dumps(message_of(task))
+    keys = [run_key(run_id), parked_key(run_id)]
+    parked = store.guard(lambda: _script(_PARK)(keys=keys,
+                                                 args=[now_ms(), store.retention, message]))
+    if parked and task.request.chord:
+        raise Ignore()
+
+
+def pause(run_id: str) -> None:
+    """No new step starts until `resume`; steps already running finish."""
+    store = get_store()
+    done = store.guard(lambda: _script(_RESUME)(keys=[run_key(run_id), parked_key(run_id)],
+                                                args=["RUNNING", "PAUSED"]))
+    if done is None:
+        raise LifecycleError(f"run {run_id} is not RUNNING: {_status(run_id)}")
+
+
+def resume(run_id: str) -> None:
+    """Let a PAUSED run go on from where each of its routes stopped."""
+    store = get_store()
+    parked = store.guard(lambda: _script(_RESUME)(keys=[run_key(run_id), parked_key(run_id)],
+                                                  args=["PAUSED", "RUNNING"]))
+    if parked is None:
+        raise LifecycleError(f"run {run_id} is not PAUSED: {_status(run_id)}")
+    for message in parked:
+        send_message(json.loads(message))
+
+
+def terminate(run_id: str, reason: str = "terminated") -> None:
+    """End a RUNNING or PAUSED run as TERMINATED and revoke the tasks of its open steps."""
+    store = get_store()
+    keys = [run_key(run_id), parked_key(run_id), refs_key(run_id)]
+    revoked = store.guard(lambda: _script(_TERMINATE)(
+        keys=keys, args=[now_ms(), reason, step_key(run_id, "")]))
+    if revoked is None:
+        raise LifecycleError(f"run {run_id} is not RUNNING or PAUSED: {_status(run_id)}")
+    task_ids = [str(t) for t in revoked if t]
+    if task_ids:
+        celery_app.control.revoke(task_ids)  # queued copies are dropped; claims stop the rest
+
+
+def retry(run_id: str) -> None:
+    """Run the failed step again and go on from there; completed steps do not run again."""
+    store = get_store()
+    reply = store.guard(lambda: _script(_RETRY)(keys=[run_key(run_id), parked_key(run_id)],
+                                                args=[step_key(run_id, "")]))
+    verdict, detail = str(reply[0]), str(reply[1])
+    if verdict == "status":
+        raise LifecycleError(f"run {run_id} is {detail or 'unknown'}: only a FAILED, TIMED_OUT "
+                             "or TERMINATED run can be retried")
+    if verdict != "ok":
+        raise LifecycleError(f"run {run_id} cannot be retried: its failure was not in a step "
+                             f"that can run again ({detail or 'no failed step'})")
+    for message in [reply[2], *reply[3]]:
+        send_message(json.loads(message))
+
+
+def restart(run_id: str) -> None:
+    """Run an ended run again from the beginning, with the same input (same run id)."""
+    store = get_store()
+    run = store.get_run(run_id)
+    if run is None or run.get("status") in ("RUNNING", "PAUSED"):
+        raise LifecycleError(f"run {run_id} is {_status(run_id)}: only an ended run restarts")
+    plan = plans.get(run["plan"])
+    refs = list(store.guard(lambda: store.client.smembers(refs_key(run_id))))
+    pipe = store.client.pipeline(transaction=True)
+    for ref in refs:
+        pipe.delete(step_key(run_id, ref))
+    pipe.delete(refs_key(run_id), parked_key(run_id))
+    pipe.hset(run_key(run_id), mapping={"status": "RUNNING", "startTime": str(now_ms())})
+    pipe.hdel(run_key(run_id), "reasonForIncompletion", "failedReferenceTaskName", "endTime",
+              "permissiveFailure", "output")
+    store.execute(pipe)
+    first_route(NewRun(run_id, plan)).apply_async()
+
+
+def _status(run_id: str) -> str:
+    return get_store().get_status(run_id) or "unknown"

@@ -1,0 +1,38 @@
+"""A task's message, kept in Redis and sent again later: route, chord membership and all.
+
+Pausing, retrying a failed step and completing a waiting step all hold a message back
+and send it on later; this is the one way they capture and resend it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from app.celery_app import celery_app
+
+
+def message_of(task: Task, **kwargs: Any) -> dict[str, Any]:
+    """The running task's message as JSON data; `kwargs` override its keyword arguments."""
+    request = task.request
+    return {
+        "task": task.name,
+        "args": list(request.args or ()),
+        "kwargs": {**(request.kwargs or {}), **kwargs},
+        "chain": request.chain,
+        "chord": request.chord,
+        "group_id": request.group,
+        "group_index": request.group_index,
+        "root_id": request.root_id,
+    }
+
+
+def send_message(message: dict[str, Any]) -> None:
+    """Send a captured message again; Celery routes it by its task's name."""
+    celery_app.send_task(
+        message["task"], args=message["args"], kwargs=message["kwargs"],
+        chain=message.get("chain"), chord=message.get("chord"),
+        group_id=message.get("group_id"), group_index=message.get("group_index"),
+        root_id=message.get("root_id"),
+    )

@@ -538,3 +538,30 @@ def test_register_then_submit_by_name_and_complete_a_human_step(
     again = runner.invoke(main, ["complete", run.id, "ask"])
     assert again.exit_code == 1
     assert again.stderr.strip().endswith("is no longer waiting")
+
+
+def test_lifecycle_commands_cancel_and_retry_runs(worker: Any) -> None:
+    import uuid
+
+    from app import RunStatus, get_run
+    from app.runtime.state import get_store
+
+    key = uuid.uuid4().hex
+    definition = {"name": "cli_life", "version": 1, "schemaVersion": 2, "tasks": [
+        {"name": "fails_until_fixed", "taskReferenceName": "b", "inputParameters": {
+            "key": key}}]}
+    runner = CliRunner()
+    submitted = runner.invoke(main, ["submit", json.dumps(definition), "--json"])
+    assert submitted.exit_code == 0, submitted.stderr
+    run = get_run(json.loads(submitted.stdout)["id"])
+    assert run.wait(timeout=30) is RunStatus.FAILED
+
+    refused = runner.invoke(main, ["cancel", run.id])
+    assert refused.exit_code == 1
+    assert "is not RUNNING or PAUSED" in refused.stderr
+
+    get_store().client.set(f"test:fixed:{key}", "1")
+    retried = runner.invoke(main, ["retry", run.id])
+    assert retried.exit_code == 0, retried.stderr
+    assert retried.stdout.strip() == f"{run.id}: retrying"
+    assert run.result(timeout=30) == {"attempt": 2}

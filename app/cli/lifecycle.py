@@ -1,7 +1,9 @@
-"""`baton register` and `baton complete`: commands that change what the store holds.
+"""Commands that change runs and definitions: register, complete, pause, resume, cancel,
+retry and restart.
 
 `register` keeps a definition under its name and version for SUB_WORKFLOW,
-START_WORKFLOW and `baton submit NAME`; `complete` finishes a WAIT or HUMAN step.
+START_WORKFLOW and `baton submit NAME`; `complete` finishes a WAIT or HUMAN step; the
+others are the run lifecycle (`WorkflowRun.pause()` and its kin).
 """
 
 from __future__ import annotations
@@ -65,3 +67,40 @@ def complete(run_id: str, ref: str, output_json: str, redis_url: str | None) -> 
     guard(lambda: handle.complete_step(ref, output))
     click.echo(f"{ref}: completed")
 
+
+
+def _lifecycle(name: str, summary: str, done: str) -> click.Command:
+    @click.command(name=name, help=f"{summary}\n\n\b\nExample:\n  baton {name} RUN_ID")
+    @click.argument("run_id")
+    @redis_option
+    def command(run_id: str, redis_url: str | None) -> None:
+        use_redis(redis_url, name)
+        handle = guard(lambda: get_run(run_id))
+        guard(lambda: getattr(handle, name)())
+        click.echo(f"{run_id}: {done}")
+
+    return command
+
+
+pause = _lifecycle("pause", "Start no new step of a run until it is resumed.", "paused")
+resume = _lifecycle("resume", "Let a paused run go on from where it stopped.", "resumed")
+retry = _lifecycle("retry", "Run a failed run's failed step again and go on.", "retrying")
+restart = _lifecycle("restart", "Run an ended run again from the beginning.", "restarted")
+
+
+@click.command()
+@click.argument("run_id")
+@option("--reason", envvar="BATON_REASON", default="cancelled", show_default=True,
+        help="Why the run ends; kept as its reasonForIncompletion.")
+@redis_option
+def cancel(run_id: str, reason: str, redis_url: str | None) -> None:
+    """End a run as TERMINATED; its open steps are cancelled and their tasks revoked.
+
+    \b
+    Example:
+      baton cancel 0b7f0a52-2f8e-4a0e-9d0c-8c1e8a7e5b6f --reason "duplicate order"
+    """
+    use_redis(redis_url, "cancel")
+    handle = guard(lambda: get_run(run_id))
+    guard(lambda: handle.cancel(reason))
+    click.echo(f"{run_id}: cancelled")

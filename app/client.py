@@ -27,7 +27,7 @@ from app.errors import (
 )
 from app.loader import ensure_loaded
 from app.runtime import lifecycle
-from app.runtime.runs import create_run, first_route
+from app.runtime.runs import create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
 from app.runtime.store import RunStore
@@ -222,7 +222,7 @@ def submit_workflow(
     if new.plan is None:
         return WorkflowRun(new.run_id, store)
     try:
-        first_route(new).apply_async()
+        send_run(new, workflow)
     except Exception as exc:
         try:
             store.delete_run(new.run_id, idempotency_key)

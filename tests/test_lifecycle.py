@@ -106,3 +106,41 @@ def test_restart_runs_everything_again_with_the_same_input(worker: Any) -> None:
     assert run.result(timeout=30) == {"attempt": 2}
     with pytest.raises(LifecycleError, match="only a FAILED, TIMED_OUT or TERMINATED run"):
         WorkflowRun(run.id).retry()
+
+
+def test_a_workflow_timeout_times_the_run_out_while_a_step_runs(worker: Any) -> None:
+    key = uuid.uuid4().hex
+    definition = {**wf(task("slow", "gate", key=key), task("after")), "timeoutSeconds": 1}
+    run = submit_workflow(definition)
+    wait_for(lambda: entered(key), timeout=30, what="the slow step to start")
+
+    assert run.wait(timeout=30) is RunStatus.TIMED_OUT
+    open_gate(key)
+    assert run.record()["reasonForIncompletion"] == "workflow timed out after 1s"
+    assert run.steps["slow"].status is StepStatus.CANCELED
+    assert "after" not in run.steps
+
+
+def test_a_failed_run_starts_its_failure_workflow(worker: Any) -> None:
+    from app import list_runs, register_workflow
+
+    register_workflow(wf(task("handle", v="${workflow.input.failureStatus}",
+                              failed="${workflow.input.workflowId}"))
+                      | {"name": "on_failure"})
+    definition = wf(task("bad", "refuse", reason="boom")) | {"failureWorkflow": "on_failure"}
+
+    run = submit_workflow(definition, input={"order": 3})
+    assert run.wait(timeout=30) is RunStatus.FAILED
+
+    def handler() -> WorkflowRun | None:
+        for summary in list_runs(name="on_failure", limit=20):
+            candidate = WorkflowRun(summary.id)
+            if candidate.record()["input"].get("workflowId") == run.id:
+                return candidate
+        return None
+
+    started = wait_for(handler, timeout=30, what="the failure workflow to start")
+    assert started.result(timeout=30) == {"v": "FAILED", "failed": run.id}
+    given = started.record()["input"]
+    assert given["order"] == 3 and given["reason"] == "Refused: boom"
+    assert given["failureTaskId"] == run.steps["bad"].task_id

@@ -13,20 +13,29 @@ import json
 from typing import Any, Final
 
 from celery import Task
+from celery.canvas import Signature
 from celery.exceptions import Ignore
 
 from app.celery_app import celery_app
+from app.config import get_settings
+from app.dsl.model import WorkflowDef
 from app.errors import BatonError
 from app.runtime.keys import parked_key, refs_key, run_key, step_key
 from app.runtime.messages import message_of, send_message
-from app.runtime.runs import NewRun, first_route
+from app.runtime.runs import NewRun, send_run
 from app.runtime.state import get_store, plans
+from app.runtime.step_task import StepTask
 from app.runtime.store import now_ms
 
+DEADLINE_TASK: Final = "baton.deadline"
+
 # KEYS: run, parked ; ARGV: now, retention, message json
+# Returns 1 when parked, 2 when the run is RUNNING again (resumed or retried since the
+# claim saw it stopped), 0 when it is gone or COMPLETED.
 _PARK: Final = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'RUNNING' or status == 'COMPLETED' then return 0 end
+if status == 'RUNNING' then return 2 end
+if not status or status == 'COMPLETED' then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
@@ -41,11 +50,11 @@ redis.call('DEL', KEYS[2])
 return parked
 """
 
-# KEYS: run, parked, refs ; ARGV: now, reason, step key prefix
+# KEYS: run, parked, refs ; ARGV: now, reason, step key prefix, status (TERMINATED, TIMED_OUT)
 _TERMINATE: Final = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'RUNNING' and status ~= 'PAUSED' then return false end
-redis.call('HSET', KEYS[1], 'status', 'TERMINATED', 'reasonForIncompletion', ARGV[2],
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'reasonForIncompletion', ARGV[2],
   'endTime', ARGV[1])
 local revoked = {}
 for _, ref in ipairs(redis.call('SMEMBERS', KEYS[3])) do
@@ -99,11 +108,13 @@ def hold_back(task: Task, run_id: str, status: str | None) -> None:
     if status in (None, "RUNNING", "COMPLETED"):
         return
     store = get_store()
-    message = json.dumps(message_of(task))
+    message = message_of(task)
     keys = [run_key(run_id), parked_key(run_id)]
-    parked = store.guard(lambda: _script(_PARK)(keys=keys,
-                                                 args=[now_ms(), store.retention, message]))
-    if parked and task.request.chord:
+    verdict = store.guard(lambda: _script(_PARK)(
+        keys=keys, args=[now_ms(), store.retention, json.dumps(message)]))
+    if verdict == 2:
+        send_message(message)  # resumed or retried since the claim: go round again
+    if verdict and task.request.chord:
         raise Ignore()
 
 
@@ -127,17 +138,45 @@ def resume(run_id: str) -> None:
         send_message(json.loads(message))
 
 
-def terminate(run_id: str, reason: str = "terminated") -> None:
-    """End a RUNNING or PAUSED run as TERMINATED and revoke the tasks of its open steps."""
+def terminate(run_id: str, reason: str = "terminated", status: str = "TERMINATED") -> None:
+    """End a RUNNING or PAUSED run (TERMINATED, or TIMED_OUT) and revoke its open steps' tasks."""
     store = get_store()
     keys = [run_key(run_id), parked_key(run_id), refs_key(run_id)]
     revoked = store.guard(lambda: _script(_TERMINATE)(
-        keys=keys, args=[now_ms(), reason, step_key(run_id, "")]))
+        keys=keys, args=[now_ms(), reason, step_key(run_id, ""), status]))
     if revoked is None:
         raise LifecycleError(f"run {run_id} is not RUNNING or PAUSED: {_status(run_id)}")
     task_ids = [str(t) for t in revoked if t]
     if task_ids:
         celery_app.control.revoke(task_ids)  # queued copies are dropped; claims stop the rest
+    store.run_ended(run_id)
+
+
+@celery_app.task(name=DEADLINE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+def deadline(self: Task, run_id: str, due_ms: int, seconds: int) -> Any:
+    """Time a run out when its workflow's timeoutSeconds have passed and it has not ended."""
+    if now_ms() < due_ms:
+        return self.replace(deadline_signature(run_id, due_ms, seconds))
+    try:
+        terminate(run_id, f"workflow timed out after {seconds}s", status="TIMED_OUT")
+    except LifecycleError:
+        pass  # it ended in time
+    return None
+
+
+def deadline_signature(run_id: str, due_ms: int, seconds: int) -> Signature:
+    """The timer of a run's timeoutSeconds, in hops shorter than the visibility timeout."""
+    hop = get_settings().visibility_timeout / 2
+    countdown = max(0.0, min((due_ms - now_ms()) / 1000, hop))
+    return celery_app.signature(DEADLINE_TASK, args=(run_id, due_ms, seconds), immutable=True,
+                                countdown=countdown)
+
+
+def times_out(workflow: WorkflowDef) -> bool:
+    """Whether a workflow's timeoutSeconds end its runs (TIME_OUT_WF, also when not set)."""
+    explicit = "timeout_policy" in workflow.model_fields_set
+    return workflow.timeout_seconds > 0 and (not explicit or
+                                             workflow.timeout_policy == "TIME_OUT_WF")
 
 
 def retry(run_id: str) -> None:
@@ -172,7 +211,7 @@ def restart(run_id: str) -> None:
     pipe.hdel(run_key(run_id), "reasonForIncompletion", "failedReferenceTaskName", "endTime",
               "permissiveFailure", "output")
     store.execute(pipe)
-    first_route(NewRun(run_id, plan)).apply_async()
+    send_run(NewRun(run_id, plan), plan.definition)
 
 
 def _status(run_id: str) -> str:

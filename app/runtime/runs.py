@@ -7,6 +7,7 @@ Used by the client (`submit_workflow`) and by operators that start runs of their
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,10 +17,15 @@ from app import registry
 from app.compiler.canvas import compile_route
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
+from app.definitions import get_workflow
+from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
+from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
-from app.runtime.store import now_ms
+from app.runtime.store import END_HOOKS, now_ms
+
+log = logging.getLogger(__name__)
 
 
 class InvalidInput(BatonError):
@@ -100,3 +106,50 @@ def check_input(value: Mapping[str, Any] | None) -> dict[str, Any]:
         return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"input: not JSON-serialisable: {exc}") from None
+
+
+def send_run(new: NewRun, workflow: WorkflowDef) -> None:
+    """Send a new run's first route, and the timer of its timeoutSeconds if it has one."""
+    first_route(new).apply_async()
+    send_deadline(new.run_id, workflow)
+
+
+def send_deadline(run_id: str, workflow: WorkflowDef) -> None:
+    from app.runtime.lifecycle import deadline_signature, times_out
+
+    if times_out(workflow):
+        due = now_ms() + workflow.timeout_seconds * 1000
+        deadline_signature(run_id, due, workflow.timeout_seconds).apply_async()
+
+
+def _start_failure_workflow(run_id: str, status: str, reason: str) -> None:
+    """Start the definition's failureWorkflow for a run that ended without completing."""
+    store = get_store()
+    run = store.get_run(run_id) or {}
+    if not run.get("plan"):
+        return
+    workflow = plans.get(run["plan"]).definition
+    named = workflow.failure_workflow or ""
+    if named.startswith("$") and not named.startswith("${"):
+        named = "${" + named[1:] + "}"  # Conductor also takes "$workflow.input.name"
+    scope = {"workflow": record_document(run)}
+    name = parse_parameter(named).resolve(scope) if named else None
+    if not name:
+        return
+    try:
+        failure = get_workflow(str(name), workflow.failure_workflow_version)
+        failed_ref = run.get("failedReferenceTaskName") or ""
+        failed = store.get_step_records(run_id, [failed_ref]).get(failed_ref, {}) \
+            if failed_ref else {}
+        given = {**(record_document(run).get("input") or {}), "workflowId": run_id,
+                 "reason": reason, "failureStatus": status,
+                 "failureTaskId": failed.get("taskId")}
+        new = create_run(failure, given, correlation_id=run.get("correlationId") or None,
+                         idempotency_key=f"failure:{run_id}")
+        if new.plan is not None:
+            send_run(new, failure)
+    except BatonError as exc:
+        log.warning("run %s: failureWorkflow %r not started: %s", run_id, name, exc)
+
+
+END_HOOKS.append(_start_failure_workflow)

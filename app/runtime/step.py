@@ -29,16 +29,12 @@ from app.runtime.lifecycle import hold_back
 from app.runtime.messages import message_of
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
+from app.runtime.step_task import StepTask
 from app.runtime.store import Claim
 
 _TRACEBACK_LIMIT = 8000
 
-
-class StepTask(Task):  # type: ignore[misc]
-    """Base of every Baton task: JSON arguments only, results kept small."""
-
-    typing = False  # arguments are pointers checked by the runner, not Python signatures
-    max_retries = None  # the step's own policy bounds retries, not Celery's default of 3
+__all__ = ["StepTask", "StepContext", "Outcome", "execute_step", "stop_route", "record_ref"]
 
 
 class StepOutputError(TypeError):

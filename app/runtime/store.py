@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,6 +33,10 @@ TERMINAL_STEP_STATUSES: Final = frozenset(
     {"COMPLETED", "COMPLETED_WITH_ERRORS", "SKIPPED", "FAILED", "FAILED_WITH_TERMINAL_ERROR",
      "TIMED_OUT", "CANCELED"}
 )
+
+
+END_HOOKS: list[Callable[[str, str, str], None]] = []
+"""Called with (run id, status, reason) when a run ends without completing."""
 
 
 def now_ms() -> int:
@@ -183,7 +187,8 @@ class RunStore:
         A run asked to COMPLETE after a permissive step failed ends FAILED instead.
         """
         args = [now_ms(), self.retention, status, _dumps(output), reason, failed_ref]
-        return self._ended(self._call(self._end_run, [run_key(run_id), refs_key(run_id)], args))
+        keys = [run_key(run_id), refs_key(run_id)]
+        return self._ended(self._call(self._end_run, keys, args), run_id)
 
     def complete_run(self, run_id: str, output: Any) -> bool:
         """Mark a RUNNING run COMPLETED with its output; False if it had already ended."""
@@ -245,7 +250,7 @@ class RunStore:
         given_error = _dumps(error) if error else ""
         args = [now_ms(), self.retention, _dumps(input), _dumps(output), ending, status,
                 given_error]
-        return self._ended(self._call(self._complete_step, keys, args))
+        return self._ended(self._call(self._complete_step, keys, args), run_id)
 
     def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any) -> None:
         """Record a failed attempt that will be tried again; the delivery count starts anew."""
@@ -291,11 +296,18 @@ class RunStore:
         given = _dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status]
         args += [given, _dumps(message) if message else ""]
-        return self._ended(self._call(self._fail, keys, args))
+        return self._ended(self._call(self._fail, keys, args), run_id)
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _ended(self, reply: Any) -> bool:
+    def run_ended(self, run_id: str) -> None:
+        """Carry the end of a run that ended outside a script (terminate, time-out)."""
+        run = self.get_run(run_id) or {}
+        self._ended([1, run.get("status", ""), run.get("parentWorkflowId", ""),
+                     run.get("parentWorkflowTaskRef", ""), run.get("reasonForIncompletion", "")],
+                    run_id)
+
+    def _ended(self, reply: Any, run_id: str = "") -> bool:
         """True if a script ended its run; a child run that did not complete fails its parent.
 
         The parent's SUB_WORKFLOW step waits on the child's route, which stops where the
@@ -307,6 +319,9 @@ class RunStore:
         if parent and status != "COMPLETED":
             error = {"type": "SubWorkflowFailed", "message": f"sub-workflow {status}: {reason}"}
             self.fail_step(parent, parent_ref, error=error)
+        if status != "COMPLETED" and run_id:
+            for hook in END_HOOKS:
+                hook(run_id, status, reason)
         return True
 
     def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:

@@ -20,7 +20,7 @@ from app.dsl.model import WorkflowDef
 from app.dsl.validate import parse_definition
 from app.runtime.lifecycle import hold_back
 from app.runtime.operators import OperatorError, system_task
-from app.runtime.runs import Parent, create_run, first_route
+from app.runtime.runs import Parent, create_run, first_route, send_deadline, send_run
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
 from app.runtime.step import Outcome, StepContext, StepTask, _workflow_output, stop_route
@@ -49,7 +49,8 @@ def _child_definition(context: StepContext) -> WorkflowDef:
 def _sub_workflow(context: StepContext) -> Outcome:
     parent = Parent(context.run_id, context.record_ref, context.plan.digest)
     correlation = (context.scope.get("workflow") or {}).get("correlationId") or None
-    new = create_run(_child_definition(context), context.input, correlation_id=correlation,
+    child = _child_definition(context)
+    new = create_run(child, context.input, correlation_id=correlation,
                      idempotency_key=f"{context.run_id}:{context.record_ref}", parent=parent)
     output = {"subWorkflowId": new.run_id}
     if new.plan is None:  # a redelivery: the child was started by the first delivery
@@ -59,6 +60,7 @@ def _sub_workflow(context: StepContext) -> Outcome:
         frame["iteration"] = context.iteration
     done = celery_app.signature(SUB_WORKFLOW_DONE, args=(context.run_id, context.spec.ref,
                                 context.plan.digest), kwargs=frame, immutable=True)
+    send_deadline(new.run_id, child)
     return Outcome(output, then=chain(first_route(new), done), status="IN_PROGRESS")
 
 
@@ -99,7 +101,7 @@ def _start_workflow(context: StepContext) -> dict[str, Any]:
                      correlation_id=request.get("correlationId"),
                      idempotency_key=f"{context.run_id}:{context.record_ref}")
     if new.plan is not None:
-        first_route(new).apply_async()
+        send_run(new, workflow)
     return {"workflowId": new.run_id}
 
 

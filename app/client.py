@@ -83,9 +83,13 @@ class Step:
     task_id: str | None
     started_at: datetime | None
     ended_at: datetime | None
+    failed_attempts: tuple[dict[str, Any], ...] = ()
+    """Each earlier attempt that failed: attempt, startTime, endTime (epoch ms), error."""
 
     @classmethod
-    def from_record(cls, ref: str, record: Mapping[str, str]) -> Step:
+    def from_record(
+        cls, ref: str, record: Mapping[str, str], failed: tuple[dict[str, Any], ...] = ()
+    ) -> Step:
         doc = record_document(record)
         return cls(
             ref=ref,
@@ -100,6 +104,7 @@ class Step:
             task_id=doc.get("taskId"),
             started_at=_time(doc.get("startTime")),
             ended_at=_time(doc.get("endTime")),
+            failed_attempts=failed,
         )
 
 
@@ -131,7 +136,8 @@ class WorkflowRun:
     def steps(self) -> dict[str, Step]:
         """Every step recorded so far, in the order they started."""
         records = self._store.get_steps(self.id)
-        found = [Step.from_record(ref, rec) for ref, rec in records.items()]
+        failed = self._store.get_attempts(self.id, list(records))
+        found = [Step.from_record(ref, rec, tuple(failed[ref])) for ref, rec in records.items()]
         found.sort(key=lambda s: (s.started_at or s.ended_at or _EPOCH, s.ref))
         return {s.ref: s for s in found}
 

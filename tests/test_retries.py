@@ -92,3 +92,16 @@ def test_a_policy_that_makes_no_sense_is_refused_in_plain_words() -> None:
         StepPolicy(retry_count=-1)
     with pytest.raises(TransformationError, match="backoff_scale_factor cannot be less than 1"):
         StepPolicy(backoff_scale_factor=0.5)
+
+
+def test_every_failed_attempt_is_recorded_on_the_step(worker: Any) -> None:
+    definition, _ = flaky_workflow(failures=2)
+
+    run = submit_workflow(definition)
+
+    assert run.result(timeout=30) == {"attempt": 3}
+    failed = run.steps["f"].failed_attempts
+    assert [a["attempt"] for a in failed] == [1, 2]
+    assert [a["error"]["message"] for a in failed] == ["attempt 1 failed", "attempt 2 failed"]
+    assert all(a["startTime"] <= a["endTime"] for a in failed)
+    assert "ConnectionError: attempt 1 failed" in failed[0]["error"]["traceback"]

@@ -58,7 +58,8 @@ def status(run_id: str, as_json: bool, redis_url: str | None) -> None:
       input, output: the workflow's input and output;
       steps: an array, in the order the steps started, of objects with ref, type,
       name, status, attempts, worker, taskId, startTime, endTime, durationMs,
-      input, output and error (null, or an object with type, message, traceback).
+      input, output and error (null, or an object with type, message, traceback);
+      failedAttempts: each failed attempt (attempt, startTime, endTime, error).
     """
     use_redis(redis_url, "status")
     fields = guard(lambda: get_store().get_run(run_id))
@@ -168,6 +169,7 @@ def step_document(step: Step) -> dict[str, Any]:
             "message": error.get("message"),
             "traceback": error.get("traceback"),
         },
+        "failedAttempts": list(step.failed_attempts),
     }
 
 
@@ -197,7 +199,11 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
         for step in document["steps"]
     ]
     headers = ["REF", "TYPE", "STATUS", "ATTEMPTS", "WORKER", "DURATION", "ERROR"]
-    return [*lines, *table(headers, rows)]
+    history = [
+        f"{step['ref']} attempt {failed.get('attempt')} failed: {_error(failed.get('error'))}"
+        for step in document["steps"] for failed in step.get("failedAttempts") or []
+    ]
+    return [*lines, *table(headers, rows), *(["", *history] if history else [])]
 
 
 def _workflow(document: Mapping[str, Any]) -> str:

@@ -36,6 +36,11 @@ def step_key(run_id: str, ref: str) -> str:
     return f"{PREFIX}:step:{{{run_id}}}:{ref}"
 
 
+def attempts_key(run_id: str, ref: str) -> str:
+    """List of a step's failed attempts (JSON: attempt, startTime, endTime, worker, error)."""
+    return f"{PREFIX}:step:{{{run_id}}}:{ref}:attempts"
+
+
 def definition_key(digest: str) -> str:
     return f"{PREFIX}:definition:{digest}"
 

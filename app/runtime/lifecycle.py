@@ -20,7 +20,7 @@ from app.celery_app import celery_app
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
-from app.runtime.keys import parked_key, refs_key, run_key, step_key
+from app.runtime.keys import attempts_key, parked_key, refs_key, run_key, step_key
 from app.runtime.messages import message_of, send_message
 from app.runtime.runs import NewRun, send_run
 from app.runtime.state import get_store, plans
@@ -205,7 +205,7 @@ def restart(run_id: str) -> None:
     refs = list(store.guard(lambda: store.client.smembers(refs_key(run_id))))
     pipe = store.client.pipeline(transaction=True)
     for ref in refs:
-        pipe.delete(step_key(run_id, ref))
+        pipe.delete(step_key(run_id, ref), attempts_key(run_id, ref))
     pipe.delete(refs_key(run_id), parked_key(run_id))
     pipe.hset(run_key(run_id), mapping={"status": "RUNNING", "startTime": str(now_ms())})
     pipe.hdel(run_key(run_id), "reasonForIncompletion", "failedReferenceTaskName", "endTime",

@@ -62,7 +62,7 @@ for i = 5, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
 return out
 """
 
-# KEYS: run, step ; ARGV: now, retention, step status, error json, reason, ref,
+# KEYS: run, step, attempts ; ARGV: now, retention, step status, error json, reason, ref,
 #       run status ('' keeps the run going: a permissive step), input json ('' for none),
 #       the step's message ('' for none), kept so that the run can be retried
 FAIL_STEP: Final = """
@@ -72,6 +72,10 @@ redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'input', ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'message', ARGV[9]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('RPUSH', KEYS[3], '{"attempt":' .. (redis.call('HGET', KEYS[2], 'attempts') or '0')
+  .. ',"startTime":' .. (redis.call('HGET', KEYS[2], 'startTime') or 'null')
+  .. ',"endTime":' .. ARGV[1] .. ',"error":' .. ARGV[4] .. '}')
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
 if ARGV[7] == '' then
   redis.call('HSETNX', KEYS[1], 'permissiveFailure', ARGV[6])
@@ -87,6 +91,18 @@ return {1, redis.call('HGET', KEYS[1], 'status'),
 """
 
 # KEYS: run, refs ; ARGV: now, retention, status, output json, reason, failed ref
+# KEYS: step, attempts ; ARGV: now, retention, error json, input json, reason
+RETRY_STEP: Final = """
+redis.call('RPUSH', KEYS[2], '{"attempt":' .. (redis.call('HGET', KEYS[1], 'attempts') or '0')
+  .. ',"startTime":' .. (redis.call('HGET', KEYS[1], 'startTime') or 'null')
+  .. ',"endTime":' .. ARGV[1] .. ',"error":' .. ARGV[3] .. '}')
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'SCHEDULED', 'error', ARGV[3], 'input', ARGV[4],
+  'endTime', ARGV[1], 'deliveries', '0', 'reasonForIncompletion', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
 END_RUN: Final = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
 local failed = redis.call('HGET', KEYS[1], 'permissiveFailure')

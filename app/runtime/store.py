@@ -20,6 +20,7 @@ from app.errors import StoreUnavailable
 from app.runtime import scripts
 from app.runtime.keys import (
     RUNS_INDEX,
+    attempts_key,
     definition_key,
     dynamic_key,
     idempotency_key,
@@ -68,6 +69,7 @@ class RunStore:
         self._fail = client.register_script(scripts.FAIL_STEP)
         self._end_run = client.register_script(scripts.END_RUN)
         self._complete_step = client.register_script(scripts.COMPLETE_STEP)
+        self._retry = client.register_script(scripts.RETRY_STEP)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -254,18 +256,19 @@ class RunStore:
 
     def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any) -> None:
         """Record a failed attempt that will be tried again; the delivery count starts anew."""
-        fields: dict[Any, Any] = {
-            "status": "SCHEDULED",
-            "error": _dumps(error),
-            "input": _dumps(input),
-            "endTime": str(now_ms()),
-            "deliveries": "0",
-            "reasonForIncompletion": f"{error.get('type')}: {error.get('message')}",
-        }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(step_key(run_id, ref), mapping=fields)
-        pipe.expire(step_key(run_id, ref), self.retention)
-        self.execute(pipe)
+        reason = f"{error.get('type')}: {error.get('message')}"
+        keys = [step_key(run_id, ref), attempts_key(run_id, ref)]
+        args = [now_ms(), self.retention, _dumps(error), _dumps(input), reason]
+        self._call(self._retry, keys, args)
+
+    def get_attempts(self, run_id: str, refs: Sequence[str]) -> dict[str, list[Any]]:
+        """The failed attempts of the named steps, oldest first, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for ref in refs:
+            pipe.lrange(attempts_key(run_id, ref), 0, -1)
+        found = self.execute(pipe)
+        return {ref: [json.loads(a) for a in items] for ref, items in zip(refs, found,
+                                                                         strict=True)}
 
     def record_step(self, run_id: str, ref: str, fields: Mapping[str, str]) -> None:
         """Write a step record that no task of its own runs for (a fork, before its join)."""
@@ -292,7 +295,7 @@ class RunStore:
         With `run_status=""` the run goes on (a permissive step) but cannot complete.
         """
         reason = f"{error.get('type', 'Error')}: {error.get('message', '')}"
-        keys = [run_key(run_id), step_key(run_id, ref)]
+        keys = [run_key(run_id), step_key(run_id, ref), attempts_key(run_id, ref)]
         given = _dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status]
         args += [given, _dumps(message) if message else ""]

@@ -20,7 +20,12 @@ CONTROL_PREFIX = "baton."
 
 
 def _configure(app: Celery, settings: Settings) -> None:
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    transport: dict[str, int] = {"visibility_timeout": settings.visibility_timeout}
+    broker_transport = {
+        **transport,
+        "unacked_restore_interval": settings.unacked_restore_interval,
+        "unacked_restore_throttle": settings.unacked_restore_throttle,
+    }
     app.conf.update(
         broker_url=settings.redis_url,
         # "<class>+<url>" is Celery's form for a backend class of one's own on a URL
@@ -32,13 +37,15 @@ def _configure(app: Celery, settings: Settings) -> None:
         task_acks_late=settings.task_acks_late,
         task_reject_on_worker_lost=settings.task_reject_on_worker_lost,
         worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
-        broker_transport_options=transport,
+        broker_transport_options=broker_transport,
         result_backend_transport_options=transport,
         result_expires=settings.result_expires,
         worker_send_task_events=settings.worker_send_task_events,
         task_send_sent_event=settings.task_send_sent_event,
         broker_connection_retry_on_startup=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_cancel_long_running_tasks_on_connection_loss=(
+            settings.worker_cancel_long_running_tasks_on_connection_loss
+        ),
         task_create_missing_queues=False,
         task_default_queue=settings.control_queue,
         task_routes=(route_task,),

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=6 * 3600, gt=0)
     """Seconds before an unacknowledged task is delivered again; above the longest task."""
 
+    unacked_restore_interval: int = Field(default=10, gt=0)
+    """Seconds between a worker's looks for messages a dead worker held past the
+    visibility timeout (kombu's Redis transport)."""
+
+    unacked_restore_throttle: int = Field(default=10, gt=0)
+    """Only every n-th look scans Redis; a dead worker's messages come back after about
+    visibility_timeout + unacked_restore_interval * unacked_restore_throttle seconds."""
+
     result_expires: int = Field(default=7 * 24 * 3600, gt=0)
     """Seconds Celery keeps task results (chord bookkeeping); above the longest run."""
 
@@ -46,6 +54,7 @@ class Settings(BaseSettings):
     worker_prefetch_multiplier: int = Field(default=1, ge=1)
     worker_send_task_events: bool = True
     task_send_sent_event: bool = True
+    worker_cancel_long_running_tasks_on_connection_loss: bool = True
     max_deliveries: int = Field(default=10, ge=1)
     """A step delivered more often than this fails instead of looping (e.g. it kills its worker)."""
 

@@ -79,3 +79,26 @@ def fails_until_fixed(key: str) -> dict[str, Any]:
     if not get_store().client.get(f"test:fixed:{key}"):
         raise RuntimeError(f"broken (attempt {attempt})")
     return {"attempt": attempt}
+
+
+@transformation(queue="faulty")
+def hold(key: str, tag: str) -> dict[str, Any]:
+    """Log this execution (tag and pid), then block until the test opens gate `key:tag`."""
+    import os
+
+    from app.runtime.state import get_store
+
+    client = get_store().client
+    client.rpush(f"test:exec:{key}", f"{tag}:{os.getpid()}")
+    if client.blpop([f"test:gate:{key}:{tag}"], timeout=60) is None:
+        raise TimeoutError(f"gate {key}:{tag} was never opened")
+    return {"tag": tag}
+
+
+@transformation(queue="faulty")
+def crash(key: str) -> dict[str, Any]:
+    """Kill the worker process running it, every time (as an out-of-memory kill would)."""
+    import os
+
+    _count(key)
+    os._exit(1)

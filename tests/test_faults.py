@@ -1,0 +1,194 @@
+"""Faults injected into real worker processes: nothing is lost, nothing completed runs twice.
+
+Each test runs a bounded number of rounds (BATON_FAULT_ROUNDS, default 5; the burst sends
+BATON_BURST_RUNS runs, default 2,000) against worker processes started as
+`celery -A app worker`, the way the Procfile starts them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import RunStatus, StepStatus, submit_workflow
+from app.runtime.state import get_store
+from tests.support import RedisServer, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = int(os.environ.get("BATON_FAULT_ROUNDS", "5"))
+BURST = int(os.environ.get("BATON_BURST_RUNS", "2000"))
+MAX_DELIVERIES = 3
+VISIBILITY_TIMEOUT = 3
+
+
+class WorkerProcess:
+    """One `celery worker` process on every queue the tests use, with one pool process."""
+
+    def __init__(self, log: Path, name: str, concurrency: int = 1) -> None:
+        # a short visibility timeout, so a message a dead worker held comes back quickly
+        env = {**os.environ, "BATON_MAX_DELIVERIES": str(MAX_DELIVERIES),
+               "BATON_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+               "BATON_UNACKED_RESTORE_INTERVAL": "1", "BATON_UNACKED_RESTORE_THROTTLE": "1"}
+        command = [sys.executable, "-m", "celery", "-A", "app", "worker", "-P", "prefork",
+                   "-c", str(concurrency), "-Q", "baton,echo,faulty", "-n", f"{name}@%h",
+                   "-l", "WARNING", "--without-heartbeat", "--without-mingle",
+                   "--without-gossip"]
+        with log.open("ab") as sink:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink,
+                                            stderr=sink, start_new_session=True)
+        self.name = name
+
+    def ready(self) -> None:
+        import app
+
+        def answers() -> bool:
+            replies = app.celery.control.ping(timeout=0.5)
+            return any(self.name in name for reply in replies for name in reply)
+
+        wait_for(answers, timeout=60, what=f"worker {self.name} to answer")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def worker_process(
+    redis_server: RedisServer, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(tmp_path / "worker.log", f"faults-{uuid.uuid4().hex[:6]}")
+    process.ready()
+    yield process
+    process.stop(signal.SIGKILL)
+
+
+def executions(key: str) -> list[str]:
+    return list(get_store().client.lrange(f"test:exec:{key}", 0, -1))
+
+
+def count(key: str) -> int:
+    return int(get_store().client.get(f"test:attempts:{key}") or 0)
+
+
+def held_workflow(key: str) -> dict[str, Any]:
+    return {"name": "faults", "version": 1, "schemaVersion": 2, "tasks": [
+        {"name": "flaky", "taskReferenceName": "before",
+         "inputParameters": {"key": f"{key}-before", "failures": 0}},
+        {"name": "hold", "taskReferenceName": "held", "inputParameters": {"key": key,
+                                                                           "tag": "held"}},
+        {"name": "flaky", "taskReferenceName": "after",
+         "inputParameters": {"key": f"{key}-after", "failures": 0}}]}
+
+
+def test_a_worker_process_killed_mid_step_loses_nothing(
+    worker_process: WorkerProcess,
+) -> None:
+    for _ in range(ROUNDS):
+        key = uuid.uuid4().hex
+        run = submit_workflow(held_workflow(key))
+        first = wait_for(partial(executions, key), timeout=30, what="the held step to start")
+
+        os.kill(int(first[0].split(":")[1]), signal.SIGKILL)  # the pool process running it
+        again = wait_for(lambda: executions(key)[1:], timeout=30,  # noqa: B023 (waited here)
+                         what="the held step to be delivered again")
+        get_store().client.rpush(f"test:gate:{key}:held", "open")
+
+        assert run.wait(timeout=30) is RunStatus.COMPLETED
+        assert again[0].split(":")[1] != first[0].split(":")[1]
+        assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
+        assert run.steps["held"].attempts == 2
+
+
+def test_a_worker_stopped_with_sigterm_hands_its_work_on(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    for round_ in range(ROUNDS):
+        first = WorkerProcess(tmp_path / f"first{round_}.log", f"term-{uuid.uuid4().hex[:6]}")
+        first.ready()
+        key = uuid.uuid4().hex
+        run = submit_workflow(held_workflow(key))
+        wait_for(partial(executions, key), timeout=30, what="the held step to start")
+
+        os.kill(first.process.pid, signal.SIGTERM)  # warm shutdown of the worker itself
+        get_store().client.rpush(f"test:gate:{key}:held", "open")
+        first.process.wait(timeout=60)
+        second = WorkerProcess(tmp_path / f"second{round_}.log", f"on-{uuid.uuid4().hex[:6]}")
+        try:
+            second.ready()
+            assert run.wait(timeout=60) is RunStatus.COMPLETED
+        finally:
+            second.stop()
+        assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
+        assert len(executions(key)) == 1
+
+
+def test_a_step_that_kills_its_worker_every_time_fails_after_bounded_deliveries(
+    worker_process: WorkerProcess,
+) -> None:
+    for _ in range(ROUNDS):
+        key = uuid.uuid4().hex
+        run = submit_workflow({"name": "crash", "version": 1, "schemaVersion": 2, "tasks": [
+            {"name": "crash", "taskReferenceName": "boom", "inputParameters": {"key": key}}]})
+
+        assert run.wait(timeout=60) is RunStatus.FAILED
+        step = run.steps["boom"]
+        assert step.status is StepStatus.FAILED
+        assert step.error is not None and step.error["type"] == "DeliveryLimitExceeded"
+        assert count(key) == MAX_DELIVERIES
+
+
+def test_a_whole_worker_killed_mid_step_has_its_message_delivered_again(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    first = WorkerProcess(tmp_path / "first.log", f"doomed-{uuid.uuid4().hex[:6]}")
+    first.ready()
+    second: WorkerProcess | None = None
+    try:
+        keys = [uuid.uuid4().hex for _ in range(ROUNDS)]
+        runs = [submit_workflow(held_workflow(key)) for key in keys]
+        wait_for(lambda: executions(keys[0]), timeout=30, what="a held step to start")
+
+        first.stop(signal.SIGKILL)  # the worker and its pool: nothing is acknowledged
+        second = WorkerProcess(tmp_path / "second.log", f"heir-{uuid.uuid4().hex[:6]}")
+        second.ready()
+        for key in keys:
+            get_store().client.rpush(f"test:gate:{key}:held", "open")
+
+        for key, run in zip(keys, runs, strict=True):
+            assert run.wait(timeout=60) is RunStatus.COMPLETED
+            assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
+        assert len(executions(keys[0])) == 2  # started, killed, delivered again
+    finally:
+        if second is not None:
+            second.stop()
+
+
+def test_a_burst_of_submissions_at_full_load_loses_and_duplicates_nothing(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    busy = WorkerProcess(tmp_path / "busy.log", f"busy-{uuid.uuid4().hex[:6]}", concurrency=2)
+    busy.ready()
+    try:
+        total = BURST
+        key = uuid.uuid4().hex
+        definition = {"name": "burst", "version": 1, "schemaVersion": 2, "tasks": [
+            {"name": "flaky", "taskReferenceName": "only",
+             "inputParameters": {"key": key, "failures": 0}}]}
+        runs = [submit_workflow(definition, idempotency_key=f"{key}-{i}") for i in range(total)]
+
+        assert len({run.id for run in runs}) == total
+        for run in runs:
+            assert run.wait(timeout=120) is RunStatus.COMPLETED
+        assert count(key) == total
+    finally:
+        busy.stop()

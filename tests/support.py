@@ -56,17 +56,19 @@ def wait_for(
 class RedisServer:
     """A redis-server process of the tests' own, on a free port, with its data in a temp dir."""
 
-    def __init__(self, binary: str, appendonly: bool = True) -> None:
+    def __init__(self, binary: str, appendonly: bool = True, password: str | None = None) -> None:
         self.binary = binary
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="baton-redis-"))
         self.appendonly = appendonly
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         command = [
@@ -74,10 +76,11 @@ class RedisServer:
             "--dir", str(self.dir), "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--maxmemory-policy", "noeviction",
+            *(["--requirepass", self.password] if self.password else []),
         ]
         self._log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         wait_for(lambda: self._pings(client), timeout=10, what="redis-server to answer PING")
 
     def stop(self) -> None:

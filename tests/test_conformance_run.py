@@ -27,7 +27,7 @@ from app import (
 )
 from app.runtime.state import get_store
 from tests.conformance_steps import SCRIPTED
-from tests.support import wait_for
+from tests.support import send_json, wait_for
 from tests.test_conformance_static import COMPILES, CONFORMANCE, EXPECTED
 
 Check = Callable[[WorkflowRun], None]
@@ -330,14 +330,9 @@ class _Search(BaseHTTPRequestHandler):
     """Stands in for the Elasticsearch that kitchensink.json's HTTP task asks."""
 
     def do_GET(self) -> None:  # noqa: N802 (the handler's name is http.server's)
-        body = json.dumps({"hits": {"hits": [
+        send_json(self, 200, {"hits": {"hits": [
             {"_source": {"workflowId": "w1", "status": "COMPLETED"}},
-            {"_source": {"workflowId": "w2", "status": "FAILED"}}]}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            {"_source": {"workflowId": "w2", "status": "FAILED"}}]}})
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -12,6 +12,7 @@ import pytest
 
 from app import RunStatus, WorkflowFailed, submit_workflow
 from app.runtime.state import get_store
+from tests.support import send_json
 
 
 class _Service(BaseHTTPRequestHandler):
@@ -19,12 +20,7 @@ class _Service(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         sent = json.loads(self.rfile.read(length) or b"null")
         status = 200 if self.path == "/ok" else 503
-        body = json.dumps({"echo": sent, "auth": self.headers.get("X-Token")}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, {"echo": sent, "auth": self.headers.get("X-Token")})
 
     def log_message(self, *args: Any) -> None:
         pass

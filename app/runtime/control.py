@@ -22,7 +22,7 @@ from app.config import get_settings
 from app.dsl.expressions import parse_parameter
 from app.registry import TASK_PREFIX, transformations
 from app.runtime import javascript
-from app.runtime.lifecycle import hold_back
+from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
@@ -164,10 +164,10 @@ def loop_next(
         [ref, *inner, *spec.reads, *(plan.output_reads if final else ())])))
     loop_record = record_document(records.get(ref, {}))
     done = loop_record.get("output") or {}
-    if run.get("status") != "RUNNING" or loop_record.get("status") != "IN_PROGRESS" \
-            or done.get("iteration") != iteration:
-        hold_back(self, run_id, run.get("status"))
-        stop_route(self)  # the run ended, or this is a redelivery of a decision already made
+    if not still_running(self, run_id, run.get("status")):
+        return None
+    if loop_record.get("status") != "IN_PROGRESS" or done.get("iteration") != iteration:
+        stop_route(self)  # a redelivery of a decision already made
         return None
     scope = build_scope(run, records, self.request.id, variables)
     # like Conductor, the loop's input is evaluated again for every condition
@@ -273,9 +273,7 @@ def dynamic(
     store, plan = get_store(), plans.get(digest)
     spec = plan.steps[ref]
     run, variables, records = store.read_state(run_id, list(spec.reads))
-    if run.get("status") != "RUNNING":
-        hold_back(self, run_id, run.get("status"))
-        stop_route(self)
+    if not still_running(self, run_id, run.get("status")):
         return None
     scope = build_scope(run, records, self.request.id, variables)
     name = spec.inputs.resolve(scope).get(spec.task.dynamic_task_name_param or "")

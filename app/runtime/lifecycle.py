@@ -24,7 +24,7 @@ from app.runtime.keys import attempts_key, parked_key, refs_key, run_key, step_k
 from app.runtime.messages import message_of, send_message
 from app.runtime.runs import NewRun, send_run
 from app.runtime.state import get_store, plans
-from app.runtime.step_task import StepTask
+from app.runtime.step_task import StepTask, stop_route
 from app.runtime.store import now_ms
 
 DEADLINE_TASK: Final = "baton.deadline"
@@ -116,6 +116,15 @@ def hold_back(task: Task, run_id: str, status: str | None) -> None:
         send_message(message)  # resumed or retried since the claim: go round again
     if verdict and task.request.chord:
         raise Ignore()
+
+
+def still_running(task: Task, run_id: str, status: str | None) -> bool:
+    """True if the run is RUNNING; else hold this task's message back and end its route."""
+    if status == "RUNNING":
+        return True
+    hold_back(task, run_id, status)
+    stop_route(task)
+    return False
 
 
 def pause(run_id: str) -> None:

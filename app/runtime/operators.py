@@ -21,7 +21,7 @@ from app.compiler.canvas import CONTINUE_TASK, CONTROL_TASKS, compile_route
 from app.config import get_settings
 from app.errors import BatonError
 from app.runtime import javascript
-from app.runtime.lifecycle import hold_back
+from app.runtime.lifecycle import still_running
 from app.runtime.state import get_store, plans
 from app.runtime.step import (
     Outcome,
@@ -29,7 +29,6 @@ from app.runtime.step import (
     StepTask,
     execute_step,
     record_ref,
-    stop_route,
 )
 from app.runtime.store import now_ms
 
@@ -162,10 +161,7 @@ def continue_route(
     iteration: int | None = None,
 ) -> Any:
     """Compile the next segment of a sequence and put it in this task's place on the route."""
-    status = get_store().get_status(run_id)
-    if status != "RUNNING":
-        hold_back(self, run_id, status)
-        stop_route(self)
+    if not still_running(self, run_id, get_store().get_status(run_id)):
         return None
     plan = plans.get(digest)
     route = compile_route(plan, run_id, get_settings().segment_size, sequence_id, start,

@@ -29,7 +29,7 @@ from app.runtime.lifecycle import hold_back
 from app.runtime.messages import message_of
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
-from app.runtime.step_task import StepTask
+from app.runtime.step_task import StepTask, stop_route
 from app.runtime.store import Claim
 
 _TRACEBACK_LIMIT = 8000
@@ -179,11 +179,6 @@ def normalise_output(value: Any) -> dict[str, Any]:
 def describe_error(exc: BaseException) -> dict[str, str]:
     text = "".join(traceback.format_exception(exc))
     return {"type": type(exc).__name__, "message": str(exc), "traceback": text[-_TRACEBACK_LIMIT:]}
-
-
-def stop_route(task: Task) -> None:
-    """Send nothing more down this message's route (Celery reads request.chain after return)."""
-    task.request.chain = None
 
 
 def _outcome(result: Any) -> Outcome:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from celery import Task
 
 
+def stop_route(task: Task) -> None:
+    """Send nothing more down this message's route (Celery reads request.chain after return)."""
+    task.request.chain = None
+
+
 class StepTask(Task):  # type: ignore[misc]
     """Base of every Baton task: JSON arguments only, results kept small."""
 

@@ -18,7 +18,7 @@ from app.definitions import get_workflow
 from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.dsl.validate import parse_definition
-from app.runtime.lifecycle import hold_back
+from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.runs import Parent, create_run, first_route, send_deadline, send_run
 from app.runtime.scope import build_scope, record_document
@@ -78,9 +78,10 @@ def sub_workflow_done(
     reads = list(dict.fromkeys([recorded_as, *(plan.output_reads if final else ())]))
     run, variables, records = store.read_state(run_id, reads)
     step = record_document(records.get(recorded_as, {}))
-    if run.get("status") != "RUNNING" or step.get("status") != "IN_PROGRESS":
-        hold_back(self, run_id, run.get("status"))
-        stop_route(self)  # the parent ended or paused meanwhile, or this is a redelivery
+    if not still_running(self, run_id, run.get("status")):
+        return
+    if step.get("status") != "IN_PROGRESS":
+        stop_route(self)  # a redelivery: the parent step completed already
         return
     child_id = (step.get("output") or {}).get("subWorkflowId")
     child = record_document(store.get_run(str(child_id)) or {})

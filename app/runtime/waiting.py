@@ -20,7 +20,7 @@ from celery import Task
 from app.celery_app import celery_app
 from app.config import get_settings
 from app.errors import BatonError
-from app.runtime.lifecycle import hold_back
+from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
@@ -114,10 +114,7 @@ def wake(
     iteration: int | None = None,
 ) -> Any:
     """Complete a timed WAIT when it is due, or wait another hop."""
-    status = get_store().get_status(run_id)
-    if status != "RUNNING":
-        hold_back(self, run_id, status)
-        stop_route(self)
+    if not still_running(self, run_id, get_store().get_status(run_id)):
         return None
     if now_ms() < due_ms:
         return self.replace(_wake(run_id, ref, digest, due_ms, final, iteration))

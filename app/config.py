@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     worker_prefetch_multiplier: int = Field(default=1, ge=1)
     worker_send_task_events: bool = True
     task_send_sent_event: bool = True
-    worker_cancel_long_running_tasks_on_connection_loss: bool = True
+    worker_cancel_long_running_tasks_on_connection_loss: bool = False
+    """Off: with Redis as broker and backend, cancelling running steps when Redis restarts
+    fails while it is down and leaves the worker's consumer unable to reconnect (seen with
+    Celery 5.7). Steps running then are rejected and delivered again instead."""
     max_deliveries: int = Field(default=10, ge=1)
     """A step delivered more often than this fails instead of looping (e.g. it kills its worker)."""
 

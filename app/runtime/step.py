@@ -17,13 +17,13 @@ from typing import Any
 
 from celery import Task
 from celery.canvas import Signature
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from app.compiler.plan import Plan, StepSpec
 from app.config import get_settings
 from app.dsl.expressions import Parameter
 from app.dsl.model import WorkflowTask
-from app.errors import TerminalError
+from app.errors import StoreUnavailable, TerminalError
 from app.policy import StepPolicy
 from app.runtime.lifecycle import hold_back
 from app.runtime.messages import message_of
@@ -86,7 +86,20 @@ def record_ref(ref: str, iteration: int | None) -> str:
     return f"{ref}__{iteration}" if iteration is not None else ref
 
 
-def execute_step(
+def execute_step(task: Task, *args: Any, **kwargs: Any) -> Any:
+    """Run one step of a run (see `_execute_step`); an unreachable store is not a failure.
+
+    With the run store down (Redis restarting) nothing about the step can be recorded, and
+    a task that raised would be acknowledged and its message lost: it is rejected with
+    requeue instead, or stays unacknowledged until the visibility timeout brings it back.
+    """
+    try:
+        return _execute_step(task, *args, **kwargs)
+    except StoreUnavailable as exc:
+        raise Reject(str(exc), requeue=True) from exc
+
+
+def _execute_step(
     task: Task,
     run_id: str,
     ref: str,

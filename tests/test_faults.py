@@ -7,6 +7,7 @@ BATON_BURST_RUNS runs, default 2,000) against worker processes started as
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from app import RunStatus, StepStatus, submit_workflow
 from app.runtime.state import get_store
-from tests.support import RedisServer, wait_for
+from tests.support import RedisServer, redis_binary, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = int(os.environ.get("BATON_FAULT_ROUNDS", "5"))
@@ -33,11 +35,15 @@ VISIBILITY_TIMEOUT = 3
 class WorkerProcess:
     """One `celery worker` process on every queue the tests use, with one pool process."""
 
-    def __init__(self, log: Path, name: str, concurrency: int = 1) -> None:
+    def __init__(
+        self, log: Path, name: str, concurrency: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         # a short visibility timeout, so a message a dead worker held comes back quickly
         env = {**os.environ, "BATON_MAX_DELIVERIES": str(MAX_DELIVERIES),
                "BATON_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
-               "BATON_UNACKED_RESTORE_INTERVAL": "1", "BATON_UNACKED_RESTORE_THROTTLE": "1"}
+               "BATON_UNACKED_RESTORE_INTERVAL": "1", "BATON_UNACKED_RESTORE_THROTTLE": "1",
+               **(extra_env or {})}
         command = [sys.executable, "-m", "celery", "-A", "app", "worker", "-P", "prefork",
                    "-c", str(concurrency), "-Q", "baton,echo,faulty", "-n", f"{name}@%h",
                    "-l", "WARNING", "--without-heartbeat", "--without-mingle",
@@ -47,14 +53,20 @@ class WorkerProcess:
                                             stderr=sink, start_new_session=True)
         self.name = name
 
-    def ready(self) -> None:
+    def ready(self, redis_url: str | None = None) -> None:
+        """Wait until the worker answers a ping; on a Redis of its own, until it consumes."""
         import app
 
         def answers() -> bool:
             replies = app.celery.control.ping(timeout=0.5)
             return any(self.name in name for reply in replies for name in reply)
 
-        wait_for(answers, timeout=60, what=f"worker {self.name} to answer")
+        def consumes() -> bool:  # a consuming worker has bound its queues
+            with redis.Redis.from_url(str(redis_url)) as probe:
+                return bool(probe.exists("_kombu.binding.faulty"))
+
+        wait_for(answers if redis_url is None else consumes, timeout=60,
+                 what=f"worker {self.name} to be ready")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -192,3 +204,44 @@ def test_a_burst_of_submissions_at_full_load_loses_and_duplicates_nothing(
         assert count(key) == total
     finally:
         busy.stop()
+
+
+def test_runs_submitted_before_a_redis_restart_complete_after_it(tmp_path: Path) -> None:
+    # A Redis of its own, and clients in processes of their own: restarting the session's
+    # Redis would also cut this test process's connections, which is not the fault tried.
+    binary = redis_binary()
+    assert binary is not None
+    server = RedisServer(binary)
+    server.start()
+    env = {**os.environ, "REDIS_URL": server.url}
+    baton = str(Path(sys.executable).parent / "baton")
+    worker = WorkerProcess(tmp_path / "worker.log", f"restart-{uuid.uuid4().hex[:6]}",
+                           extra_env={"REDIS_URL": server.url})
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        worker.ready(server.url)
+        keys = [uuid.uuid4().hex for _ in range(ROUNDS)]
+        run_ids = []
+        for key in keys:
+            done = subprocess.run([baton, "submit", json.dumps(held_workflow(key))], cwd=ROOT,
+                                  env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            run_ids.append(done.stdout.strip())
+        wait_for(lambda: client.llen(f"test:exec:{keys[0]}"), timeout=30,
+                 what="a held step to start")
+
+        server.stop()  # AOF keeps runs, steps and queued messages
+        server.start()
+        for key in keys:
+            client.rpush(f"test:gate:{key}:held", "open")
+
+        for key, run_id in zip(keys, run_ids, strict=True):
+            wait_for(lambda run_id=run_id: client.hget(f"baton:run:{{{run_id}}}", "status")
+                     in ("COMPLETED", "FAILED"), timeout=90, what=f"run {run_id} to end")
+            assert client.hget(f"baton:run:{{{run_id}}}", "status") == "COMPLETED"
+            assert client.get(f"test:attempts:{key}-before") == "1"
+            assert client.get(f"test:attempts:{key}-after") == "1"
+    finally:
+        worker.stop()
+        client.close()
+        server.cleanup()

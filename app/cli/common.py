@@ -90,16 +90,21 @@ def load_plan(file: str, version: int | None = None) -> Plan:
     return build_plan(resolve_definition(file, version), registry.transformations())
 
 
+def parse_json_object(text: str, option: str) -> dict[str, Any]:
+    """An option's value as a JSON object, or one line on stderr and exit 2."""
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{option}: malformed JSON: {exc.msg} at column {exc.colno}", EXIT_INVALID)
+    if not isinstance(parsed, dict):
+        fail(f"{option}: must be a JSON object", EXIT_INVALID)
+    return parsed
+
+
 def parse_input(input_json: str | None, items: Sequence[str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if input_json:
-        try:
-            parsed = json.loads(input_json)
-        except json.JSONDecodeError as exc:
-            fail(f"--input: malformed JSON: {exc.msg} at column {exc.colno}", EXIT_INVALID)
-        if not isinstance(parsed, dict):
-            fail("--input: must be a JSON object", EXIT_INVALID)
-        data.update(parsed)
+        data.update(parse_json_object(input_json, "--input"))
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -8,19 +8,11 @@ others are the run lifecycle (`WorkflowRun.pause()` and its kin).
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import click
 
-from app.cli.common import (
-    EXIT_INVALID,
-    fail,
-    guard,
-    option,
-    redis_option,
-    use_redis,
-)
+from app.cli.common import guard, option, parse_json_object, redis_option, use_redis
 from app.client import get_run
 from app.definitions import register_workflow
 from app.loader import ensure_loaded
@@ -57,12 +49,7 @@ def complete(run_id: str, ref: str, output_json: str, redis_url: str | None) -> 
       baton complete 0b7f0a52-2f8e-4a0e-9d0c-8c1e8a7e5b6f approve --output '{"ok": true}'
     """
     use_redis(redis_url, "complete")
-    try:
-        output = json.loads(output_json)
-    except json.JSONDecodeError as exc:
-        fail(f"--output: malformed JSON: {exc.msg} at column {exc.colno}", EXIT_INVALID)
-    if not isinstance(output, dict):
-        fail("--output: must be a JSON object", EXIT_INVALID)
+    output = parse_json_object(output_json, "--output")
     handle = guard(lambda: get_run(run_id))
     guard(lambda: handle.complete_step(ref, output))
     click.echo(f"{ref}: completed")

@@ -8,6 +8,22 @@ from __future__ import annotations
 
 from typing import Final
 
+# Ends a script that ended its run: {1, status, parent run id, parent step ref, reason}.
+_ENDED: Final = """return {1, redis.call('HGET', KEYS[1], 'status'),
+  redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
+  redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
+  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}"""
+
+
+def _push_attempt(step: str, attempts: str, error: str) -> str:
+    """Lua that appends the step's current attempt, ended now with `error`, to its list."""
+    return f"""redis.call('RPUSH', {attempts}, '{{"attempt":' ..
+  (redis.call('HGET', {step}, 'attempts') or '0')
+  .. ',"startTime":' .. (redis.call('HGET', {step}, 'startTime') or 'null')
+  .. ',"endTime":' .. ARGV[1] .. ',"error":' .. {error} .. '}}')
+redis.call('EXPIRE', {attempts}, ARGV[2])"""
+
+
 # KEYS: run, idempotency-or-run (placeholder), definition, runs index, vars
 # ARGV: run id, retention, definition json, idempotency key ('' for none), now,
 #       number of run field args n, n run field args, then variable name/value pairs
@@ -72,10 +88,7 @@ redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'input', ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'message', ARGV[9]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('RPUSH', KEYS[3], '{"attempt":' .. (redis.call('HGET', KEYS[2], 'attempts') or '0')
-  .. ',"startTime":' .. (redis.call('HGET', KEYS[2], 'startTime') or 'null')
-  .. ',"endTime":' .. ARGV[1] .. ',"error":' .. ARGV[4] .. '}')
-redis.call('EXPIRE', KEYS[3], ARGV[2])
+""" + _push_attempt(step="KEYS[2]", attempts="KEYS[3]", error="ARGV[4]") + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
 if ARGV[7] == '' then
   redis.call('HSETNX', KEYS[1], 'permissiveFailure', ARGV[6])
@@ -84,19 +97,13 @@ end
 redis.call('HSET', KEYS[1], 'status', ARGV[7], 'reasonForIncompletion', ARGV[5],
   'failedReferenceTaskName', ARGV[6], 'endTime', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {1, redis.call('HGET', KEYS[1], 'status'),
-  redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
-  redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
-  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}
+""" + _ENDED + """
 """
 
 # KEYS: run, refs ; ARGV: now, retention, status, output json, reason, failed ref
 # KEYS: step, attempts ; ARGV: now, retention, error json, input json, reason
 RETRY_STEP: Final = """
-redis.call('RPUSH', KEYS[2], '{"attempt":' .. (redis.call('HGET', KEYS[1], 'attempts') or '0')
-  .. ',"startTime":' .. (redis.call('HGET', KEYS[1], 'startTime') or 'null')
-  .. ',"endTime":' .. ARGV[1] .. ',"error":' .. ARGV[3] .. '}')
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+""" + _push_attempt(step="KEYS[1]", attempts="KEYS[2]", error="ARGV[3]") + """
 redis.call('HSET', KEYS[1], 'status', 'SCHEDULED', 'error', ARGV[3], 'input', ARGV[4],
   'endTime', ARGV[1], 'deliveries', '0', 'reasonForIncompletion', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -116,10 +123,7 @@ else
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return {1, redis.call('HGET', KEYS[1], 'status'),
-  redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
-  redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
-  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}
+""" + _ENDED + """
 """
 
 # KEYS: run, step, refs, alias step (or the step again) ;
@@ -151,8 +155,5 @@ else
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
-return {1, redis.call('HGET', KEYS[1], 'status'),
-  redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
-  redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
-  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}
+""" + _ENDED + """
 """

@@ -150,13 +150,7 @@ class RunStore:
 
     def define_dynamic_steps(self, run_id: str, steps: Mapping[str, Any]) -> None:
         """Keep the steps a run defines at run time (ref -> {name, input})."""
-        if not steps:
-            return
-        record: dict[Any, Any] = {ref: _dumps(step) for ref, step in steps.items()}
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(dynamic_key(run_id), mapping=record)
-        pipe.expire(dynamic_key(run_id), self.retention)
-        self.execute(pipe)
+        self._write_json_hash(dynamic_key(run_id), steps)
 
     def get_dynamic_step(self, run_id: str, ref: str) -> Any:
         value = self.guard(lambda: self.client.hget(dynamic_key(run_id), ref))
@@ -167,13 +161,7 @@ class RunStore:
 
     def set_variables(self, run_id: str, variables: Mapping[str, Any]) -> None:
         """Set run variables (each name holds one JSON value; parallel writers do not clash)."""
-        if not variables:
-            return
-        record: dict[Any, Any] = {name: _dumps(value) for name, value in variables.items()}
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(vars_key(run_id), mapping=record)
-        pipe.expire(vars_key(run_id), self.retention)
-        self.execute(pipe)
+        self._write_json_hash(vars_key(run_id), variables)
 
     def end_run(
         self,
@@ -309,6 +297,16 @@ class RunStore:
         self._ended([1, run.get("status", ""), run.get("parentWorkflowId", ""),
                      run.get("parentWorkflowTaskRef", ""), run.get("reasonForIncompletion", "")],
                     run_id)
+
+    def _write_json_hash(self, key: str, values: Mapping[str, Any]) -> None:
+        """Set fields of a hash to JSON values and renew its expiry, in one round trip."""
+        if not values:
+            return
+        record: dict[Any, Any] = {name: _dumps(value) for name, value in values.items()}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, mapping=record)
+        pipe.expire(key, self.retention)
+        self.execute(pipe)
 
     def _ended(self, reply: Any, run_id: str = "") -> bool:
         """True if a script ended its run; a child run that did not complete fails its parent.

@@ -69,9 +69,14 @@ class WorkerProcess:
                  what=f"worker {self.name} to be ready")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the worker; one that does not stop within a minute is killed, pool and all."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, sig)
-        self.process.wait(timeout=60)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
 
 
 @pytest.fixture

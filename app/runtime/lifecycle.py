@@ -173,12 +173,17 @@ def deadline(self: Task, run_id: str, due_ms: int, seconds: int) -> Any:
     return None
 
 
+def hop_until(due_ms: int) -> float:
+    """Seconds to wait towards `due_ms`, never past half the visibility timeout: a timer
+    message held longer than that would be delivered again before it is due."""
+    hop = get_settings().visibility_timeout / 2
+    return max(0.0, min((due_ms - now_ms()) / 1000, hop))
+
+
 def deadline_signature(run_id: str, due_ms: int, seconds: int) -> Signature:
     """The timer of a run's timeoutSeconds, in hops shorter than the visibility timeout."""
-    hop = get_settings().visibility_timeout / 2
-    countdown = max(0.0, min((due_ms - now_ms()) / 1000, hop))
     return celery_app.signature(DEADLINE_TASK, args=(run_id, due_ms, seconds), immutable=True,
-                                countdown=countdown)
+                                countdown=hop_until(due_ms))
 
 
 def times_out(workflow: WorkflowDef) -> bool:

@@ -18,9 +18,8 @@ from typing import Any, Final
 from celery import Task
 
 from app.celery_app import celery_app
-from app.config import get_settings
 from app.errors import BatonError
-from app.runtime.lifecycle import still_running
+from app.runtime.lifecycle import hop_until, still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
@@ -74,13 +73,11 @@ def parse_until(text: str) -> float:
 
 def _wake(run_id: str, ref: str, digest: str, due_ms: int, final: bool,
           iteration: int | None) -> Any:
-    hop = get_settings().visibility_timeout / 2
-    countdown = max(0.0, min((due_ms - now_ms()) / 1000, hop))
     frame: dict[str, Any] = {"final": True} if final else {}
     if iteration is not None:
         frame["iteration"] = iteration
     return celery_app.signature(WAKE_TASK, args=(run_id, ref, digest, due_ms), kwargs=frame,
-                                immutable=True, countdown=countdown)
+                                immutable=True, countdown=hop_until(due_ms))
 
 
 def _wait(context: StepContext) -> Outcome:

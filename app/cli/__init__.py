@@ -12,7 +12,16 @@ from __future__ import annotations
 import click
 
 from app.cli.definitions import graph, schema, validate
-from app.cli.lifecycle import cancel, complete, pause, register, restart, resume, retry
+from app.cli.lifecycle import (
+    cancel,
+    complete,
+    pause,
+    register,
+    rerun,
+    restart,
+    resume,
+    retry,
+)
 from app.cli.monitoring import list_command, status
 from app.cli.runs import run, submit
 from app.cli.workers import worker
@@ -28,7 +37,7 @@ def main() -> None:
 
 
 for _command in (run, submit, status, list_command, complete, pause, resume, cancel, retry,
-                 restart, graph, validate, register, schema, worker):
+                 rerun, restart, graph, validate, register, schema, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

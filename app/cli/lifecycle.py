@@ -1,5 +1,5 @@
 """Commands that change runs and definitions: register, complete, pause, resume, cancel,
-retry and restart.
+retry, rerun and restart.
 
 `register` keeps a definition under its name and version for SUB_WORKFLOW,
 START_WORKFLOW and `baton submit NAME`; `complete` finishes a WAIT or HUMAN step; the
@@ -12,7 +12,15 @@ from functools import partial
 
 import click
 
-from app.cli.common import guard, option, parse_json_object, redis_option, use_redis
+from app.cli.common import (
+    guard,
+    input_options,
+    option,
+    parse_input,
+    parse_json_object,
+    redis_option,
+    use_redis,
+)
 from app.client import get_run
 from app.definitions import register_workflow
 from app.loader import ensure_loaded
@@ -91,3 +99,26 @@ def cancel(run_id: str, reason: str, redis_url: str | None) -> None:
     handle = guard(lambda: get_run(run_id))
     guard(lambda: handle.cancel(reason))
     click.echo(f"{run_id}: cancelled")
+
+
+@click.command()
+@click.argument("run_id")
+@option("--from", "from_step", envvar="BATON_FROM_STEP", required=True, metavar="REF",
+        help="The top-level step to run again from; the steps before it keep their outputs.")
+@input_options
+@redis_option
+def rerun(run_id: str, from_step: str, input_json: str | None, items: tuple[str, ...],
+          redis_url: str | None) -> None:
+    """Run an ended run again from one of its steps; the run keeps its id.
+
+    Without --input or -i the run keeps its input; with them, the given input replaces it.
+
+    \b
+    Example:
+      baton rerun 0b7f0a52-2f8e-4a0e-9d0c-8c1e8a7e5b6f --from deploy -i target=staging
+    """
+    use_redis(redis_url, "rerun")
+    given = parse_input(input_json, items) if input_json or items else None
+    handle = guard(lambda: get_run(run_id))
+    guard(lambda: handle.rerun(from_step, given))
+    click.echo(f"{run_id}: rerunning from {from_step}")

@@ -266,3 +266,22 @@ def _spec(
 def _reads(parameter: Parameter) -> tuple[str, ...]:
     roots = parameter.roots() - {WORKFLOW_ROOT, TASK_ID_ROOT}
     return tuple(sorted(roots))
+
+
+def refs_within(plan: Plan, stage: Stage) -> set[str]:
+    """The refs of a stage's own task and of every task nested in it (branches, cases, body)."""
+    refs = {stage.ref}
+    inner: tuple[str, ...] = ()
+    if isinstance(stage, ForkStage):
+        refs.add(stage.join_ref)
+        inner = stage.branches
+    elif isinstance(stage, DynamicForkStage):
+        refs.add(stage.join_ref)
+    elif isinstance(stage, SwitchStage):
+        inner = (*stage.cases.values(), stage.default)
+    elif isinstance(stage, LoopStage):
+        inner = (stage.body,)
+    for sequence_id in inner:
+        for nested in plan.sequences[sequence_id]:
+            refs |= refs_within(plan, nested)
+    return refs

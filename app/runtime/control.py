@@ -164,7 +164,7 @@ def loop_next(
         [ref, *inner, *spec.reads, *(plan.output_reads if final else ())])))
     loop_record = record_document(records.get(ref, {}))
     done = loop_record.get("output") or {}
-    if not still_running(self, run_id, run.get("status")):
+    if not still_running(self, run_id, run):
         return None
     if loop_record.get("status") != "IN_PROGRESS" or done.get("iteration") != iteration:
         stop_route(self)  # a redelivery of a decision already made
@@ -273,7 +273,7 @@ def dynamic(
     store, plan = get_store(), plans.get(digest)
     spec = plan.steps[ref]
     run, variables, records = store.read_state(run_id, list(spec.reads))
-    if not still_running(self, run_id, run.get("status")):
+    if not still_running(self, run_id, run):
         return None
     scope = build_scope(run, records, self.request.id, variables)
     name = spec.inputs.resolve(scope).get(spec.task.dynamic_task_name_param or "")

@@ -1,15 +1,17 @@
-"""Run lifecycle: pause, resume, terminate, retry and restart, without an orchestrator.
+"""Run lifecycle: pause, resume, terminate and retry, without an orchestrator.
 
 Every step checks its run's status when it claims (a flag in Redis, so it holds after
 every worker restarts). A step that finds its run PAUSED parks its message and stops;
 `resume` sends the parked messages on. `terminate` ends the run, cancels its open steps
 and revokes their Celery tasks; queued steps do nothing when they arrive. A step that
 fails keeps its message, so `retry` can send it again and the run goes on from there.
+Rerun and restart, which start a run again, are in `app.runtime.rerun`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from celery import Task
@@ -20,10 +22,9 @@ from app.celery_app import celery_app
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
-from app.runtime.keys import attempts_key, parked_key, refs_key, run_key, step_key
+from app.runtime.keys import parked_key, refs_key, run_key, step_key
 from app.runtime.messages import message_of, send_message
-from app.runtime.runs import NewRun, send_run
-from app.runtime.state import get_store, plans
+from app.runtime.state import get_store
 from app.runtime.step_task import StepTask, stop_route
 from app.runtime.store import now_ms
 
@@ -80,6 +81,7 @@ local key = ARGV[1] .. ref
 local message = redis.call('HGET', key, 'message')
 if not message then return {'nomessage', ref} end
 redis.call('HSET', KEYS[1], 'status', 'RUNNING')
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HDEL', KEYS[1], 'reasonForIncompletion', 'failedReferenceTaskName', 'endTime',
   'permissiveFailure', 'output')
 redis.call('HSET', key, 'status', 'SCHEDULED', 'deliveries', '0')
@@ -118,8 +120,28 @@ def hold_back(task: Task, run_id: str, status: str | None) -> None:
         raise Ignore()
 
 
-def still_running(task: Task, run_id: str, status: str | None) -> bool:
-    """True if the run is RUNNING; else hold this task's message back and end its route."""
+def is_stale(task: Task, run: Mapping[str, str]) -> bool:
+    """Whether a task's message was sent before its run was rerun or restarted.
+
+    Each rerun and restart sends the run's route with a new Celery root id and keeps it on
+    the run as `root`; every message of a route carries its root, through chains, chords,
+    retries and replaced tasks. A message of an earlier route does nothing.
+    """
+    root, sent = run.get("root"), task.request.root_id
+    return bool(root and sent and root != sent)
+
+
+def still_running(task: Task, run_id: str, run: Mapping[str, str] | None = None) -> bool:
+    """True if the run is RUNNING; else hold this task's message back and end its route.
+
+    `run` is the run's record if the caller has read it (status and root are used).
+    """
+    if run is None:
+        run = get_store().get_run_fields(run_id, "status", "root")
+    if is_stale(task, run):
+        stop_route(task)
+        return False
+    status = run.get("status")
     if status == "RUNNING":
         return True
     hold_back(task, run_id, status)
@@ -162,10 +184,17 @@ def terminate(run_id: str, reason: str = "terminated", status: str = "TERMINATED
 
 
 @celery_app.task(name=DEADLINE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def deadline(self: Task, run_id: str, due_ms: int, seconds: int) -> Any:
-    """Time a run out when its workflow's timeoutSeconds have passed and it has not ended."""
+def deadline(self: Task, run_id: str, due_ms: int, seconds: int, root: str | None = None) -> Any:
+    """Time a run out when its workflow's timeoutSeconds have passed and it has not ended.
+
+    The timer holds for the route it was started with (`root`): a rerun or restart starts
+    a timer of its own, and an earlier one stops.
+    """
+    current = get_store().get_run_fields(run_id, "root").get("root")
+    if root and current and root != current:
+        return None
     if now_ms() < due_ms:
-        return self.replace(deadline_signature(run_id, due_ms, seconds))
+        return self.replace(deadline_signature(run_id, due_ms, seconds, root))
     try:
         terminate(run_id, f"workflow timed out after {seconds}s", status="TIMED_OUT")
     except LifecycleError:
@@ -180,10 +209,10 @@ def hop_until(due_ms: int) -> float:
     return max(0.0, min((due_ms - now_ms()) / 1000, hop))
 
 
-def deadline_signature(run_id: str, due_ms: int, seconds: int) -> Signature:
+def deadline_signature(run_id: str, due_ms: int, seconds: int, root: str | None) -> Signature:
     """The timer of a run's timeoutSeconds, in hops shorter than the visibility timeout."""
-    return celery_app.signature(DEADLINE_TASK, args=(run_id, due_ms, seconds), immutable=True,
-                                countdown=hop_until(due_ms))
+    return celery_app.signature(DEADLINE_TASK, args=(run_id, due_ms, seconds, root),
+                                immutable=True, countdown=hop_until(due_ms))
 
 
 def times_out(workflow: WorkflowDef) -> bool:
@@ -207,25 +236,6 @@ def retry(run_id: str) -> None:
                              f"that can run again ({detail or 'no failed step'})")
     for message in [reply[2], *reply[3]]:
         send_message(json.loads(message))
-
-
-def restart(run_id: str) -> None:
-    """Run an ended run again from the beginning, with the same input (same run id)."""
-    store = get_store()
-    run = store.get_run(run_id)
-    if run is None or run.get("status") in ("RUNNING", "PAUSED"):
-        raise LifecycleError(f"run {run_id} is {_status(run_id)}: only an ended run restarts")
-    plan = plans.get(run["plan"])
-    refs = list(store.guard(lambda: store.client.smembers(refs_key(run_id))))
-    pipe = store.client.pipeline(transaction=True)
-    for ref in refs:
-        pipe.delete(step_key(run_id, ref), attempts_key(run_id, ref))
-    pipe.delete(refs_key(run_id), parked_key(run_id))
-    pipe.hset(run_key(run_id), mapping={"status": "RUNNING", "startTime": str(now_ms())})
-    pipe.hdel(run_key(run_id), "reasonForIncompletion", "failedReferenceTaskName", "endTime",
-              "permissiveFailure", "output")
-    store.execute(pipe)
-    send_run(NewRun(run_id, plan), plan.definition)
 
 
 def _status(run_id: str) -> str:

@@ -161,7 +161,7 @@ def continue_route(
     iteration: int | None = None,
 ) -> Any:
     """Compile the next segment of a sequence and put it in this task's place on the route."""
-    if not still_running(self, run_id, get_store().get_status(run_id)):
+    if not still_running(self, run_id):
         return None
     plan = plans.get(digest)
     route = compile_route(plan, run_id, get_settings().segment_size, sequence_id, start,

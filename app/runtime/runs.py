@@ -39,6 +39,8 @@ class Parent:
     run_id: str
     ref: str
     digest: str
+    root: str | None = None
+    """Root id of the parent's route, which the child's steps are sent on."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,13 @@ def create_run(
         "createTime": created,
         "startTime": created,
     }
-    if parent is not None:
+    if parent is None:
+        fields["root"] = run_id  # send_run sends the first route with this root id
+    else:
         fields.update(parentWorkflowId=parent.run_id, parentWorkflowTaskRef=parent.ref,
                       parentPlan=parent.digest)
+        if parent.root:
+            fields["root"] = parent.root
     standing = get_store().create_run(
         run_id,
         digest=plan.digest,
@@ -110,16 +116,17 @@ def check_input(value: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def send_run(new: NewRun, workflow: WorkflowDef) -> None:
     """Send a new run's first route, and the timer of its timeoutSeconds if it has one."""
-    first_route(new).apply_async()
-    send_deadline(new.run_id, workflow)
+    first_route(new).apply_async(root_id=new.run_id)
+    send_deadline(new.run_id, workflow, new.run_id)
 
 
-def send_deadline(run_id: str, workflow: WorkflowDef) -> None:
+def send_deadline(run_id: str, workflow: WorkflowDef, root: str | None) -> None:
+    """Start the timer of a run's timeoutSeconds; it holds for the route sent as `root`."""
     from app.runtime.lifecycle import deadline_signature, times_out
 
     if times_out(workflow):
         due = now_ms() + workflow.timeout_seconds * 1000
-        deadline_signature(run_id, due, workflow.timeout_seconds).apply_async()
+        deadline_signature(run_id, due, workflow.timeout_seconds, root).apply_async()
 
 
 def _start_failure_workflow(run_id: str, status: str, reason: str) -> None:

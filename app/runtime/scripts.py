@@ -15,6 +15,18 @@ _ENDED: Final = """return {1, redis.call('HGET', KEYS[1], 'status'),
   redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}"""
 
 
+def _fence(run: str) -> str:
+    """Lua that does nothing (returns 0) for a write from an earlier route of the run.
+
+    The script's last ARGV is the writing task's route root ('' outside a task). Each rerun
+    and restart gives the run a new root: a task of an earlier attempt, still running when
+    the run was started again, must not write over the new attempt's records.
+    """
+    return f"""local fence = redis.call('HGET', {run}, 'root')
+if fence and ARGV[#ARGV] ~= '' and fence ~= ARGV[#ARGV] then return 0 end
+"""
+
+
 def _push_attempt(step: str, attempts: str, error: str) -> str:
     """Lua that appends the step's current attempt, ended now with `error`, to its list."""
     return f"""redis.call('RPUSH', {attempts}, '{{"attempt":' ..
@@ -49,10 +61,15 @@ return ARGV[1]
 
 # KEYS: run, step, refs, vars, dependency steps...
 # ARGV: ref, now, worker, task id, retention, max deliveries, task type, name,
-#       '1' when the step reads the run's own record and variables (`${workflow...}`)
+#       '1' when the step reads the run's own record and variables (`${workflow...}`),
+#       the message's route root ('' when it has none)
+# A message whose root is not the run's current one was sent before a rerun or restart:
+# it is 'stale' and does nothing, whatever its step's record says.
 CLAIM_STEP: Final = """
 local run_status = redis.call('HGET', KEYS[1], 'status')
 if not run_status then return {'missing'} end
+local fence = redis.call('HGET', KEYS[1], 'root')
+if fence and ARGV[10] ~= '' and fence ~= ARGV[10] then return {'stale', fence} end
 local step_status = redis.call('HGET', KEYS[2], 'status')
 if step_status == 'COMPLETED' or step_status == 'COMPLETED_WITH_ERRORS'
    or step_status == 'SKIPPED' then
@@ -80,8 +97,8 @@ return out
 
 # KEYS: run, step, attempts ; ARGV: now, retention, step status, error json, reason, ref,
 #       run status ('' keeps the run going: a permissive step), input json ('' for none),
-#       the step's message ('' for none), kept so that the run can be retried
-FAIL_STEP: Final = """
+#       the step's message ('' for none), kept so that the run can be retried, route root
+FAIL_STEP: Final = _fence("KEYS[1]") + """
 if redis.call('HGET', KEYS[2], 'status') == 'CANCELED' then return 0 end
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV[1],
   'reasonForIncompletion', ARGV[5])
@@ -100,17 +117,17 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 """ + _ENDED + """
 """
 
-# KEYS: run, refs ; ARGV: now, retention, status, output json, reason, failed ref
-# KEYS: step, attempts ; ARGV: now, retention, error json, input json, reason
-RETRY_STEP: Final = """
-""" + _push_attempt(step="KEYS[1]", attempts="KEYS[2]", error="ARGV[3]") + """
+# KEYS: step, attempts, run ; ARGV: now, retention, error json, input json, reason, root
+RETRY_STEP: Final = _fence("KEYS[3]") + _push_attempt(
+    step="KEYS[1]", attempts="KEYS[2]", error="ARGV[3]") + """
 redis.call('HSET', KEYS[1], 'status', 'SCHEDULED', 'error', ARGV[3], 'input', ARGV[4],
   'endTime', ARGV[1], 'deliveries', '0', 'reasonForIncompletion', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-END_RUN: Final = """
+# KEYS: run, refs ; ARGV: now, retention, status, output json, reason, failed ref, root
+END_RUN: Final = _fence("KEYS[1]") + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'RUNNING' then return 0 end
 local failed = redis.call('HGET', KEYS[1], 'permissiveFailure')
 if ARGV[3] == 'COMPLETED' and failed then
@@ -127,8 +144,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 """
 
 # KEYS: run, step, refs, alias step (or the step again) ;
-# ARGV: now, retention, input, output, run output ('' unless final), status, error ('' none)
-COMPLETE_STEP: Final = """
+# ARGV: now, retention, input, output, run output ('' unless final), status, error ('' none),
+#       route root
+COMPLETE_STEP: Final = _fence("KEYS[1]") + """
 if redis.call('HGET', KEYS[2], 'status') == 'CANCELED' then return 0 end
 redis.call('HSET', KEYS[2], 'status', ARGV[6], 'input', ARGV[3], 'output', ARGV[4],
   'endTime', ARGV[1])

@@ -128,6 +128,9 @@ def _execute_step(
         max_deliveries=get_settings().max_deliveries,
         reads_run=spec.reads_run or final,
     )
+    if claim.verdict == "stale":
+        stop_route(task)  # sent before the run was rerun or restarted: its route is over
+        return None
     if claim.verdict == "done":
         return _already_done(task, run_id, plan, spec, claim, final, iteration, resend)
     if claim.verdict == "exhausted":

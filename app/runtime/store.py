@@ -3,7 +3,7 @@
 Every state change a run goes through is one atomic call here (a Lua script or a single
 pipeline), so a worker that dies between two calls leaves a consistent record. The keys
 of one run share a hash tag (`{run_id}`) so that its scripts stay single-slot.
-Knows nothing of Celery; callers pass plain values.
+Knows nothing of Celery; callers pass plain values (and the task class sets ROUTE_ROOT).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +37,13 @@ TERMINAL_STEP_STATUSES: Final = frozenset(
 )
 
 
+ROUTE_ROOT: ContextVar[str] = ContextVar("baton_route_root", default="")
+"""The Celery root id of the route the running task belongs to ('' outside a task).
+
+Every write a task makes to its run is fenced with it (see scripts._fence); the task
+class sets it before each task runs.
+"""
+
 END_HOOKS: list[Callable[[str, str, str], None]] = []
 """Called with (run id, status, reason) when a run ends without completing."""
 
@@ -48,7 +56,7 @@ def now_ms() -> int:
 class Claim:
     """The answer to a step's claim: what to do, and the state to resolve its input from."""
 
-    verdict: str  # run | done | stopped | missing | exhausted
+    verdict: str  # run | done | stopped | missing | exhausted | stale
     detail: str | None
     run: dict[str, str]
     dependencies: dict[str, dict[str, str]]
@@ -123,6 +131,11 @@ class RunStore:
         value = self.guard(lambda: self.client.hget(run_key(run_id), "status"))
         return str(value) if value is not None else None
 
+    def get_run_fields(self, run_id: str, *names: str) -> dict[str, str]:
+        """The named fields of a run's record (missing ones are left out)."""
+        values = self.guard(lambda: self.client.hmget(run_key(run_id), list(names)))
+        return {name: str(v) for name, v in zip(names, values, strict=True) if v is not None}
+
     def get_definition(self, digest: str) -> str | None:
         value = self.guard(lambda: self.client.get(definition_key(digest)))
         return str(value) if value is not None else None
@@ -176,7 +189,8 @@ class RunStore:
 
         A run asked to COMPLETE after a permissive step failed ends FAILED instead.
         """
-        args = [now_ms(), self.retention, status, _dumps(output), reason, failed_ref]
+        args = [now_ms(), self.retention, status, _dumps(output), reason, failed_ref,
+                ROUTE_ROOT.get()]
         keys = [run_key(run_id), refs_key(run_id)]
         return self._ended(self._call(self._end_run, keys, args), run_id)
 
@@ -204,7 +218,7 @@ class RunStore:
         keys = [run_key(run_id), step_key(run_id, ref), refs_key(run_id), vars_key(run_id)]
         keys += [step_key(run_id, dep) for dep in deps]
         args = [ref, now_ms(), worker, task_id, self.retention, max_deliveries, task_type, name,
-                "1" if reads_run else "0"]
+                "1" if reads_run else "0", ROUTE_ROOT.get()]
         reply = self._call(self._claim, keys, args)
         verdict = str(reply[0])
         if verdict == "done":
@@ -239,14 +253,14 @@ class RunStore:
         ending = _dumps(run_output) if final else ""
         given_error = _dumps(error) if error else ""
         args = [now_ms(), self.retention, _dumps(input), _dumps(output), ending, status,
-                given_error]
+                given_error, ROUTE_ROOT.get()]
         return self._ended(self._call(self._complete_step, keys, args), run_id)
 
     def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any) -> None:
         """Record a failed attempt that will be tried again; the delivery count starts anew."""
         reason = f"{error.get('type')}: {error.get('message')}"
-        keys = [step_key(run_id, ref), attempts_key(run_id, ref)]
-        args = [now_ms(), self.retention, _dumps(error), _dumps(input), reason]
+        keys = [step_key(run_id, ref), attempts_key(run_id, ref), run_key(run_id)]
+        args = [now_ms(), self.retention, _dumps(error), _dumps(input), reason, ROUTE_ROOT.get()]
         self._call(self._retry, keys, args)
 
     def get_attempts(self, run_id: str, refs: Sequence[str]) -> dict[str, list[Any]]:
@@ -286,7 +300,7 @@ class RunStore:
         keys = [run_key(run_id), step_key(run_id, ref), attempts_key(run_id, ref)]
         given = _dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status]
-        args += [given, _dumps(message) if message else ""]
+        args += [given, _dumps(message) if message else "", ROUTE_ROOT.get()]
         return self._ended(self._call(self._fail, keys, args), run_id)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -317,13 +331,22 @@ class RunStore:
         if not isinstance(reply, list):
             return bool(reply)
         _, status, parent, parent_ref, reason = (str(part) for part in reply)
-        if parent and status != "COMPLETED":
+        if parent and status != "COMPLETED" and self._started(parent, parent_ref, run_id):
             error = {"type": "SubWorkflowFailed", "message": f"sub-workflow {status}: {reason}"}
             self.fail_step(parent, parent_ref, error=error)
         if status != "COMPLETED" and run_id:
             for hook in END_HOOKS:
                 hook(run_id, status, reason)
         return True
+
+    def _started(self, parent: str, parent_ref: str, child: str) -> bool:
+        """Whether the parent's step still stands for this child: a rerun or restart of the
+        parent resets the step, and a child of an earlier epoch must not fail the new one."""
+        record = self.get_step_records(parent, [parent_ref]).get(parent_ref)
+        if not record:
+            return False
+        started = json.loads(record.get("output") or "{}").get("subWorkflowId")
+        return started in (None, child)
 
     def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self.guard(lambda: script(keys=keys, args=args))

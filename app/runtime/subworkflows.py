@@ -47,11 +47,12 @@ def _child_definition(context: StepContext) -> WorkflowDef:
 
 
 def _sub_workflow(context: StepContext) -> Outcome:
-    parent = Parent(context.run_id, context.record_ref, context.plan.digest)
+    root = context.task.request.root_id
+    parent = Parent(context.run_id, context.record_ref, context.plan.digest, root)
     correlation = (context.scope.get("workflow") or {}).get("correlationId") or None
     child = _child_definition(context)
     new = create_run(child, context.input, correlation_id=correlation,
-                     idempotency_key=f"{context.run_id}:{context.record_ref}", parent=parent)
+                     idempotency_key=_started_by(context), parent=parent)
     output = {"subWorkflowId": new.run_id}
     if new.plan is None:  # a redelivery: the child was started by the first delivery
         return Outcome(output, status="IN_PROGRESS", stop=True)
@@ -60,11 +61,22 @@ def _sub_workflow(context: StepContext) -> Outcome:
         frame["iteration"] = context.iteration
     done = celery_app.signature(SUB_WORKFLOW_DONE, args=(context.run_id, context.spec.ref,
                                 context.plan.digest), kwargs=frame, immutable=True)
-    send_deadline(new.run_id, child)
+    send_deadline(new.run_id, child, root)
     return Outcome(output, then=chain(first_route(new), done), status="IN_PROGRESS")
 
 
 sub_workflow = system_task("SUB_WORKFLOW")(_sub_workflow)
+
+
+def _started_by(context: StepContext) -> str:
+    """The idempotency key of the run a step starts: one run per step and run epoch.
+
+    A redelivered step finds the run its first delivery started; after a retry, rerun or
+    restart (each a new epoch of the run) the step starts a new one.
+    """
+    epoch = (context.scope.get("workflow") or {}).get("epoch")
+    key = f"{context.run_id}:{context.record_ref}"
+    return f"{key}:{epoch}" if epoch else key
 
 
 @celery_app.task(name=SUB_WORKFLOW_DONE, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
@@ -78,7 +90,7 @@ def sub_workflow_done(
     reads = list(dict.fromkeys([recorded_as, *(plan.output_reads if final else ())]))
     run, variables, records = store.read_state(run_id, reads)
     step = record_document(records.get(recorded_as, {}))
-    if not still_running(self, run_id, run.get("status")):
+    if not still_running(self, run_id, run):
         return
     if step.get("status") != "IN_PROGRESS":
         stop_route(self)  # a redelivery: the parent step completed already
@@ -100,7 +112,7 @@ def _start_workflow(context: StepContext) -> dict[str, Any]:
     workflow = get_workflow(str(request["name"]), request.get("version"))
     new = create_run(workflow, request.get("input") or {},
                      correlation_id=request.get("correlationId"),
-                     idempotency_key=f"{context.run_id}:{context.record_ref}")
+                     idempotency_key=_started_by(context))
     if new.plan is not None:
         send_run(new, workflow)
     return {"workflowId": new.run_id}

@@ -111,7 +111,7 @@ def wake(
     iteration: int | None = None,
 ) -> Any:
     """Complete a timed WAIT when it is due, or wait another hop."""
-    if not still_running(self, run_id, get_store().get_status(run_id)):
+    if not still_running(self, run_id):
         return None
     if now_ms() < due_ms:
         return self.replace(_wake(run_id, ref, digest, due_ms, final, iteration))

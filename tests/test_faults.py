@@ -1,6 +1,7 @@
 """Faults injected into real worker processes: nothing is lost, nothing completed runs twice.
 
-Each test runs a bounded number of rounds (BATON_FAULT_ROUNDS, default 5; the burst sends
+Each test injects its fault a bounded number of rounds (BATON_FAULT_ROUNDS, default 20;
+the burst sends
 BATON_BURST_RUNS runs, default 2,000) against worker processes started as
 `celery -A app worker`, the way the Procfile starts them.
 """
@@ -26,7 +27,7 @@ from app.runtime.state import get_store
 from tests.support import RedisServer, redis_binary, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS = int(os.environ.get("BATON_FAULT_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("BATON_FAULT_ROUNDS", "20"))
 BURST = int(os.environ.get("BATON_BURST_RUNS", "2000"))
 MAX_DELIVERIES = 3
 VISIBILITY_TIMEOUT = 3
@@ -129,24 +130,26 @@ def test_a_worker_process_killed_mid_step_loses_nothing(
 def test_a_worker_stopped_with_sigterm_hands_its_work_on(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    for round_ in range(ROUNDS):
-        first = WorkerProcess(tmp_path / f"first{round_}.log", f"term-{uuid.uuid4().hex[:6]}")
-        first.ready()
-        key = uuid.uuid4().hex
-        run = submit_workflow(held_workflow(key))
-        wait_for(partial(executions, key), timeout=30, what="the held step to start")
+    current = WorkerProcess(tmp_path / "worker0.log", f"term-{uuid.uuid4().hex[:6]}")
+    try:
+        current.ready()
+        for round_ in range(ROUNDS):
+            key = uuid.uuid4().hex
+            run = submit_workflow(held_workflow(key))
+            wait_for(partial(executions, key), timeout=30, what="the held step to start")
 
-        os.kill(first.process.pid, signal.SIGTERM)  # warm shutdown of the worker itself
-        get_store().client.rpush(f"test:gate:{key}:held", "open")
-        first.process.wait(timeout=60)
-        second = WorkerProcess(tmp_path / f"second{round_}.log", f"on-{uuid.uuid4().hex[:6]}")
-        try:
-            second.ready()
+            os.kill(current.process.pid, signal.SIGTERM)  # warm shutdown of the worker itself
+            get_store().client.rpush(f"test:gate:{key}:held", "open")
+            current.process.wait(timeout=60)
+            current = WorkerProcess(tmp_path / f"worker{round_ + 1}.log",
+                                    f"on-{uuid.uuid4().hex[:6]}")
+            current.ready()
+
             assert run.wait(timeout=60) is RunStatus.COMPLETED
-        finally:
-            second.stop()
-        assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
-        assert len(executions(key)) == 1
+            assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
+            assert len(executions(key)) == 1
+    finally:
+        current.stop()
 
 
 def test_a_step_that_kills_its_worker_every_time_fails_after_bounded_deliveries(
@@ -167,27 +170,29 @@ def test_a_step_that_kills_its_worker_every_time_fails_after_bounded_deliveries(
 def test_a_whole_worker_killed_mid_step_has_its_message_delivered_again(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    first = WorkerProcess(tmp_path / "first.log", f"doomed-{uuid.uuid4().hex[:6]}")
-    first.ready()
-    second: WorkerProcess | None = None
+    current = WorkerProcess(tmp_path / "worker0.log", f"doomed-{uuid.uuid4().hex[:6]}")
     try:
-        keys = [uuid.uuid4().hex for _ in range(ROUNDS)]
-        runs = [submit_workflow(held_workflow(key)) for key in keys]
-        wait_for(lambda: executions(keys[0]), timeout=30, what="a held step to start")
+        current.ready()
+        for round_ in range(ROUNDS):
+            # one run's step is running when the worker dies, the other's is queued behind it
+            keys = [uuid.uuid4().hex, uuid.uuid4().hex]
+            runs = [submit_workflow(held_workflow(key)) for key in keys]
+            started = wait_for(lambda: next((k for k in keys if executions(k)), None),  # noqa: B023
+                               timeout=30, what="a held step to start")
 
-        first.stop(signal.SIGKILL)  # the worker and its pool: nothing is acknowledged
-        second = WorkerProcess(tmp_path / "second.log", f"heir-{uuid.uuid4().hex[:6]}")
-        second.ready()
-        for key in keys:
-            get_store().client.rpush(f"test:gate:{key}:held", "open")
+            current.stop(signal.SIGKILL)  # the worker and its pool: nothing is acknowledged
+            current = WorkerProcess(tmp_path / f"worker{round_ + 1}.log",
+                                    f"heir-{uuid.uuid4().hex[:6]}")
+            current.ready()
+            for key in keys:
+                get_store().client.rpush(f"test:gate:{key}:held", "open")
 
-        for key, run in zip(keys, runs, strict=True):
-            assert run.wait(timeout=60) is RunStatus.COMPLETED
-            assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
-        assert len(executions(keys[0])) == 2  # started, killed, delivered again
+            for key, run in zip(keys, runs, strict=True):
+                assert run.wait(timeout=60) is RunStatus.COMPLETED
+                assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
+            assert len(executions(started)) == 2  # started, killed, delivered again
     finally:
-        if second is not None:
-            second.stop()
+        current.stop()
 
 
 def test_a_burst_of_submissions_at_full_load_loses_and_duplicates_nothing(
@@ -223,29 +228,33 @@ def test_runs_submitted_before_a_redis_restart_complete_after_it(tmp_path: Path)
     worker = WorkerProcess(tmp_path / "worker.log", f"restart-{uuid.uuid4().hex[:6]}",
                            extra_env={"REDIS_URL": server.url})
     client = redis.Redis.from_url(server.url, decode_responses=True)
+
+    def submit(key: str) -> str:
+        done = subprocess.run([baton, "submit", json.dumps(held_workflow(key))], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
     try:
         worker.ready(server.url)
-        keys = [uuid.uuid4().hex for _ in range(ROUNDS)]
-        run_ids = []
-        for key in keys:
-            done = subprocess.run([baton, "submit", json.dumps(held_workflow(key))], cwd=ROOT,
-                                  env=env, capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, done.stderr
-            run_ids.append(done.stdout.strip())
-        wait_for(lambda: client.llen(f"test:exec:{keys[0]}"), timeout=30,
-                 what="a held step to start")
+        for _ in range(ROUNDS):
+            # one run's step is running when Redis stops, the other's is queued behind it
+            keys = [uuid.uuid4().hex, uuid.uuid4().hex]
+            run_ids = [submit(key) for key in keys]
+            wait_for(lambda: client.llen(f"test:exec:{keys[0]}"),  # noqa: B023 (waited here)
+                     timeout=30, what="a held step to start")
 
-        server.stop()  # AOF keeps runs, steps and queued messages
-        server.start()
-        for key in keys:
-            client.rpush(f"test:gate:{key}:held", "open")
+            server.stop()  # AOF keeps runs, steps and queued messages
+            server.start()
+            for key in keys:
+                client.rpush(f"test:gate:{key}:held", "open")
 
-        for key, run_id in zip(keys, run_ids, strict=True):
-            wait_for(lambda run_id=run_id: client.hget(f"baton:run:{{{run_id}}}", "status")
-                     in ("COMPLETED", "FAILED"), timeout=90, what=f"run {run_id} to end")
-            assert client.hget(f"baton:run:{{{run_id}}}", "status") == "COMPLETED"
-            assert client.get(f"test:attempts:{key}-before") == "1"
-            assert client.get(f"test:attempts:{key}-after") == "1"
+            for key, run_id in zip(keys, run_ids, strict=True):
+                wait_for(lambda run_id=run_id: client.hget(f"baton:run:{{{run_id}}}", "status")
+                         in ("COMPLETED", "FAILED"), timeout=90, what=f"run {run_id} to end")
+                assert client.hget(f"baton:run:{{{run_id}}}", "status") == "COMPLETED"
+                assert client.get(f"test:attempts:{key}-before") == "1"
+                assert client.get(f"test:attempts:{key}-after") == "1"
     finally:
         worker.stop()
         client.close()

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from app import InvalidInput, LifecycleError, RunStatus, StepStatus, submit_workflow
+from app import (
+    InvalidInput,
+    LifecycleError,
+    RunStatus,
+    StepStatus,
+    WorkflowRun,
+    submit_workflow,
+)
 from app.celery_app import celery_app
 from app.cli import main
 from app.runtime.state import get_store
@@ -222,3 +229,39 @@ def test_baton_rerun_from_the_command_line(worker: Any) -> None:
     assert refused.stderr.strip() == "baton: from_step: 'nope' is not a task of workflow 'again'"
     assert json.loads(json.dumps(run.record()["input"])) == {"v": 2}
     assert run.steps["b"].status is StepStatus.COMPLETED
+
+
+def test_a_parent_failed_by_its_sub_workflow_is_rerun_from_that_step(worker: Any) -> None:
+    broken = uuid.uuid4().hex
+    child = wf(task("inside", "fails_until_fixed", key=broken)) | {"name": "child"}
+    sub = {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW",
+           "subWorkflowParam": {"name": "child", "workflowDefinition": child}}
+    run = submit_workflow(wf(sub))
+    assert run.wait(timeout=30) is RunStatus.FAILED
+    failed_child = WorkflowRun(run.steps["sub"].output["subWorkflowId"])
+    assert failed_child.status is RunStatus.FAILED
+
+    with pytest.raises(LifecycleError) as refused:
+        failed_child.rerun("inside")
+    assert str(refused.value) == (
+        f"run {failed_child.id} is a sub-workflow of run {run.id} (step 'sub'): rerun the "
+        "parent from that step instead")
+    with pytest.raises(LifecycleError, match="rerun it from a step instead"):
+        run.retry()
+
+    get_store().client.set(f"test:fixed:{broken}", "1")
+    run.rerun("sub")
+
+    assert run.result(timeout=30)["attempt"] == 2
+    assert run.steps["sub"].output["subWorkflowId"] != failed_child.id
+    assert failed_child.status is RunStatus.FAILED  # the earlier child is left as it ended
+
+
+def test_a_completed_run_of_a_workflow_that_is_not_restartable_is_not_started_again(
+    worker: Any,
+) -> None:
+    run = submit_workflow(wf(task("a", v=1), restartable=False))
+    assert run.result(timeout=30) == {"v": 1}
+    for again in (run.restart, lambda: run.rerun("a")):
+        with pytest.raises(LifecycleError, match="is not restartable"):
+            again()

@@ -233,7 +233,8 @@ def retry(run_id: str) -> None:
                              "or TERMINATED run can be retried")
     if verdict != "ok":
         raise LifecycleError(f"run {run_id} cannot be retried: its failure was not in a step "
-                             f"that can run again ({detail or 'no failed step'})")
+                             f"that can run again ({detail or 'no failed step'}); rerun it "
+                             "from a step instead")
     for message in [reply[2], *reply[3]]:
         send_message(json.loads(message))
 

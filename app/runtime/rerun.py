@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from app.compiler.canvas import compile_route
-from app.compiler.plan import MAIN, DynamicForkStage, ForkStage, Plan, refs_within
+from app.compiler.plan import MAIN, DynamicForkStage, ForkStage, Plan, Stage, refs_within
 from app.config import get_settings
 from app.runtime.keys import (
     attempts_key,
@@ -160,7 +160,7 @@ def _kept(plan: Plan, kept_plan: set[str], records: Mapping[str, Mapping[str, st
 
 
 def _check_before(
-    plan: Plan, start: str, before: Iterable[Any], kept: set[str],
+    plan: Plan, start: str, before: Iterable[Stage], kept: set[str],
     records: Mapping[str, Mapping[str, str]],
 ) -> None:
     """Every step before the rerun's must have completed: the steps after read them."""

@@ -1,18 +1,20 @@
 """The run store's Lua scripts: each state change of a run is one atomic script.
 
-A script that ends a run returns {1, status, parent run id, parent step ref, reason}, so
-that the store can carry a child run's failure to the step that started it.
+A script that ends a run returns {1, status, parent run id, parent step ref, reason, root},
+so that the store can carry a child run's failure to the step that started it.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# Ends a script that ended its run: {1, status, parent run id, parent step ref, reason}.
+# Ends a script that ended its run: {1, status, parent run id, parent step ref, reason,
+# root of the route the run was started on}.
 _ENDED: Final = """return {1, redis.call('HGET', KEYS[1], 'status'),
   redis.call('HGET', KEYS[1], 'parentWorkflowId') or '',
   redis.call('HGET', KEYS[1], 'parentWorkflowTaskRef') or '',
-  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or ''}"""
+  redis.call('HGET', KEYS[1], 'reasonForIncompletion') or '',
+  redis.call('HGET', KEYS[1], 'root') or ''}"""
 
 
 def _fence(run: str) -> str:

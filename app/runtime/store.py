@@ -291,16 +291,19 @@ class RunStore:
         step_status: str = "FAILED",
         run_status: str = "FAILED",
         message: Mapping[str, Any] | None = None,
+        root: str | None = None,
     ) -> bool:
         """Record a step's failure and end its run with it; False if the run had ended.
 
         With `run_status=""` the run goes on (a permissive step) but cannot complete.
+        `root` fences the write in place of the running task's route root (ROUTE_ROOT).
         """
         reason = f"{error.get('type', 'Error')}: {error.get('message', '')}"
         keys = [run_key(run_id), step_key(run_id, ref), attempts_key(run_id, ref)]
         given = _dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, _dumps(error), reason, ref, run_status]
-        args += [given, _dumps(message) if message else "", ROUTE_ROOT.get()]
+        args += [given, _dumps(message) if message else "",
+                 ROUTE_ROOT.get() if root is None else root]
         return self._ended(self._call(self._fail, keys, args), run_id)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -309,8 +312,8 @@ class RunStore:
         """Carry the end of a run that ended outside a script (terminate, time-out)."""
         run = self.get_run(run_id) or {}
         self._ended([1, run.get("status", ""), run.get("parentWorkflowId", ""),
-                     run.get("parentWorkflowTaskRef", ""), run.get("reasonForIncompletion", "")],
-                    run_id)
+                     run.get("parentWorkflowTaskRef", ""), run.get("reasonForIncompletion", ""),
+                     run.get("root", "")], run_id)
 
     def _write_json_hash(self, key: str, values: Mapping[str, Any]) -> None:
         """Set fields of a hash to JSON values and renew its expiry, in one round trip."""
@@ -330,23 +333,16 @@ class RunStore:
         """
         if not isinstance(reply, list):
             return bool(reply)
-        _, status, parent, parent_ref, reason = (str(part) for part in reply)
-        if parent and status != "COMPLETED" and self._started(parent, parent_ref, run_id):
+        _, status, parent, parent_ref, reason, root = (str(part) for part in reply)
+        if parent and status != "COMPLETED":
             error = {"type": "SubWorkflowFailed", "message": f"sub-workflow {status}: {reason}"}
-            self.fail_step(parent, parent_ref, error=error)
+            # fenced with the parent's root when the child started: a child of an attempt
+            # before the parent's rerun or restart leaves the new attempt alone
+            self.fail_step(parent, parent_ref, error=error, root=root)
         if status != "COMPLETED" and run_id:
             for hook in END_HOOKS:
                 hook(run_id, status, reason)
         return True
-
-    def _started(self, parent: str, parent_ref: str, child: str) -> bool:
-        """Whether the parent's step still stands for this child: a rerun or restart of the
-        parent resets the step, and a child of an earlier epoch must not fail the new one."""
-        record = self.get_step_records(parent, [parent_ref]).get(parent_ref)
-        if not record:
-            return False
-        started = json.loads(record.get("output") or "{}").get("subWorkflowId")
-        return started in (None, child)
 
     def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self.guard(lambda: script(keys=keys, args=args))

@@ -102,6 +102,110 @@ def test_duplicate_ref_inside_a_branch_names_the_first() -> None:
     ]
 
 
+# --- names Baton reserves ---------------------------------------------------------------------
+
+
+def test_ref_shaped_like_a_loop_iteration_record_is_refused() -> None:
+    # Given a top-level `b__1` beside a loop whose body has `b` (recorded as b__1 in iteration 1)
+    loop = task("l", "DO_WHILE", loopCondition="false", loopOver=[task("b")])
+    data = workflow(task("b__1"), loop, task("c", inputParameters={"x": "${zz.output}"}))
+
+    # Then it is refused, with the other problems of the definition
+    assert problems(data) == [
+        "tasks[0].taskReferenceName: 'b__1' ends in '__<number>', which Baton keeps for loop "
+        "iterations of 'b'; choose another name",
+        "tasks[2].inputParameters.x: ${zz.output} names unknown task reference 'zz'",
+    ]
+
+
+def test_nested_ref_shaped_like_a_loop_iteration_record_is_refused() -> None:
+    cases = {"k": [task("y_2__10")]}
+    data = workflow(
+        fork("f", [task("a")], [task("x__2")]),
+        join("j", "a", "x__2"),
+        switch("s", cases),
+        task("l", "DO_WHILE", loopCondition="false", loopOver=[task("l__0")]),
+    )
+
+    assert problems(data) == [
+        "tasks[0].forkTasks[1][0].taskReferenceName: 'x__2' ends in '__<number>', which Baton "
+        "keeps for loop iterations of 'x'; choose another name",
+        "tasks[2].decisionCases.k[0].taskReferenceName: 'y_2__10' ends in '__<number>', which "
+        "Baton keeps for loop iterations of 'y_2'; choose another name",
+        "tasks[3].loopOver[0].taskReferenceName: 'l__0' ends in '__<number>', which Baton "
+        "keeps for loop iterations of 'l'; choose another name",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ref", "shown"), [("workflow", "${workflow...}"), ("CPEWF_TASK_ID", "${CPEWF_TASK_ID}")]
+)
+def test_ref_named_like_an_expression_root_is_refused(ref: str, shown: str) -> None:
+    data = workflow(task("a"), fork("f", [task(ref)], [task("b")]), join("j", ref, "b"))
+
+    assert problems(data) == [
+        f"tasks[1].forkTasks[0][0].taskReferenceName: '{ref}' is an expression root ({shown}); "
+        "a task cannot take this name"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("a.b", "'a.b' contains '.', which ${...} expressions read as syntax; choose another name"),
+        ("a[0]", "'a[0]' contains '[', ']', which ${...} expressions read as syntax; "
+                 "choose another name"),
+        ("${a}", "'${a}' contains '$', '{', '}', which ${...} expressions read as syntax; "
+                 "choose another name"),
+        ("a:attempts", "'a:attempts' contains ':', which separates the parts of Baton's Redis "
+                       "keys (a step's failed attempts are kept under '<ref>:attempts'); "
+                       "choose another name"),
+        (" a", "' a' starts or ends with whitespace, which ${...} expressions strip; "
+               "choose another name"),
+        ("a\n", "'a\\n' starts or ends with whitespace, which ${...} expressions strip; "
+                "choose another name"),
+        (" ", "a taskReferenceName cannot be blank"),
+    ],
+)
+def test_ref_holding_expression_or_key_syntax_is_refused(ref: str, message: str) -> None:
+    inline = workflow(task(ref))
+    data = workflow(task("s", "SUB_WORKFLOW", subWorkflowParam={"workflowDefinition": inline}))
+
+    assert problems(data) == [
+        f"tasks[0].subWorkflowParam.workflowDefinition.tasks[0].taskReferenceName: {message}"
+    ]
+
+
+def test_reserved_ref_problems_come_with_every_other_problem() -> None:
+    data = workflow(
+        task("workflow", name="encod"),
+        task("a.b__3", name="anything", inputParameters={"x": "${a.b__3.output}"}),
+        task("a.b__3", name="anything"),
+    )
+
+    assert problems(data, TRANSFORMATIONS) == [
+        "tasks[0].taskReferenceName: 'workflow' is an expression root (${workflow...}); "
+        "a task cannot take this name",
+        "tasks[1].taskReferenceName: 'a.b__3' contains '.', which ${...} expressions read as "
+        "syntax; choose another name",
+        "tasks[1].taskReferenceName: 'a.b__3' ends in '__<number>', which Baton keeps for loop "
+        "iterations of 'a.b'; choose another name",
+        "tasks[2].taskReferenceName: 'a.b__3' contains '.', which ${...} expressions read as "
+        "syntax; choose another name",
+        "tasks[2].taskReferenceName: 'a.b__3' ends in '__<number>', which Baton keeps for loop "
+        "iterations of 'a.b'; choose another name",
+        "tasks[2].taskReferenceName: duplicate taskReferenceName 'a.b__3' (first at tasks[1])",
+        "tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",
+        "tasks[1].inputParameters.x: ${a.b__3.output} names unknown task reference 'a'",
+    ]
+
+
+def test_names_close_to_reserved_ones_are_accepted() -> None:
+    loop = task("l", "DO_WHILE", loopCondition="false", loopOver=[task("b")])
+    refs = ["__1", "b__", "b__x", "b_1", "b__1a", "workflows", "Workflow", "a b", "é-ü_1"]
+    valid(workflow(loop, *(task(ref) for ref in refs)))
+
+
 # --- transformations -------------------------------------------------------------------------
 
 

@@ -1,14 +1,17 @@
 """Static validation of a workflow definition: every problem at once, as `path: message`.
 
-Checks what the schema alone cannot: unique reference names, known transformations and
-the input they take, fork/join shape, and that every `${ref...}` names a task that is
-guaranteed to have completed before the task that reads it. Knows nothing of Celery or
-Redis; the transformations to check against are passed in.
+Checks what the schema alone cannot: unique reference names that Baton does not reserve
+(loop iteration records, expression roots, expression or Redis key syntax), known
+transformations and the input they take, fork/join shape, and that every `${ref...}` names
+a task that is guaranteed to have completed before the task that reads it. Knows nothing
+of Celery or Redis (beyond the names they reserve); the transformations to check against
+are passed in.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,17 @@ from app.registry import Transformation
 
 FORK_TYPES = frozenset({"FORK_JOIN", "FORK_JOIN_DYNAMIC"})
 _BRANCHING = frozenset({"DECISION", "SWITCH"})
+
+# A step of loop iteration n is recorded as `<ref>__<n>` (app.runtime.step.record_ref), so a
+# ref of that shape could overwrite, or be read as, an iteration record of another task.
+_ITERATION_REF = re.compile(r"(.+)__\d+")
+# Names an expression resolves specially, before any task record (app.runtime.scope).
+_EXPRESSION_ROOTS = {WORKFLOW_ROOT: "${workflow...}", TASK_ID_ROOT: "${CPEWF_TASK_ID}"}
+# Syntax of `${...}` and its paths (`${a.b[0]}`): a ref holding one is misread, or not read.
+_EXPRESSION_SYNTAX = ".[]${}"
+# Joins the parts of a step's Redis keys (the run store's keys module): `x:attempts` would be
+# the key of the failed attempts of step `x`.
+_KEY_SEPARATOR = ":"
 
 
 def parse_definition(data: Mapping[str, Any]) -> WorkflowDef:
@@ -116,6 +130,8 @@ class _Checker:
         for index, task in enumerate(tasks):
             here = f"{path}[{index}]"
             ref = task.task_reference_name
+            for message in ref_problems(ref):
+                self._add(f"{here}.taskReferenceName", message)
             if ref in self.first_seen:
                 self._add(
                     f"{here}.taskReferenceName",
@@ -288,6 +304,39 @@ class _Checker:
             else:
                 hint = _did_you_mean(root, [*self.first_seen, WORKFLOW_ROOT])
                 self._add(where, f"{text} names unknown task reference '{root}'{hint}")
+
+
+def ref_problems(ref: str) -> list[str]:
+    """Why a taskReferenceName is refused whatever the rest of the definition holds."""
+    if not ref.strip():
+        return ["a taskReferenceName cannot be blank"]
+    name = _quote(ref)
+    found = []
+    if ref != ref.strip():
+        found.append(f"{name} starts or ends with whitespace, which ${{...}} expressions "
+                     "strip; choose another name")
+    syntax = [c for c in _EXPRESSION_SYNTAX if c in ref]
+    if syntax:
+        listed = ", ".join(f"'{c}'" for c in syntax)
+        found.append(f"{name} contains {listed}, which ${{...}} expressions read as syntax; "
+                     "choose another name")
+    if _KEY_SEPARATOR in ref:
+        found.append(f"{name} contains '{_KEY_SEPARATOR}', which separates the parts of "
+                     "Baton's Redis keys (a step's failed attempts are kept under "
+                     "'<ref>:attempts'); choose another name")
+    iteration = _ITERATION_REF.fullmatch(ref)
+    if iteration:
+        found.append(f"{name} ends in '__<number>', which Baton keeps for loop iterations "
+                     f"of {_quote(iteration.group(1))}; choose another name")
+    if ref in _EXPRESSION_ROOTS:
+        found.append(f"{name} is an expression root ({_EXPRESSION_ROOTS[ref]}); "
+                     "a task cannot take this name")
+    return found
+
+
+def _quote(ref: str) -> str:
+    """The ref in quotes, with any control character escaped to keep a message on one line."""
+    return f"'{ref}'" if ref.isprintable() else repr(ref)
 
 
 def _walk(tasks: Iterable[WorkflowTask]) -> Iterable[WorkflowTask]:

@@ -9,10 +9,8 @@ on names and queues.
 from app.celery_app import celery_app as celery
 from app.client import (
     BrokerUnavailable,
-    RunStatus,
     RunSummary,
     Step,
-    StepStatus,
     WorkflowRun,
     get_run,
     list_runs,
@@ -39,6 +37,7 @@ from app.runtime import waiting as _waiting  # noqa: F401
 from app.runtime.lifecycle import LifecycleError
 from app.runtime.runs import InvalidInput
 from app.runtime.waiting import NotWaiting
+from app.store import RunStatus, StepStatus
 from app.transformation import transformation
 
 __all__ = [

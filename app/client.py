@@ -11,7 +11,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,37 +29,8 @@ from app.runtime import lifecycle, rerun
 from app.runtime.runs import create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
-from app.runtime.store import RunStore
 from app.runtime.waiting import complete_waiting_step
-
-
-class RunStatus(StrEnum):
-    """A run's status, as Conductor names workflow statuses."""
-
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TIMED_OUT = "TIMED_OUT"
-    TERMINATED = "TERMINATED"
-    PAUSED = "PAUSED"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (RunStatus.RUNNING, RunStatus.PAUSED)
-
-
-class StepStatus(StrEnum):
-    """A step's status, as Conductor names task statuses."""
-
-    SCHEDULED = "SCHEDULED"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETED = "COMPLETED"
-    COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"
-    FAILED = "FAILED"
-    FAILED_WITH_TERMINAL_ERROR = "FAILED_WITH_TERMINAL_ERROR"
-    TIMED_OUT = "TIMED_OUT"
-    CANCELED = "CANCELED"
-    SKIPPED = "SKIPPED"
+from app.store import RunStatus, RunStore, StepStatus
 
 
 class BrokerUnavailable(BatonError):
@@ -239,7 +209,7 @@ def submit_workflow(
         send_run(new, workflow)
     except Exception as exc:
         try:
-            store.delete_run(new.run_id, idempotency_key)
+            store.delete_run(new.run_id, new.plan.digest, idempotency_key)
         except StoreUnavailable:
             pass  # the store is gone too; its retention removes the record
         raise BrokerUnavailable(f"cannot send run {new.run_id} to the broker: {exc}") from exc

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     """Queue of Baton's own control tasks (join, continue)."""
 
     retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
-    """How long a run's records stay in Redis after their last write."""
+    """How long a run's records stay in Redis after it ended (an open run never expires)."""
 
     segment_size: int = Field(default=32, ge=2)
     """Stages compiled into one message route before a `continue` hop (bounds message size)."""
@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     """Off: with Redis as broker and backend, cancelling running steps when Redis restarts
     fails while it is down and leaves the worker's consumer unable to reconnect (seen with
     Celery 5.7). Steps running then are rejected and delivered again instead."""
+    max_sub_workflow_depth: int = Field(default=32, ge=1)
+    """How deep SUB_WORKFLOW runs may nest (a workflow that starts itself stops here)."""
     max_deliveries: int = Field(default=10, ge=1)
     """A step delivered more often than this fails instead of looping (e.g. it kills its worker)."""
 

@@ -14,7 +14,6 @@ from app.dsl.load import DefinitionSource, load_definition
 from app.dsl.model import WorkflowDef
 from app.dsl.validate import parse_definition
 from app.errors import DefinitionError, Problem
-from app.runtime.keys import WORKFLOWS_INDEX, workflow_key
 from app.runtime.state import get_store
 
 
@@ -23,20 +22,16 @@ def register_workflow(definition: DefinitionSource) -> WorkflowDef:
     workflow = load_definition(definition)
     build_plan(workflow, registry.transformations())
     text = json.dumps(workflow.to_json_dict(), separators=(",", ":"))
-    store = get_store()
-    pipe = store.client.pipeline(transaction=True)
-    pipe.hset(workflow_key(workflow.name), str(workflow.version), text)
-    pipe.sadd(WORKFLOWS_INDEX, workflow.name)
-    store.execute(pipe)
+    get_store().register_workflow(workflow.name, workflow.version, text)
     return workflow
 
 
 def get_workflow(name: str, version: int | None = None) -> WorkflowDef:
     """A registered definition: the given version, or the highest one."""
     store = get_store()
-    versions = store.guard(lambda: store.client.hgetall(workflow_key(name)))
+    versions = store.workflow_versions(name)
     if not versions:
-        known = sorted(store.guard(lambda: store.client.smembers(WORKFLOWS_INDEX)))
+        known = store.workflow_names()
         hint = f" (registered: {', '.join(known[:10])})" if known else " (none is registered)"
         raise DefinitionError([Problem(name, f"no workflow of this name is registered{hint}")])
     chosen = str(version) if version is not None else max(versions, key=int)
@@ -48,10 +43,4 @@ def get_workflow(name: str, version: int | None = None) -> WorkflowDef:
 
 def list_workflows() -> dict[str, list[int]]:
     """Every registered workflow name with its versions."""
-    store = get_store()
-    names = sorted(store.guard(lambda: store.client.smembers(WORKFLOWS_INDEX)))
-    pipe = store.client.pipeline(transaction=False)
-    for name in names:
-        pipe.hkeys(workflow_key(name))
-    return {name: sorted(int(v) for v in versions)
-            for name, versions in zip(names, store.execute(pipe), strict=True)}
+    return get_store().workflow_catalogue()

@@ -8,11 +8,11 @@ from typing import Any, TypeVar, overload
 from celery import Task
 
 from app import registry
-from app.celery_app import celery_app, declare_queues
+from app.celery_app import declare_queues
 from app.compiler.canvas import TIME_LIMIT_GRACE
 from app.policy import StepPolicy
 from app.registry import Transformation
-from app.runtime.step import StepContext, StepTask, execute_step
+from app.runtime.step import StepContext, step_task
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,18 +80,10 @@ def register_transformation_task(transformation: Transformation) -> Task:
             given.pop(context.spec.task.dynamic_task_name_param or "", None)
         return func(**given)
 
-    def run(
-        self: Task, run_id: str, ref: str, digest: str, final: bool = False,
-        iteration: int | None = None,
-    ) -> Any:
-        return execute_step(self, run_id, ref, digest, work, final=final, iteration=iteration,
-                            policy=policy)
-
-    run.__doc__ = func.__doc__
+    work.__name__ = func.__name__
     limits: dict[str, float] = {}
     if policy.timeout_seconds:
         limits = {"soft_time_limit": policy.timeout_seconds,
                   "time_limit": policy.timeout_seconds + TIME_LIMIT_GRACE}
-    return celery_app.task(
-        name=transformation.task_name, bind=True, base=StepTask, **limits
-    )(run)
+    return step_task(transformation.task_name, work, policy=policy, doc=func.__doc__,
+                     options=limits)

@@ -204,7 +204,7 @@ def test_a_redelivered_message_for_a_completed_step_does_not_run_it_again(worker
 def test_run_records_expire_after_the_retention(worker: Any) -> None:
     from app.config import get_settings
     from app.runtime.state import get_store
-    from app.runtime.store import definition_key, refs_key, run_key, step_key
+    from app.store.keys import definition_key, refs_key, run_key, step_key
 
     run = submit_workflow(workflow(simple("one")))
     run.wait(timeout=30)

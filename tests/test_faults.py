@@ -259,3 +259,28 @@ def test_runs_submitted_before_a_redis_restart_complete_after_it(tmp_path: Path)
         worker.stop()
         client.close()
         server.cleanup()
+
+
+@pytest.mark.parametrize("delayed", ["startDelay", "retryDelaySeconds"])
+def test_a_delay_longer_than_the_visibility_timeout_runs_its_step_once(
+    worker_process: WorkerProcess, delayed: str,
+) -> None:
+    key = uuid.uuid4().hex
+    seconds = 3 * VISIBILITY_TIMEOUT
+    step: dict[str, Any] = {"name": "flaky", "taskReferenceName": "late",
+                            "inputParameters": {"key": key, "failures": 0}}
+    if delayed == "startDelay":
+        step["startDelay"] = seconds
+    else:
+        step["inputParameters"]["failures"] = 1
+        step["taskDefinition"] = {"name": "flaky", "retryCount": 1, "retryLogic": "FIXED",
+                                  "retryDelaySeconds": seconds}
+    run = submit_workflow({"name": "delays", "version": 1, "schemaVersion": 2,
+                           "tasks": [step]})
+
+    assert run.wait(timeout=seconds + 60) is RunStatus.COMPLETED
+    runs = 1 if delayed == "startDelay" else 2
+    assert count(key) == runs  # a message held past the visibility timeout would run again
+    late = run.steps["late"]
+    assert late.attempts == runs
+    assert late.started_at is not None and late.ended_at is not None

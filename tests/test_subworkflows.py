@@ -84,3 +84,142 @@ def test_a_failed_sub_workflow_fails_its_parent_step_and_run(worker: Any) -> Non
     assert "after" not in run.steps
     kid = get_run(run.steps["sub"].output["subWorkflowId"])
     assert kid.status is RunStatus.FAILED
+
+
+# -- a child's lifecycle follows its parent's (Conductor's semantics) --------------------------
+
+
+def gated_child(name: str) -> dict[str, Any]:
+    """A child whose one step waits on the gate its input names, then echoes `v`."""
+    return {"name": name, "version": 1, "schemaVersion": 2, "tasks": [
+        {"name": "gate", "taskReferenceName": "inner",
+         "inputParameters": {"key": "${workflow.input.key}", "v": "${workflow.input.v}"}}],
+        "outputParameters": {"got": "${inner.output.v}"}}
+
+
+def broken_child(name: str) -> dict[str, Any]:
+    """A child that fails until the test sets `test:fixed:<key>`."""
+    return {"name": name, "version": 1, "schemaVersion": 2, "tasks": [
+        {"name": "fails_until_fixed", "taskReferenceName": "inner",
+         "inputParameters": {"key": "${workflow.input.key}"}}],
+        "outputParameters": {"attempt": "${inner.output.attempt}"}}
+
+
+def parent_of(child_name: str, *also: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "parent", "version": 1, "schemaVersion": 2, "tasks": [
+        {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW",
+         "inputParameters": {"key": "${workflow.input.key}", "v": "${workflow.input.v}"},
+         "subWorkflowParam": {"name": child_name}}, *also]}
+
+
+def child_of(run: Any) -> Any:
+    from tests.support import wait_for
+
+    step = wait_for(lambda: run.steps.get("sub") if run.steps.get("sub") and
+                    run.steps["sub"].output else None, timeout=30, what="the child to start")
+    return get_run(step.output["subWorkflowId"])
+
+
+def test_cancelling_a_parent_terminates_its_running_child(worker: Any) -> None:
+    import uuid
+
+    from app import StepStatus
+    from app.runtime.state import get_store
+
+    register_workflow(gated_child("cancel_child"))
+    key = uuid.uuid4().hex
+    run = submit_workflow(parent_of("cancel_child"), {"key": key, "v": 1})
+    kid = child_of(run)
+
+    run.cancel("no longer needed")
+
+    assert kid.wait(timeout=30) is RunStatus.TERMINATED
+    assert run.id in kid.record()["reasonForIncompletion"]
+    assert run.steps["sub"].status is StepStatus.CANCELED
+    get_store().client.rpush(f"test:gate:{key}", "open")
+
+
+def test_a_parent_failing_elsewhere_terminates_its_running_child(worker: Any) -> None:
+    import uuid
+
+    from app import StepStatus
+    from app.runtime.state import get_store
+
+    register_workflow(gated_child("orphan_child"))
+    key = uuid.uuid4().hex
+    fork = {"name": "fork", "taskReferenceName": "f", "type": "FORK_JOIN", "forkTasks": [
+        parent_of("orphan_child")["tasks"],
+        [{"name": "gate_then_refuse", "taskReferenceName": "bad",
+          "inputParameters": {"key": f"{key}:bad"}}]]}
+    join = {"name": "join", "taskReferenceName": "j", "type": "JOIN", "joinOn": ["sub", "bad"]}
+    run = submit_workflow({**parent_of("orphan_child"), "tasks": [fork, join]},
+                          {"key": key, "v": 1})
+    kid = child_of(run)
+
+    get_store().client.rpush(f"test:gate:{key}:bad", "open")
+
+    assert run.wait(timeout=30) is RunStatus.FAILED
+    assert kid.wait(timeout=30) is RunStatus.TERMINATED
+    assert run.steps["sub"].status is not StepStatus.IN_PROGRESS
+    get_store().client.rpush(f"test:gate:{key}", "open")
+
+
+def test_retrying_a_parent_retries_its_failed_child_in_place(worker: Any) -> None:
+    import uuid
+
+    from app.runtime.state import get_store
+
+    register_workflow(broken_child("retry_child"))
+    key = uuid.uuid4().hex
+    run = submit_workflow(parent_of("retry_child", {
+        "name": "echo", "taskReferenceName": "after",
+        "inputParameters": {"attempt": "${sub.output.attempt}"}}), {"key": key})
+    assert run.wait(timeout=30) is RunStatus.FAILED
+    kid = child_of(run)
+    assert kid.status is RunStatus.FAILED
+
+    get_store().client.set(f"test:fixed:{key}", "1")
+    run.retry()
+
+    assert run.result(timeout=30) == {"attempt": 2}
+    assert kid.status is RunStatus.COMPLETED
+    assert run.steps["sub"].output["subWorkflowId"] == kid.id  # the same child, retried
+
+
+def test_retrying_a_failed_child_on_its_own_reopens_its_parent(worker: Any) -> None:
+    import uuid
+
+    from app.runtime.state import get_store
+
+    register_workflow(broken_child("alone_child"))
+    key = uuid.uuid4().hex
+    run = submit_workflow(parent_of("alone_child"), {"key": key})
+    assert run.wait(timeout=30) is RunStatus.FAILED
+    kid = child_of(run)
+
+    get_store().client.set(f"test:fixed:{key}", "1")
+    kid.retry()
+
+    assert kid.result(timeout=30) == {"attempt": 2}
+    assert run.result(timeout=30)["attempt"] == 2
+
+
+def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(
+    worker: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_sub_workflow_depth", 3)
+    register_workflow({"name": "forever", "version": 1, "schemaVersion": 2, "tasks": [
+        {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW",
+         "subWorkflowParam": {"name": "forever"}}]})
+
+    run = submit_workflow("forever")
+
+    assert run.wait(timeout=30) is RunStatus.FAILED
+    depth, current = 0, run
+    while current.steps["sub"].output and current.steps["sub"].output.get("subWorkflowId"):
+        current = get_run(current.steps["sub"].output["subWorkflowId"])
+        depth += 1
+    assert depth == 3
+    assert "nest deeper than 3 runs" in current.steps["sub"].error["message"]

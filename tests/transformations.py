@@ -70,6 +70,13 @@ def gate(key: str, **values: Any) -> dict[str, Any]:
     return dict(values)
 
 
+@transformation(queue="echo")
+def gate_then_refuse(key: str) -> dict[str, Any]:
+    """Block until the test opens the gate `key`, then fail."""
+    gate(key)
+    raise Refused(f"refused after gate {key}")
+
+
 @transformation(queue="faulty")
 def fails_until_fixed(key: str) -> dict[str, Any]:
     """Fail until the test sets `test:fixed:<key>`; count every attempt."""
@@ -102,3 +109,25 @@ def crash(key: str) -> dict[str, Any]:
 
     _count(key)
     os._exit(1)
+
+
+@transformation(queue="faulty")
+def logged(run: str, ref: str, ms: int = 0, fail: bool = False) -> dict[str, Any]:
+    """Log this execution (run, ref, route root, pid, start), work `ms`, then maybe fail.
+
+    With `fail`, it fails until the test sets `test:sm:fixed:<run>`.
+    """
+    import json
+    import os
+    import time
+
+    from app.runtime.state import get_store
+    from app.store import ROUTE_ROOT
+
+    client = get_store().client
+    client.rpush("test:sm:exec", json.dumps({"run": run, "ref": ref, "root": ROUTE_ROOT.get(),
+                                             "pid": os.getpid(), "start": time.time()}))
+    time.sleep(ms / 1000)
+    if fail and not client.get(f"test:sm:fixed:{run}"):
+        raise Refused(f"{ref} is broken until fixed")
+    return {"ref": ref}

@@ -29,9 +29,10 @@ from app.cli.common import (
     table,
     use_redis,
 )
-from app.client import RunStatus, RunSummary, Step, StepStatus, WorkflowRun, list_runs
+from app.client import RunSummary, Step, WorkflowRun, list_runs
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
+from app.store import RunStatus, StepStatus
 
 LIST_KEYS = """a JSON array, newest run first, of objects with id, name, version,
 status, correlationId, createTime, startTime, endTime, durationMs, reason and

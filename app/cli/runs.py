@@ -32,12 +32,13 @@ from app.cli.common import (
     timeout_option,
     use_redis,
 )
-from app.client import RunStatus, Step, StepStatus, WorkflowRun, submit_workflow
+from app.client import Step, WorkflowRun, submit_workflow
 from app.compiler.plan import Plan
 from app.config import get_settings
 from app.embedded import embedded_redis, local_worker
 from app.errors import BatonError, WorkflowFailed
 from app.runtime.state import get_store
+from app.store import RunStatus, StepStatus
 
 _POLL_SECONDS = 0.05
 

@@ -27,6 +27,7 @@ from app.compiler.plan import (
     StepStage,
     SwitchStage,
 )
+from app.delays import split_delay
 from app.registry import TASK_PREFIX
 
 CONTINUE_TASK: Final = "baton.continue"
@@ -106,11 +107,13 @@ def step_signature(
     timeout = spec.policy_overrides.get("timeout_seconds")
     if timeout:
         options = {"soft_time_limit": timeout, "time_limit": timeout + TIME_LIMIT_GRACE}
+    kwargs = _frame(final, iteration)
     if spec.task.start_delay:
-        options["countdown"] = spec.task.start_delay
+        options["countdown"], left = split_delay(spec.task.start_delay)
+        if left:
+            kwargs["delay_left"] = left  # the step hops again before it starts
     return celery_app.signature(
-        name, args=(run_id, ref, plan.digest), kwargs=_frame(final, iteration), immutable=True,
-        **options,
+        name, args=(run_id, ref, plan.digest), kwargs=kwargs, immutable=True, **options,
     )
 
 

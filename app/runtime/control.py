@@ -20,6 +20,7 @@ from app.compiler.canvas import CONTROL_TASKS, compile_route, fork_signature, st
 from app.compiler.plan import DynamicForkStage, LoopStage, Plan, StepSpec, SwitchStage
 from app.config import get_settings
 from app.dsl.expressions import parse_parameter
+from app.dsl.validate import ref_problems
 from app.registry import TASK_PREFIX, transformations
 from app.runtime import javascript
 from app.runtime.lifecycle import still_running
@@ -31,10 +32,12 @@ from app.runtime.step import (
     StepContext,
     StepTask,
     _workflow_output,
-    execute_step,
+    contained,
+    record_ref,
+    step_task,
     stop_route,
 )
-from app.runtime.store import now_ms
+from app.store import StepStatus, now_ms
 
 LOOP_NEXT_TASK: Final = "baton.loop_next"
 
@@ -87,18 +90,14 @@ def _switch_work(context: StepContext) -> Outcome:
     return Outcome(output, then=route)
 
 
-@celery_app.task(name=CONTROL_TASKS["SWITCH"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def switch(
-    self: Task, run_id: str, ref: str, digest: str, final: bool = False,
-    iteration: int | None = None,
-) -> Any:
-    """Evaluate the case and run its tasks in this task's place; only a missing key defaults."""
+def _switch_resend(run_id: str, plan: Plan, spec: StepSpec, output: Any, final: bool,
+                   iteration: int | None) -> Signature | None:
+    return _switch_route(plan, spec, output, final, iteration, run_id)
 
-    def resend(plan: Plan, spec: StepSpec, output: Any, fin: bool, it: int | None) -> Any:
-        return _switch_route(plan, spec, output, fin, it, run_id)
 
-    return execute_step(self, run_id, ref, digest, _switch_work, final=final,
-                        iteration=iteration, resend=resend)
+switch = step_task(CONTROL_TASKS["SWITCH"], _switch_work, resend=_switch_resend,
+                   doc="Evaluate the case and run its tasks in this task's place; only a "
+                       "missing key defaults.")
 
 
 # -- DO_WHILE ----------------------------------------------------------------------------------
@@ -138,19 +137,15 @@ def _loop_work(context: StepContext) -> Outcome:
             return Outcome({"iteration": 0})
         output.update(item=items[0], index=0, items=items)
     route = _iteration_route(context.plan, context.run_id, stage, 1, context.final)
-    return Outcome(output, then=route, status="IN_PROGRESS")
+    return Outcome(output, then=route, status=StepStatus.IN_PROGRESS)
 
 
-@celery_app.task(name=CONTROL_TASKS["DO_WHILE"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def loop(
-    self: Task, run_id: str, ref: str, digest: str, final: bool = False,
-    iteration: int | None = None,
-) -> Any:
-    """Start a loop: record iteration 1 and run the body in this task's place."""
-    return execute_step(self, run_id, ref, digest, _loop_work, final=final, iteration=iteration)
+loop = step_task(CONTROL_TASKS["DO_WHILE"], _loop_work,
+                 doc="Start a loop: record iteration 1 and run the body in this task's place.")
 
 
 @celery_app.task(name=LOOP_NEXT_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+@contained(lambda ref, *args, **kwargs: ref)
 def loop_next(
     self: Task, run_id: str, ref: str, digest: str, iteration: int, final: bool = False
 ) -> Any:
@@ -166,7 +161,7 @@ def loop_next(
     done = loop_record.get("output") or {}
     if not still_running(self, run_id, run):
         return None
-    if loop_record.get("status") != "IN_PROGRESS" or done.get("iteration") != iteration:
+    if loop_record.get("status") != StepStatus.IN_PROGRESS or done.get("iteration") != iteration:
         stop_route(self)  # a redelivery of a decision already made
         return None
     scope = build_scope(run, records, self.request.id, variables)
@@ -191,15 +186,21 @@ def loop_next(
         output["iteration"] = iteration + 1
         if items is not None:
             output.update(item=items[iteration], index=iteration)
-        store.record_step(run_id, ref, {"output": json.dumps(output)})
+        # only if no other delivery of this decision moved the loop on meanwhile
+        if not store.record_step(run_id, ref, {"output": json.dumps(output)},
+                                 expect_output=records[ref].get("output", "")):
+            stop_route(self)
+            return None
         return self.replace(_iteration_route(plan, run_id, stage, iteration + 1, final))
     output.pop("items", None)
     output.pop("item", None)
     output.pop("index", None)
     run_output = _workflow_output(plan, scope, ref, loop_record.get("input"), output) \
         if final else None
-    store.complete_step(run_id, ref, input=loop_record.get("input"), output=output,
-                        run_output=run_output, final=final)
+    if store.complete_step(run_id, ref, input=loop_record.get("input"), output=output,
+                           run_output=run_output, final=final,
+                           expect=StepStatus.IN_PROGRESS) is None:
+        stop_route(self)  # another delivery of this decision ended the loop
     return None
 
 
@@ -236,15 +237,32 @@ def _dynamic_branches(context: StepContext) -> list[tuple[str, str, dict[str, An
     return [(f"{context.spec.ref}_{i}", name, dict(v or {})) for i, v in enumerate(inputs)]
 
 
-def _fork_work(context: StepContext) -> Outcome:
-    branches = _dynamic_branches(context)
-    known = transformations()
+def _check_branch_refs(plan: Plan, branches: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """A branch defined at run time may not take a ref of the plan, or another branch's."""
+    known, seen = transformations(), set()
     for branch_ref, name, _ in branches:
+        problems = ref_problems(branch_ref)
+        if problems:
+            raise OperatorError(f"dynamic task '{branch_ref}': {problems[0]}")
+        if branch_ref in plan.steps:
+            raise OperatorError(f"dynamic task '{branch_ref}' takes the ref of a task of the "
+                                "workflow; give it a taskReferenceName of its own")
+        if branch_ref in seen:
+            raise OperatorError(f"dynamic task '{branch_ref}' is listed twice")
+        seen.add(branch_ref)
         if name not in known:
             raise OperatorError(f"dynamic task '{branch_ref}' names unknown transformation "
                                 f"'{name}'")
-    get_store().define_dynamic_steps(context.run_id, {
+
+
+def _fork_work(context: StepContext) -> Outcome:
+    branches = _dynamic_branches(context)
+    _check_branch_refs(context.plan, branches)
+    taken = get_store().define_branches(context.run_id, context.spec.ref, {
         ref: {"name": name, "input": given} for ref, name, given in branches})
+    if taken is not None:
+        raise OperatorError(f"dynamic task '{taken[0]}' takes the ref of {taken[1]}; give it "
+                            "a taskReferenceName of its own")
     frame = {"iteration": context.iteration} if context.iteration is not None else {}
     signatures = [
         celery_app.signature(TASK_PREFIX + name, args=(context.run_id, ref, context.plan.digest),
@@ -265,6 +283,7 @@ fork_dynamic = system_task("FORK_JOIN_DYNAMIC")(_fork_work)
 
 
 @celery_app.task(name=CONTROL_TASKS["DYNAMIC"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+@contained(lambda ref, digest, final=False, iteration=None: record_ref(ref, iteration))
 def dynamic(
     self: Task, run_id: str, ref: str, digest: str, final: bool = False,
     iteration: int | None = None,

@@ -8,29 +8,19 @@ can consume it with XREAD or a consumer group.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any
 
 import httpx
 
-from app.celery_app import celery_app
 from app.compiler.canvas import CONTROL_TASKS
 from app.policy import StepPolicy
-from app.runtime.keys import PREFIX
 from app.runtime.operators import OperatorError
 from app.runtime.state import get_store
-from app.runtime.step import StepContext, StepTask, execute_step
-
-EVENT_STREAM_LENGTH: Final = 100_000
-"""Streams are trimmed to about this many events."""
+from app.runtime.step import StepContext, step_task
 
 
 class HttpStatusError(OperatorError):
     """An HTTP step got an answer outside 2xx."""
-
-
-def event_stream(sink: str) -> str:
-    """The Redis stream a sink publishes to (`conductor`, `kafka:orders` -> baton:events:...)."""
-    return f"{PREFIX}:events:{sink}"
 
 
 def _http(context: StepContext) -> dict[str, Any]:
@@ -77,30 +67,19 @@ def _body(answer: httpx.Response) -> Any:
     return answer.text
 
 
-@celery_app.task(name=CONTROL_TASKS["HTTP"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def http(self: Any, run_id: str, ref: str, digest: str, final: bool = False,
-         iteration: int | None = None) -> Any:
-    """Call a URL; retried as the task's taskDefinition says (an outage is often brief)."""
-    return execute_step(self, run_id, ref, digest, _http, final=final, iteration=iteration,
-                        policy=StepPolicy())
-
-
-@celery_app.task(name=CONTROL_TASKS["EVENT"], bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-def event(self: Any, run_id: str, ref: str, digest: str, final: bool = False,
-          iteration: int | None = None) -> Any:
+def _publish(context: StepContext) -> dict[str, Any]:
     """Publish the step's input to the Redis stream of its sink."""
+    sink = context.spec.task.sink
+    if not sink:
+        raise OperatorError("EVENT needs a sink")
+    fields = {"workflowId": context.run_id, "taskReferenceName": context.record_ref,
+              "workflowType": context.plan.definition.name,
+              "payload": json.dumps(context.input)}
+    stream, event_id = get_store().publish_event(sink, fields)
+    return {"event_produced": stream, "eventId": event_id, "sink": sink}
 
-    def publish(context: StepContext) -> dict[str, Any]:
-        sink = context.spec.task.sink
-        if not sink:
-            raise OperatorError("EVENT needs a sink")
-        stream = event_stream(sink)
-        fields: dict[Any, Any] = {"workflowId": run_id, "taskReferenceName": context.record_ref,
-                  "workflowType": context.plan.definition.name,
-                  "payload": json.dumps(context.input)}
-        client = get_store().client
-        event_id = get_store().guard(lambda: client.xadd(
-            stream, fields, maxlen=EVENT_STREAM_LENGTH, approximate=True))
-        return {"event_produced": stream, "eventId": str(event_id), "sink": sink}
 
-    return execute_step(self, run_id, ref, digest, publish, final=final, iteration=iteration)
+# retried as the task's taskDefinition says (an outage is often brief)
+http = step_task(CONTROL_TASKS["HTTP"], _http, policy=StepPolicy(),
+                 doc="Call a URL; only a 2xx answer completes the step.")
+event = step_task(CONTROL_TASKS["EVENT"], _publish)

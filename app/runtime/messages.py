@@ -28,11 +28,11 @@ def message_of(task: Task, **kwargs: Any) -> dict[str, Any]:
     }
 
 
-def send_message(message: dict[str, Any]) -> None:
+def send_message(message: dict[str, Any], countdown: float | None = None) -> None:
     """Send a captured message again; Celery routes it by its task's name."""
     celery_app.send_task(
         message["task"], args=message["args"], kwargs=message["kwargs"],
         chain=message.get("chain"), chord=message.get("chord"),
         group_id=message.get("group_id"), group_index=message.get("group_index"),
-        root_id=message.get("root_id"),
+        root_id=message.get("root_id"), countdown=countdown,
     )

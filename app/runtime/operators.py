@@ -27,10 +27,11 @@ from app.runtime.step import (
     Outcome,
     StepContext,
     StepTask,
-    execute_step,
+    contained,
     record_ref,
+    step_task,
 )
-from app.runtime.store import now_ms
+from app.store import now_ms
 
 
 class OperatorError(BatonError):
@@ -41,16 +42,7 @@ def system_task(type_name: str) -> Callable[[Callable[[StepContext], Any]], Any]
     """Register `work` as the Celery task of a system task type, run by the step runner."""
 
     def register(work: Callable[[StepContext], Any]) -> Any:
-        def run(
-            self: Task, run_id: str, ref: str, digest: str, final: bool = False,
-            iteration: int | None = None,
-        ) -> Any:
-            return execute_step(self, run_id, ref, digest, work, final=final,
-                                iteration=iteration)
-
-        run.__doc__ = work.__doc__
-        run.__name__ = work.__name__
-        return celery_app.task(name=CONTROL_TASKS[type_name], bind=True, base=StepTask)(run)
+        return step_task(CONTROL_TASKS[type_name], work)
 
     return register
 
@@ -156,6 +148,7 @@ def _jq(query: str) -> Any:
 
 
 @celery_app.task(name=CONTINUE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+@contained(lambda *args, **kwargs: None)
 def continue_route(
     self: Task, run_id: str, sequence_id: str, start: int, digest: str, final: bool = False,
     iteration: int | None = None,

@@ -21,21 +21,11 @@ from typing import Any, Final
 from app.compiler.canvas import compile_route
 from app.compiler.plan import MAIN, DynamicForkStage, ForkStage, Plan, Stage, refs_within
 from app.config import get_settings
-from app.runtime.keys import (
-    attempts_key,
-    dynamic_key,
-    parked_key,
-    refs_key,
-    run_key,
-    step_key,
-    vars_key,
-)
 from app.runtime.lifecycle import LifecycleError
 from app.runtime.runs import check_input, send_deadline
 from app.runtime.state import get_store, plans
-from app.runtime.store import now_ms
+from app.store import DONE_STEP_STATUSES, OPEN_STEP_STATUSES, RunStatus
 
-_DONE: Final = frozenset({"COMPLETED", "COMPLETED_WITH_ERRORS", "SKIPPED"})
 _ITERATION: Final = re.compile(r"(.+)__\d+")
 
 
@@ -62,7 +52,7 @@ def restart(run_id: str) -> None:
 def _ended_run(run_id: str, verb: str) -> Plan:
     run = get_store().get_run(run_id)
     status = (run or {}).get("status")
-    if run is None or status in ("RUNNING", "PAUSED"):
+    if run is None or status in (RunStatus.RUNNING, RunStatus.PAUSED):
         raise LifecycleError(f"run {run_id} is {status or 'unknown'}: only an ended run can "
                              f"{verb}")
     if run.get("parentWorkflowId"):
@@ -71,7 +61,7 @@ def _ended_run(run_id: str, verb: str) -> Plan:
                              f" (step '{run.get('parentWorkflowTaskRef', '')}'): {verb} the "
                              "parent from that step instead")
     plan = plans.get(run["plan"])
-    if status == "COMPLETED" and not plan.definition.restartable:
+    if status == RunStatus.COMPLETED and not plan.definition.restartable:
         raise LifecycleError(f"run {run_id}: workflow '{plan.definition.name}' is not "
                              "restartable (restartable: false) and the run completed")
     return plan
@@ -101,42 +91,17 @@ def _start_again(run_id: str, plan: Plan, position: int, new_input: dict[str, An
     store = get_store()
     stages = plan.sequences[MAIN]
     kept_plan = set().union(*(refs_within(plan, stage) for stage in stages[:position]))
-    recorded = {str(ref) for ref in store.guard(lambda: store.client.smembers(refs_key(run_id)))}
+    recorded = store.recorded_refs(run_id)
     records = store.get_step_records(run_id, sorted(recorded))
     kept = _kept(plan, kept_plan, records)
     _check_before(plan, stages[position].ref, stages[:position], kept, records)
     reset = recorded - kept
 
-    roots: list[str] = []
-
-    def transaction(pipe: Any) -> None:
-        fields = pipe.hmget(run_key(run_id), ["status", "epoch"])
-        if fields[0] in (None, "RUNNING", "PAUSED"):
-            raise LifecycleError(f"run {run_id} is {fields[0] or 'unknown'}: it started again "
-                                 "meanwhile")
-        epoch = int(fields[1] or 0) + 1
-        root = f"{run_id}:{epoch}"
-        pipe.multi()
-        for ref in reset:
-            pipe.delete(step_key(run_id, ref), attempts_key(run_id, ref))
-        if reset:
-            pipe.srem(refs_key(run_id), *reset)
-        pipe.delete(parked_key(run_id))
-        started = {"status": "RUNNING", "epoch": str(epoch), "root": root}
-        if position == 0:
-            started["startTime"] = str(now_ms())
-            _reset_variables(pipe, run_id, plan.definition.variables or {}, store.retention)
-        if new_input is not None:
-            started["input"] = json.dumps(new_input, separators=(",", ":"))
-        pipe.hset(run_key(run_id), mapping=started)
-        pipe.hdel(run_key(run_id), "reasonForIncompletion", "failedReferenceTaskName",
-                  "endTime", "permissiveFailure", "output")
-        pipe.expire(run_key(run_id), store.retention)
-        roots.append(root)
-
-    # WATCHed: if the run changes before EXEC, redis-py runs the function again
-    store.guard(lambda: store.client.transaction(transaction, run_key(run_id)))
-    root = roots[-1]
+    root = store.reopen(run_id, reset=sorted(reset), from_start=position == 0,
+                        new_input=new_input, variables=plan.definition.variables or {})
+    if root is None:
+        raise LifecycleError(f"run {run_id} is {store.get_status(run_id) or 'unknown'}: it "
+                             "started again meanwhile")
     route = compile_route(plan, run_id, get_settings().segment_size, MAIN, position)
     assert route is not None  # the position is that of a stage
     route.apply_async(root_id=root)
@@ -167,22 +132,12 @@ def _check_before(
     for stage in before:
         own = getattr(stage, "join_ref", stage.ref)
         status = records.get(own, {}).get("status")
-        if status not in _DONE and not (status and plan.steps[own].task.permissive):
+        if status not in DONE_STEP_STATUSES and not (status and plan.steps[own].task.permissive):
             raise LifecycleError(f"from_step: '{start}' comes after '{own}', which did not "
                                  f"complete ({status or 'never started'}); rerun from "
                                  f"'{own}' or earlier")
     for ref in sorted(kept):
         status = records[ref].get("status")
-        if status in ("IN_PROGRESS", "SCHEDULED"):
+        if status in OPEN_STEP_STATUSES:
             raise LifecycleError(f"from_step: '{start}' comes after '{ref}', which is still "
                                  f"{status}")
-
-
-def _reset_variables(pipe: Any, run_id: str, variables: Mapping[str, Any],
-                     retention: int) -> None:
-    """A restart begins with the definition's variables again, and no dynamic steps."""
-    pipe.delete(vars_key(run_id), dynamic_key(run_id))
-    if variables:
-        pipe.hset(vars_key(run_id), mapping={name: json.dumps(value)
-                                             for name, value in variables.items()})
-        pipe.expire(vars_key(run_id), retention)

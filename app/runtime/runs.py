@@ -7,7 +7,6 @@ Used by the client (`submit_workflow`) and by operators that start runs of their
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,15 +16,10 @@ from app import registry
 from app.compiler.canvas import compile_route
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
-from app.definitions import get_workflow
-from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
-from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
-from app.runtime.store import END_HOOKS, now_ms
-
-log = logging.getLogger(__name__)
+from app.store import now_ms
 
 
 class InvalidInput(BatonError):
@@ -41,6 +35,8 @@ class Parent:
     digest: str
     root: str | None = None
     """Root id of the parent's route, which the child's steps are sent on."""
+    depth: int = 1
+    """How many runs deep the child is (a child of a top-level run is 1)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ def create_run(
         fields["root"] = run_id  # send_run sends the first route with this root id
     else:
         fields.update(parentWorkflowId=parent.run_id, parentWorkflowTaskRef=parent.ref,
-                      parentPlan=parent.digest)
+                      parentPlan=parent.digest, depth=str(parent.depth))
         if parent.root:
             fields["root"] = parent.root
     standing = get_store().create_run(
@@ -127,36 +123,3 @@ def send_deadline(run_id: str, workflow: WorkflowDef, root: str | None) -> None:
     if times_out(workflow):
         due = now_ms() + workflow.timeout_seconds * 1000
         deadline_signature(run_id, due, workflow.timeout_seconds, root).apply_async()
-
-
-def _start_failure_workflow(run_id: str, status: str, reason: str) -> None:
-    """Start the definition's failureWorkflow for a run that ended without completing."""
-    store = get_store()
-    run = store.get_run(run_id) or {}
-    if not run.get("plan"):
-        return
-    workflow = plans.get(run["plan"]).definition
-    named = workflow.failure_workflow or ""
-    if named.startswith("$") and not named.startswith("${"):
-        named = "${" + named[1:] + "}"  # Conductor also takes "$workflow.input.name"
-    scope = {"workflow": record_document(run)}
-    name = parse_parameter(named).resolve(scope) if named else None
-    if not name:
-        return
-    try:
-        failure = get_workflow(str(name), workflow.failure_workflow_version)
-        failed_ref = run.get("failedReferenceTaskName") or ""
-        failed = store.get_step_records(run_id, [failed_ref]).get(failed_ref, {}) \
-            if failed_ref else {}
-        given = {**(record_document(run).get("input") or {}), "workflowId": run_id,
-                 "reason": reason, "failureStatus": status,
-                 "failureTaskId": failed.get("taskId")}
-        new = create_run(failure, given, correlation_id=run.get("correlationId") or None,
-                         idempotency_key=f"failure:{run_id}")
-        if new.plan is not None:
-            send_run(new, failure)
-    except BatonError as exc:
-        log.warning("run %s: failureWorkflow %r not started: %s", run_id, name, exc)
-
-
-END_HOOKS.append(_start_failure_workflow)

@@ -11,13 +11,11 @@ import threading
 from collections import OrderedDict
 from functools import lru_cache
 
-import redis
-
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
 from app.dsl.validate import parse_definition
 from app.errors import BatonError
-from app.runtime.store import RunStore
+from app.store import Ended, RunStore, connect
 
 _PLAN_CACHE_SIZE = 256
 
@@ -26,13 +24,13 @@ _PLAN_CACHE_SIZE = 256
 def get_store() -> RunStore:
     """The run store on REDIS_URL (connections are made lazily, per process)."""
     settings = get_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
-    return RunStore(client, settings.retention_seconds)
+    return RunStore(connect(settings.redis_url), settings.retention_seconds, _run_ended)
+
+
+def _run_ended(ended: Ended) -> None:
+    from app.runtime.endings import run_ended  # it starts runs, which need this module
+
+    run_ended(ended)
 
 
 class PlanMissing(BatonError):

@@ -9,30 +9,34 @@ exception reaches Celery, so correctness never rests on Celery's error callbacks
 
 from __future__ import annotations
 
+import functools
 import json
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Task
 from celery.canvas import Signature
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TaskPredicate
 
+from app.celery_app import celery_app
 from app.compiler.plan import Plan, StepSpec
 from app.config import get_settings
+from app.delays import split_delay
 from app.dsl.expressions import Parameter
 from app.dsl.model import WorkflowTask
 from app.errors import StoreUnavailable, TerminalError
 from app.policy import StepPolicy
 from app.runtime.lifecycle import hold_back
-from app.runtime.messages import message_of
+from app.runtime.messages import message_of, send_message
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
 from app.runtime.step_task import StepTask, stop_route
-from app.runtime.store import Claim
+from app.store import Claim, ClaimVerdict, StepStatus
 
 _TRACEBACK_LIMIT = 8000
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["StepTask", "StepContext", "Outcome", "execute_step", "stop_route", "record_ref"]
 
@@ -69,7 +73,7 @@ class Outcome:
     """A route that takes this step's place on the message's route (it ends the run if final)."""
     end_run: tuple[str, str] | None = None
     """(status, reason): end the run now with the output as the workflow's (TERMINATE)."""
-    status: str = "COMPLETED"
+    status: StepStatus = StepStatus.COMPLETED
     """The step's status once recorded; IN_PROGRESS for a loop whose iterations go on."""
     stop: bool = False
     """Send nothing more down this route (another delivery already carries it on)."""
@@ -77,8 +81,66 @@ class Outcome:
 
 Work = Callable[[StepContext], Any]
 """A step's own work: returns its output, or an Outcome."""
-Resend = Callable[[Plan, StepSpec, Any, bool, int | None], Signature | None]
-"""For a control step found completed: the route it had sent, from its recorded output."""
+Resend = Callable[[str, Plan, StepSpec, Any, bool, int | None], Signature | None]
+"""For a control step found completed: the route it had sent (run id, plan, spec, recorded
+output, final, iteration)."""
+
+
+def step_task(
+    name: str, work: Work, *, policy: StepPolicy | None = None, resend: Resend | None = None,
+    doc: str | None = None, options: Mapping[str, Any] | None = None,
+) -> Task:
+    """Register the Celery task `name` that runs `work` as a step through the step runner.
+
+    Every step task takes the same pointers: (run id, step ref, plan digest, whether it
+    ends the run, loop iteration). `options` are Celery task options (time limits).
+    """
+
+    def run(
+        self: Task, run_id: str, ref: str, digest: str, final: bool = False,
+        iteration: int | None = None, delay_left: float = 0.0,
+    ) -> Any:
+        if delay_left > 0:
+            return hop(self, delay_left)
+        return execute_step(self, run_id, ref, digest, work, final=final,
+                            iteration=iteration, policy=policy, resend=resend)
+
+    run.__doc__ = doc or work.__doc__
+    run.__name__ = getattr(work, "__name__", name)
+    return celery_app.task(name=name, bind=True, base=StepTask, **(options or {}))(run)
+
+
+def hop(task: Task, delay: float) -> None:
+    """Send this very message again after the next hop of its delay (see app.delays)."""
+    countdown, left = split_delay(delay)
+    send_message(message_of(task, delay_left=left), countdown=countdown)
+    stop_route(task)
+    if task.request.chord:
+        raise Ignore()  # the fork counts the message that runs the step
+
+
+def contained(record_as: Callable[..., str | None]) -> Callable[[F], F]:
+    """For a control task that runs outside the step runner (loop decisions, timers, hops):
+    whatever its body raises is recorded as `escaped` does, on the step `record_as` names
+    from the task's arguments (None: the run itself fails)."""
+
+    def wrap(body: F) -> F:
+        @functools.wraps(body)
+        def run(self: Task, run_id: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return body(self, run_id, *args, **kwargs)
+            except StoreUnavailable as exc:
+                raise Reject(str(exc), requeue=True) from exc
+            except TaskPredicate:
+                raise
+            except Exception as exc:
+                if getattr(exc, _RECORDED, False):
+                    raise
+                return escaped(self, run_id, record_as(*args, **kwargs), exc)
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 
 def record_ref(ref: str, iteration: int | None) -> str:
@@ -86,17 +148,52 @@ def record_ref(ref: str, iteration: int | None) -> str:
     return f"{ref}__{iteration}" if iteration is not None else ref
 
 
-def execute_step(task: Task, *args: Any, **kwargs: Any) -> Any:
-    """Run one step of a run (see `_execute_step`); an unreachable store is not a failure.
+def execute_step(
+    task: Task, run_id: str, ref: str, digest: str, work: Work, *,
+    final: bool = False, iteration: int | None = None, policy: StepPolicy | None = None,
+    resend: Resend | None = None,
+) -> Any:
+    """Run one step of a run (see `_execute_step`); nothing it raises goes unrecorded.
 
     With the run store down (Redis restarting) nothing about the step can be recorded, and
     a task that raised would be acknowledged and its message lost: it is rejected with
     requeue instead, or stays unacknowledged until the visibility timeout brings it back.
+    Whatever else escapes the step's own handling (its plan cannot be rebuilt, its input
+    cannot be read) fails the step and its run, with the message kept for `retry`.
     """
     try:
-        return _execute_step(task, *args, **kwargs)
+        return _execute_step(task, run_id, ref, digest, work, final=final,
+                             iteration=iteration, policy=policy, resend=resend)
     except StoreUnavailable as exc:
         raise Reject(str(exc), requeue=True) from exc
+    except TaskPredicate:
+        raise  # Celery's own flow: retry, replace, ignore
+    except Exception as exc:
+        if getattr(exc, _RECORDED, False):
+            raise
+        return escaped(task, run_id, record_ref(ref, iteration), exc)
+
+
+_RECORDED = "_baton_recorded"
+"""Set on an exception whose failure the step runner has recorded already."""
+
+
+def escaped(task: Task, run_id: str, recorded_as: str | None, exc: Exception) -> Any:
+    """Record a failure that escaped a step's own handling: the step and its run fail."""
+    error = describe_error(exc)
+    try:
+        if recorded_as is None:
+            get_store().end_run(run_id, "FAILED", None,
+                                reason=f"{error['type']}: {error['message']}")
+        else:
+            get_store().fail_step(run_id, recorded_as, error=error, message=message_of(task))
+    except StoreUnavailable as lost:
+        raise Reject(str(lost), requeue=True) from lost
+    stop_route(task)
+    if task.request.chord:
+        raise Ignore() from exc  # counted when it is retried, as in _failed
+    setattr(exc, _RECORDED, True)
+    raise exc
 
 
 def _execute_step(
@@ -128,19 +225,19 @@ def _execute_step(
         max_deliveries=get_settings().max_deliveries,
         reads_run=spec.reads_run or final,
     )
-    if claim.verdict == "stale":
+    if claim.verdict is ClaimVerdict.STALE:
         stop_route(task)  # sent before the run was rerun or restarted: its route is over
         return None
-    if claim.verdict == "done":
+    if claim.verdict is ClaimVerdict.DONE:
         return _already_done(task, run_id, plan, spec, claim, final, iteration, resend)
-    if claim.verdict == "exhausted":
+    if claim.verdict is ClaimVerdict.EXHAUSTED:
         error = {"type": "DeliveryLimitExceeded",
                  "message": f"step delivered {claim.detail} times without finishing "
                             "(does it kill its worker?)"}
         store.fail_step(run_id, recorded_as, error=error)
         stop_route(task)
         return None
-    if claim.verdict != "run":
+    if claim.verdict is not ClaimVerdict.RUN:
         hold_back(task, run_id, claim.detail)  # held back until the run resumes
         stop_route(task)  # the run ended (failed, cancelled), paused or expired
         return None
@@ -174,6 +271,10 @@ def _execute_step(
         return task.replace(outcome.then)
     if outcome.stop:
         stop_route(task)
+        if task.request.chord:
+            # another message carries this step on (a waiting step's parked route, the
+            # first delivery's): the fork counts that one, not this
+            raise Ignore()
     return None
 
 
@@ -217,14 +318,17 @@ def _failed(
         chosen = policy.merged(spec.policy_overrides)
         if claim.attempts <= chosen.retry_count:
             store.retry_step(run_id, recorded_as, error=error, input=step_input)
-            # Celery sends the same message again after the delay, route and all
-            raise task.retry(countdown=chosen.delay(claim.attempts - 1), exc=exc) from exc
+            # Celery sends the same message again after the delay, route and all; a long
+            # delay goes in hops, each shorter than the visibility timeout
+            countdown, left = split_delay(chosen.delay(claim.attempts - 1))
+            kwargs = {**(task.request.kwargs or {}), "delay_left": left} if left else None
+            raise task.retry(countdown=countdown, kwargs=kwargs, exc=exc) from exc
     if spec.task.optional:
         scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
         run_output = _workflow_output(plan, scope, spec.ref, step_input, {}) if final else None
         store.complete_step(run_id, recorded_as, input=step_input, output={},
                             run_output=run_output, final=final, alias=alias,
-                            status="COMPLETED_WITH_ERRORS", error=error)
+                            status=StepStatus.COMPLETED_WITH_ERRORS, error=error)
         return None
     if spec.task.permissive:
         store.fail_step(run_id, recorded_as, error=error, input=step_input,
@@ -238,6 +342,7 @@ def _failed(
         # A chord counts a failed member and never fires again: an ignored one is not
         # counted, so a retried step can still close its fork.
         raise Ignore()
+    setattr(exc, _RECORDED, True)
     raise exc
 
 
@@ -248,7 +353,8 @@ def _already_done(
     """A redelivered message for a completed step: carry the route on, run nothing again."""
     if resend is not None:
         recorded = claim.dependencies.get(record_ref(spec.ref, iteration), {}).get("output")
-        route = resend(plan, spec, json.loads(recorded) if recorded else {}, final, iteration)
+        route = resend(run_id, plan, spec, json.loads(recorded) if recorded else {}, final,
+                       iteration)
         if route is not None:
             return task.replace(route)
     if final:
@@ -266,12 +372,12 @@ def _dynamic_spec(run_id: str, ref: str) -> StepSpec:
                     inputs=Parameter(defined["input"], dynamic=False), reads=(), task=task)
 
 
-def _status(exc: BaseException) -> str:
+def _status(exc: BaseException) -> StepStatus:
     if isinstance(exc, TerminalError):
-        return "FAILED_WITH_TERMINAL_ERROR"
+        return StepStatus.FAILED_WITH_TERMINAL_ERROR
     if isinstance(exc, SoftTimeLimitExceeded):
-        return "TIMED_OUT"
-    return "FAILED"
+        return StepStatus.TIMED_OUT
+    return StepStatus.FAILED
 
 
 def _workflow_output(

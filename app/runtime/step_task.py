@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Task
 
-from app.runtime.store import ROUTE_ROOT
+from app.store import ROUTE_ROOT
 
 
 def stop_route(task: Task) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from celery import Task, chain
 
 from app.celery_app import celery_app
+from app.config import get_settings
 from app.definitions import get_workflow
 from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
@@ -23,7 +24,16 @@ from app.runtime.operators import OperatorError, system_task
 from app.runtime.runs import Parent, create_run, first_route, send_deadline, send_run
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
-from app.runtime.step import Outcome, StepContext, StepTask, _workflow_output, stop_route
+from app.runtime.step import (
+    Outcome,
+    StepContext,
+    StepTask,
+    _workflow_output,
+    contained,
+    record_ref,
+    stop_route,
+)
+from app.store import StepStatus
 
 SUB_WORKFLOW_DONE: Final = "baton.sub_workflow_done"
 
@@ -48,21 +58,26 @@ def _child_definition(context: StepContext) -> WorkflowDef:
 
 def _sub_workflow(context: StepContext) -> Outcome:
     root = context.task.request.root_id
-    parent = Parent(context.run_id, context.record_ref, context.plan.digest, root)
+    depth = int(get_store().get_run_fields(context.run_id, "depth").get("depth") or 0) + 1
+    limit = get_settings().max_sub_workflow_depth
+    if depth > limit:
+        raise OperatorError(f"sub-workflows nest deeper than {limit} runs "
+                            "(BATON_MAX_SUB_WORKFLOW_DEPTH); does the workflow start itself?")
+    parent = Parent(context.run_id, context.record_ref, context.plan.digest, root, depth)
     correlation = (context.scope.get("workflow") or {}).get("correlationId") or None
     child = _child_definition(context)
     new = create_run(child, context.input, correlation_id=correlation,
                      idempotency_key=_started_by(context), parent=parent)
     output = {"subWorkflowId": new.run_id}
     if new.plan is None:  # a redelivery: the child was started by the first delivery
-        return Outcome(output, status="IN_PROGRESS", stop=True)
+        return Outcome(output, status=StepStatus.IN_PROGRESS, stop=True)
     frame: dict[str, Any] = {"final": True} if context.final else {}
     if context.iteration is not None:
         frame["iteration"] = context.iteration
     done = celery_app.signature(SUB_WORKFLOW_DONE, args=(context.run_id, context.spec.ref,
                                 context.plan.digest), kwargs=frame, immutable=True)
     send_deadline(new.run_id, child, root)
-    return Outcome(output, then=chain(first_route(new), done), status="IN_PROGRESS")
+    return Outcome(output, then=chain(first_route(new), done), status=StepStatus.IN_PROGRESS)
 
 
 sub_workflow = system_task("SUB_WORKFLOW")(_sub_workflow)
@@ -80,19 +95,20 @@ def _started_by(context: StepContext) -> str:
 
 
 @celery_app.task(name=SUB_WORKFLOW_DONE, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+@contained(lambda ref, digest, final=False, iteration=None: record_ref(ref, iteration))
 def sub_workflow_done(
     self: Task, run_id: str, ref: str, digest: str, final: bool = False,
     iteration: int | None = None,
 ) -> None:
     """The child completed: its output becomes the SUB_WORKFLOW step's, and the parent goes on."""
     store, plan = get_store(), plans.get(digest)
-    recorded_as = f"{ref}__{iteration}" if iteration is not None else ref
+    recorded_as = record_ref(ref, iteration)
     reads = list(dict.fromkeys([recorded_as, *(plan.output_reads if final else ())]))
     run, variables, records = store.read_state(run_id, reads)
     step = record_document(records.get(recorded_as, {}))
     if not still_running(self, run_id, run):
         return
-    if step.get("status") != "IN_PROGRESS":
+    if step.get("status") != StepStatus.IN_PROGRESS:
         stop_route(self)  # a redelivery: the parent step completed already
         return
     child_id = (step.get("output") or {}).get("subWorkflowId")
@@ -100,9 +116,11 @@ def sub_workflow_done(
     output = {**(child.get("output") or {}), "subWorkflowId": child_id}
     scope = build_scope(run, records, self.request.id, variables)
     run_output = _workflow_output(plan, scope, ref, step.get("input"), output) if final else None
-    store.complete_step(run_id, recorded_as, input=step.get("input"), output=output,
-                        run_output=run_output, final=final,
-                        alias=ref if iteration is not None else None)
+    if store.complete_step(run_id, recorded_as, input=step.get("input"), output=output,
+                           run_output=run_output, final=final,
+                           alias=ref if iteration is not None else None,
+                           expect=StepStatus.IN_PROGRESS) is None:
+        stop_route(self)  # another delivery completed it first
 
 
 def _start_workflow(context: StepContext) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from typing import Any, Final
 from celery import Task
 
 from app.celery_app import celery_app
+from app.delays import hop_until
 from app.errors import BatonError
-from app.runtime.lifecycle import hop_until, still_running
+from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
@@ -28,10 +29,11 @@ from app.runtime.step import (
     StepContext,
     StepTask,
     _workflow_output,
+    contained,
     record_ref,
     stop_route,
 )
-from app.runtime.store import now_ms
+from app.store import RunStatus, StepStatus, now_ms
 
 WAKE_TASK: Final = "baton.wake"
 RESUME_TASK: Final = "baton.resume"
@@ -88,7 +90,7 @@ def _wait(context: StepContext) -> Outcome:
         due = now_ms() + int(max(seconds, 0) * 1000)
         route = _wake(context.run_id, context.spec.ref, context.plan.digest, due,
                       context.final, context.iteration)
-        return Outcome({"waitUntil": due}, then=route, status="IN_PROGRESS")
+        return Outcome({"waitUntil": due}, then=route, status=StepStatus.IN_PROGRESS)
     return _park(context)
 
 
@@ -98,7 +100,7 @@ def _park(context: StepContext) -> Outcome:
               "group_index": request.group_index, "root_id": request.root_id,
               "final": context.final, "iteration": context.iteration}
     get_store().record_step(context.run_id, context.record_ref, {"parked": json.dumps(parked)})
-    return Outcome({}, status="IN_PROGRESS", stop=True)
+    return Outcome({}, status=StepStatus.IN_PROGRESS, stop=True)
 
 
 wait = system_task("WAIT")(_wait)
@@ -106,6 +108,7 @@ human = system_task("HUMAN")(_park)
 
 
 @celery_app.task(name=WAKE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
+@contained(lambda ref, digest, due_ms, final=False, iteration=None: record_ref(ref, iteration))
 def wake(
     self: Task, run_id: str, ref: str, digest: str, due_ms: int, final: bool = False,
     iteration: int | None = None,
@@ -148,18 +151,25 @@ def complete_waiting_step(run_id: str, ref: str, output: dict[str, Any] | None =
 
 def _complete(run_id: str, ref: str, digest: str, output: dict[str, Any], final: bool,
               iteration: int | None) -> bool:
-    """Complete a waiting step (and the run, if it is the last); False if it was not waiting."""
+    """Complete a waiting step (and the run, if it is the last); False if it was not waiting.
+
+    The store completes it only if it is still IN_PROGRESS, so of callers racing to
+    complete one step (threads, a redelivered timer) exactly one wins.
+    """
     store, plan = get_store(), plans.get(digest)
     recorded_as = record_ref(ref, iteration)
     reads = list(dict.fromkeys([recorded_as, *(plan.output_reads if final else ())]))
     run, variables, records = store.read_state(run_id, reads)
     step = record_document(records.get(recorded_as, {}))
-    if run.get("status") != "RUNNING" or step.get("status") != "IN_PROGRESS":
+    # a paused run's step may complete; what follows it waits for the resume
+    open_run = run.get("status") in (RunStatus.RUNNING, RunStatus.PAUSED)
+    if not open_run or step.get("status") != StepStatus.IN_PROGRESS:
         return False
     scope = build_scope(run, records, None, variables)
     run_output = _workflow_output(plan, scope, ref, step.get("input"), output) if final else None
-    store.complete_step(run_id, recorded_as, input=step.get("input"), output=output,
-                        run_output=run_output, final=final,
-                        alias=ref if iteration is not None else None)
-    return True
+    done = store.complete_step(run_id, recorded_as, input=step.get("input"), output=output,
+                               run_output=run_output, final=final,
+                               alias=ref if iteration is not None else None,
+                               expect=StepStatus.IN_PROGRESS)
+    return done is not None
 

@@ -1,7 +1,8 @@
 """Redis key names of the run store, in one place.
 
 The keys of one run share a hash tag (`{run_id}`), so every script that touches a run
-stays within one cluster slot.
+stays within one cluster slot. The scripts name a run's other keys from its run key in the
+same way (lua/lib.lua): change both together.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def attempts_key(run_id: str, ref: str) -> str:
 
 
 def definition_key(digest: str) -> str:
+    """A definition's JSON by digest; kept while an open run uses it (`<key>:runs`)."""
     return f"{PREFIX}:definition:{digest}"
 
 
@@ -61,3 +63,13 @@ WORKFLOWS_INDEX: Final = f"{PREFIX}:workflows"
 def parked_key(run_id: str) -> str:
     """List of the messages a paused run held back (JSON), sent again on resume."""
     return f"{PREFIX}:run:{{{run_id}}}:parked"
+
+
+def aliases_key(run_id: str) -> str:
+    """Set of the unsuffixed refs of loop steps, each a copy of its latest iteration."""
+    return f"{PREFIX}:run:{{{run_id}}}:aliases"
+
+
+def event_stream(sink: str) -> str:
+    """The Redis stream a sink publishes to (`conductor`, `kafka:orders` -> baton:events:...)."""
+    return f"{PREFIX}:events:{sink}"

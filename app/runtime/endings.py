@@ -1,0 +1,83 @@
+"""What follows the end of a run, wherever it ended: the run store calls `run_ended`.
+
+A child that did not complete fails its parent's SUB_WORKFLOW step (the parent's route
+waits at the end of the child's, which stopped where the child failed); a run that did not
+complete terminates its open children, as Conductor does, and starts its failureWorkflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from app.definitions import get_workflow
+from app.dsl.expressions import parse_parameter
+from app.errors import BatonError
+from app.runtime.runs import create_run, send_run
+from app.runtime.scope import record_document
+from app.runtime.state import get_store, plans
+from app.store import Ended, RunStatus, StepStatus
+
+log = logging.getLogger(__name__)
+
+
+def run_ended(ended: Ended) -> None:
+    if ended.status is RunStatus.COMPLETED:
+        return
+    if ended.parent_id:
+        error = {"type": "SubWorkflowFailed",
+                 "message": f"sub-workflow {ended.status.value}: {ended.reason}"}
+        # fenced with the parent's root when the child started: a child of an attempt
+        # before the parent's rerun or restart leaves the new attempt alone
+        get_store().fail_step(ended.parent_id, ended.parent_ref, error=error, root=ended.root)
+    _terminate_children(ended)
+    _start_failure_workflow(ended)
+
+
+def _terminate_children(ended: Ended) -> None:
+    """End the open runs started by this run's SUB_WORKFLOW steps."""
+    from app.runtime.lifecycle import LifecycleError, terminate
+
+    for ref, record in get_store().get_steps(ended.run_id).items():
+        if record.get("taskType") != "SUB_WORKFLOW" or \
+                record.get("status") not in (StepStatus.IN_PROGRESS, StepStatus.CANCELED):
+            continue
+        child = (json.loads(record.get("output") or "{}") or {}).get("subWorkflowId")
+        if not child or get_store().get_status(str(child)) not in ("RUNNING", "PAUSED"):
+            continue
+        try:
+            terminate(str(child), f"parent run {ended.run_id} ended {ended.status.value} "
+                                  f"at step '{ref}'")
+        except LifecycleError:
+            pass  # it ended meanwhile
+
+
+def _start_failure_workflow(ended: Ended) -> None:
+    """Start the definition's failureWorkflow for a run that ended without completing."""
+    store = get_store()
+    run_id = ended.run_id
+    run = store.get_run(run_id) or {}
+    if not run.get("plan"):
+        return
+    workflow = plans.get(run["plan"]).definition
+    named = workflow.failure_workflow or ""
+    if named.startswith("$") and not named.startswith("${"):
+        named = "${" + named[1:] + "}"  # Conductor also takes "$workflow.input.name"
+    scope = {"workflow": record_document(run)}
+    name = parse_parameter(named).resolve(scope) if named else None
+    if not name:
+        return
+    try:
+        failure = get_workflow(str(name), workflow.failure_workflow_version)
+        failed_ref = run.get("failedReferenceTaskName") or ""
+        failed = store.get_step_records(run_id, [failed_ref]).get(failed_ref, {}) \
+            if failed_ref else {}
+        given = {**(record_document(run).get("input") or {}), "workflowId": run_id,
+                 "reason": ended.reason, "failureStatus": ended.status.value,
+                 "failureTaskId": failed.get("taskId")}
+        new = create_run(failure, given, correlation_id=run.get("correlationId") or None,
+                         idempotency_key=f"failure:{run_id}")
+        if new.plan is not None:
+            send_run(new, failure)
+    except BatonError as exc:
+        log.warning("run %s: failureWorkflow %r not started: %s", run_id, name, exc)

@@ -1,0 +1,58 @@
+"""The run store's plumbing: its client, its scripts, and the end of a run reported out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+import redis
+
+from app.errors import StoreUnavailable
+from app.store.records import Ended
+from app.store.scripts import Scripts
+
+ROUTE_ROOT: ContextVar[str] = ContextVar("baton_route_root", default="")
+"""The Celery root id of the route the running task belongs to ('' outside a task).
+
+Every write a task makes to its run is fenced with it; the task class sets it before each
+task runs.
+"""
+
+
+class StoreBase:
+    """What every part of the run store shares.
+
+    `on_end` is called with every run that a call of the store ended, so that what follows
+    a run's end (its parent's step, its failureWorkflow, its children) happens wherever it
+    ended, explicitly, rather than through hooks registered at import.
+    """
+
+    def __init__(self, client: redis.Redis, retention_seconds: int,
+                 on_end: Callable[[Ended], None] | None = None) -> None:
+        self.client = client
+        self.retention = retention_seconds
+        self.on_end = on_end
+        self.scripts = Scripts(client)
+
+    def _ended(self, reply: Any, run_id: str) -> bool:
+        """True if a script ended its run, after telling `on_end`."""
+        if not isinstance(reply, list):
+            return bool(reply)
+        if self.on_end is not None:
+            self.on_end(Ended.from_reply(run_id, reply))
+        return True
+
+    def call(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        registered = self.scripts[script]
+        return self.guard(lambda: registered(keys=keys, args=args))
+
+    def execute(self, pipe: Any) -> list[Any]:
+        return list(self.guard(pipe.execute))
+
+    @staticmethod
+    def guard(call: Any) -> Any:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"cannot reach Redis: {exc}") from exc

@@ -1,0 +1,31 @@
+-- Claim a step for one delivery of its message, and read what its input resolves from.
+-- KEYS: run, step, vars, dependency steps...
+-- ARGV: ref, now, worker, task id, max deliveries, task type, name,
+--       '1' when the step reads the run's own record and variables (`${workflow...}`),
+--       the message's route root ('' when it has none)
+-- Replies {verdict, ...} with a ClaimVerdict: a message whose root is not the run's
+-- current one was sent before a rerun or restart and is 'stale', whatever its step says.
+local run_status = redis.call('HGET', KEYS[1], 'status')
+if not run_status then return {'missing'} end
+if fenced(KEYS[1], ARGV[9]) then return {'stale', redis.call('HGET', KEYS[1], 'root')} end
+local step_status = redis.call('HGET', KEYS[2], 'status')
+if step_status == 'COMPLETED' or step_status == 'COMPLETED_WITH_ERRORS'
+   or step_status == 'SKIPPED' then
+  return {'done', step_status, redis.call('HGET', KEYS[2], 'output') or ''}
+end
+if run_status ~= 'RUNNING' then return {'stopped', run_status} end
+local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
+redis.call('HSET', KEYS[2], 'status', 'IN_PROGRESS', 'referenceTaskName', ARGV[1],
+  'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4], 'taskType', ARGV[6],
+  'taskDefName', ARGV[7])
+redis.call('HDEL', KEYS[2], 'endTime')
+local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+redis.call('SADD', part(KEYS[1], 'refs'), ARGV[1])
+if deliveries > tonumber(ARGV[5]) then return {'exhausted', tostring(deliveries)} end
+local out = {'run', attempts, {}, {}}
+if ARGV[8] == '1' then
+  out[3] = redis.call('HGETALL', KEYS[1])
+  out[4] = redis.call('HGETALL', KEYS[3])
+end
+for i = 4, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+return out

@@ -1,0 +1,20 @@
+-- Write a new run: its record, variables, definition and index entry, or nothing when an
+-- idempotency key names a run that exists.
+-- KEYS: run, idempotency (the run key again when there is none), definition, runs index,
+--       vars
+-- ARGV: run id, retention, definition json, idempotency key ('' for none), now,
+--       n (count of run field args), n run field args, then variable name/value pairs
+if ARGV[4] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return existing end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'workflowId') end
+redis.call('SET', KEYS[3], ARGV[3])
+local n = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + n))
+hset_from(KEYS[5], 7 + n)
+hold_definition(KEYS[1])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5] - ARGV[2] * 1000)
+return ARGV[1]

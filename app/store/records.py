@@ -1,0 +1,57 @@
+"""Plain values the run store hands out: a claim, the end of a run, a held-back message."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.store.status import ClaimVerdict, RunStatus
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a step's claim: what to do, and the state to resolve its input from."""
+
+    verdict: ClaimVerdict
+    detail: str | None
+    run: dict[str, str]
+    dependencies: dict[str, dict[str, str]]
+    attempts: int = 0
+    """Attempts of this step so far, this one included."""
+    variables: dict[str, str] | None = None
+    """The run's variables, one JSON value per name."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A run that one of the store's calls has just ended."""
+
+    run_id: str
+    status: RunStatus
+    reason: str
+    parent_id: str
+    """The run whose SUB_WORKFLOW step started this one ('' for none)."""
+    parent_ref: str
+    root: str
+    """Root of the route the run was started on (the parent's, for a child)."""
+
+    @classmethod
+    def from_reply(cls, run_id: str, reply: Sequence[Any]) -> Ended:
+        _, status, parent, parent_ref, reason, root = (str(part) for part in reply)
+        return cls(run_id, RunStatus(status), reason, parent, parent_ref, root)
+
+
+def pairs(flat: Sequence[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return {str(k): str(v) for k, v in zip(it, it, strict=True)}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

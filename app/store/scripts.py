@@ -1,0 +1,40 @@
+"""The run store's Lua scripts: one `.lua` file each in `lua/`, loaded once per client.
+
+Every script is sent with `lua/lib.lua` before it (the helpers they share: fencing, ending
+a run, retention), so each stays one atomic call. Redis caches a script by its digest;
+redis-py loads it again by itself after a restart empties that cache (NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+import redis
+
+from app.store.keys import PREFIX
+
+NAMES: Final = (
+    "claim_step", "complete_step", "create_run", "define_branches", "end_run", "fail_step",
+    "park", "record_step", "reopen", "reopen_parent", "retry_run", "retry_step",
+    "switch_status", "terminate", "write_hash",
+)
+
+
+@cache
+def source(name: str) -> str:
+    """The text of a script as Redis runs it: the shared helpers, then the script."""
+    folder = resources.files("app.store") / "lua"
+    lib = (folder / "lib.lua").read_text().replace("__PREFIX__", PREFIX)
+    return lib + "\n" + (folder / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """Every script of the store, registered on one client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._registered = {name: client.register_script(source(name)) for name in NAMES}
+
+    def __getitem__(self, name: str) -> Any:
+        return self._registered[name]

@@ -2,7 +2,7 @@
 
 One module per group of commands: `runs` (run, submit), `monitoring` (status, list),
 `definitions` (validate, graph, schema), `lifecycle` (register, complete), `workers`
-(worker); `common` holds what they
+(worker), `doctor` (doctor); `common` holds what they
 share. Every failure a user can cause ends in one line on stderr and a non-zero exit
 code; every option can also be set through the environment variable its help names.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from app.cli.definitions import graph, schema, validate
+from app.cli.doctor import doctor
 from app.cli.lifecycle import (
     cancel,
     complete,
@@ -37,7 +38,7 @@ def main() -> None:
 
 
 for _command in (run, submit, status, list_command, complete, pause, resume, cancel, retry,
-                 rerun, restart, graph, validate, register, schema, worker):
+                 rerun, restart, graph, validate, register, schema, worker, doctor):
     main.add_command(_command)
 
 __all__ = ["main"]

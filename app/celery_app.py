@@ -13,7 +13,7 @@ from celery import Celery
 from celery.signals import worker_init
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from app import registry
+from app import broker, registry
 from app.config import Settings, get_settings
 
 CONTROL_PREFIX = "baton."
@@ -94,6 +94,7 @@ def reload_settings() -> None:
     declare_queues()
 
 
+broker.install()  # Redis refusing writes must not stop a worker consuming (app.broker)
 celery_app = Celery("baton")
 _configure(celery_app, get_settings())
 

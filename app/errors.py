@@ -34,6 +34,10 @@ class StoreUnavailable(BatonError):
     """Raised when the run store (Redis) cannot be reached."""
 
 
+class StoreRefused(StoreUnavailable):
+    """Raised when Redis is up but refuses writes for now (out of memory, read-only)."""
+
+
 class RunNotFound(BatonError):
     """Raised when a run id names no run in the store (never existed, or expired)."""
 

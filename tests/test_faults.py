@@ -24,13 +24,15 @@ import redis
 
 from app import RunStatus, StepStatus, submit_workflow
 from app.runtime.state import get_store
-from tests.support import RedisServer, redis_binary, wait_for
+from tests.support import RedisServer, redis_binary, scaled, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = int(os.environ.get("BATON_FAULT_ROUNDS", "20"))
 BURST = int(os.environ.get("BATON_BURST_RUNS", "2000"))
 MAX_DELIVERIES = 3
 VISIBILITY_TIMEOUT = 3
+# each round takes a few seconds on the idle development machine; conftest scales this too
+pytestmark = pytest.mark.timeout(max(120, 10 * ROUNDS))
 
 
 class WorkerProcess:
@@ -74,10 +76,10 @@ class WorkerProcess:
         if self.process.poll() is None:
             os.killpg(self.process.pid, sig)
         try:
-            self.process.wait(timeout=60)
+            self.process.wait(timeout=scaled(60))
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=scaled(30))
 
 
 @pytest.fixture
@@ -121,7 +123,7 @@ def test_a_worker_process_killed_mid_step_loses_nothing(
                          what="the held step to be delivered again")
         get_store().client.rpush(f"test:gate:{key}:held", "open")
 
-        assert run.wait(timeout=30) is RunStatus.COMPLETED
+        assert run.wait(timeout=scaled(30)) is RunStatus.COMPLETED
         assert again[0].split(":")[1] != first[0].split(":")[1]
         assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
         assert run.steps["held"].attempts == 2
@@ -140,12 +142,12 @@ def test_a_worker_stopped_with_sigterm_hands_its_work_on(
 
             os.kill(current.process.pid, signal.SIGTERM)  # warm shutdown of the worker itself
             get_store().client.rpush(f"test:gate:{key}:held", "open")
-            current.process.wait(timeout=60)
+            current.process.wait(timeout=scaled(60))
             current = WorkerProcess(tmp_path / f"worker{round_ + 1}.log",
                                     f"on-{uuid.uuid4().hex[:6]}")
             current.ready()
 
-            assert run.wait(timeout=60) is RunStatus.COMPLETED
+            assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
             assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
             assert len(executions(key)) == 1
     finally:
@@ -160,7 +162,7 @@ def test_a_step_that_kills_its_worker_every_time_fails_after_bounded_deliveries(
         run = submit_workflow({"name": "crash", "version": 1, "schemaVersion": 2, "tasks": [
             {"name": "crash", "taskReferenceName": "boom", "inputParameters": {"key": key}}]})
 
-        assert run.wait(timeout=60) is RunStatus.FAILED
+        assert run.wait(timeout=scaled(60)) is RunStatus.FAILED
         step = run.steps["boom"]
         assert step.status is StepStatus.FAILED
         assert step.error is not None and step.error["type"] == "DeliveryLimitExceeded"
@@ -188,7 +190,7 @@ def test_a_whole_worker_killed_mid_step_has_its_message_delivered_again(
                 get_store().client.rpush(f"test:gate:{key}:held", "open")
 
             for key, run in zip(keys, runs, strict=True):
-                assert run.wait(timeout=60) is RunStatus.COMPLETED
+                assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
                 assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
             assert len(executions(started)) == 2  # started, killed, delivered again
     finally:
@@ -210,7 +212,7 @@ def test_a_burst_of_submissions_at_full_load_loses_and_duplicates_nothing(
 
         assert len({run.id for run in runs}) == total
         for run in runs:
-            assert run.wait(timeout=120) is RunStatus.COMPLETED
+            assert run.wait(timeout=scaled(120)) is RunStatus.COMPLETED
         assert count(key) == total
     finally:
         busy.stop()
@@ -231,7 +233,7 @@ def test_runs_submitted_before_a_redis_restart_complete_after_it(tmp_path: Path)
 
     def submit(key: str) -> str:
         done = subprocess.run([baton, "submit", json.dumps(held_workflow(key))], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=60)
+                              env=env, capture_output=True, text=True, timeout=scaled(60))
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -278,9 +280,65 @@ def test_a_delay_longer_than_the_visibility_timeout_runs_its_step_once(
     run = submit_workflow({"name": "delays", "version": 1, "schemaVersion": 2,
                            "tasks": [step]})
 
-    assert run.wait(timeout=seconds + 60) is RunStatus.COMPLETED
+    assert run.wait(timeout=seconds + scaled(60)) is RunStatus.COMPLETED
     runs = 1 if delayed == "startDelay" else 2
     assert count(key) == runs  # a message held past the visibility timeout would run again
     late = run.steps["late"]
     assert late.attempts == runs
     assert late.started_at is not None and late.ended_at is not None
+
+
+def test_a_full_redis_loses_no_step_and_the_worker_keeps_consuming(tmp_path: Path) -> None:
+    binary = redis_binary()
+    assert binary is not None
+    server = RedisServer(binary, appendonly=False)
+    server.start()
+    env = {**os.environ, "REDIS_URL": server.url}
+    baton = str(Path(sys.executable).parent / "baton")
+    worker = WorkerProcess(tmp_path / "worker.log", f"full-{uuid.uuid4().hex[:6]}",
+                           extra_env={"REDIS_URL": server.url})
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+
+    def submit(key: str, seconds: float) -> str:
+        definition = {"name": "full", "version": 1, "schemaVersion": 2, "tasks": [
+            {"name": "nap", "taskReferenceName": "nap",
+             "inputParameters": {"key": key, "seconds": seconds}},
+            {"name": "flaky", "taskReferenceName": "after",
+             "inputParameters": {"key": f"{key}-after", "failures": 0}}]}
+        done = subprocess.run([baton, "submit", json.dumps(definition)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=scaled(60))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def status(run_id: str) -> str | None:
+        return client.hget(f"baton:run:{{{run_id}}}", "status")
+
+    try:
+        worker.ready(server.url)
+        key = uuid.uuid4().hex
+        run_id = submit(key, 1.0)
+        wait_for(lambda: client.get(f"test:attempts:{key}"), timeout=30,
+                 what="the step to start")
+        client.config_set("maxmemory", "1")  # every write refused from now on, as when full
+        wait_for(lambda: worker_logged(tmp_path / "worker.log", "Redis refuses writes"),
+                 timeout=30, what="the step to meet the full Redis")
+        assert status(run_id) == "RUNNING"
+
+        client.config_set("maxmemory", "0")  # an operator gives Redis room again
+
+        wait_for(lambda: status(run_id) == "COMPLETED", timeout=60,
+                 what="the run to complete once Redis has room")
+        assert client.get(f"test:attempts:{key}-after") == "1"
+        assert client.hget(f"baton:step:{{{run_id}}}:nap", "status") == "COMPLETED"
+        second = uuid.uuid4().hex
+        later = submit(second, 0.0)  # the worker still consumes
+        wait_for(lambda: status(later) == "COMPLETED", timeout=30,
+                 what="a run submitted after to complete")
+    finally:
+        worker.stop()
+        client.close()
+        server.cleanup()
+
+
+def worker_logged(log: Path, text: str) -> bool:
+    return text in log.read_text(errors="replace")

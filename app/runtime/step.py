@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from app.runtime.state import get_store, plans
 from app.runtime.step_task import StepTask, stop_route
 from app.store import Claim, ClaimVerdict, StepStatus
 
+log = logging.getLogger(__name__)
 _TRACEBACK_LIMIT = 8000
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -130,7 +132,7 @@ def contained(record_as: Callable[..., str | None]) -> Callable[[F], F]:
             try:
                 return body(self, run_id, *args, **kwargs)
             except StoreUnavailable as exc:
-                raise Reject(str(exc), requeue=True) from exc
+                raise _back_to_queue(run_id, record_as(*args, **kwargs), exc) from exc
             except TaskPredicate:
                 raise
             except Exception as exc:
@@ -165,7 +167,7 @@ def execute_step(
         return _execute_step(task, run_id, ref, digest, work, final=final,
                              iteration=iteration, policy=policy, resend=resend)
     except StoreUnavailable as exc:
-        raise Reject(str(exc), requeue=True) from exc
+        raise _back_to_queue(run_id, record_ref(ref, iteration), exc) from exc
     except TaskPredicate:
         raise  # Celery's own flow: retry, replace, ignore
     except Exception as exc:
@@ -178,6 +180,13 @@ _RECORDED = "_baton_recorded"
 """Set on an exception whose failure the step runner has recorded already."""
 
 
+def _back_to_queue(run_id: str, ref: str | None, exc: StoreUnavailable) -> Reject:
+    """The rejection that sends a message back to its queue: nothing can be recorded now."""
+    log.warning("run %s, step %s: %s; its message goes back to the queue", run_id,
+                ref or "-", exc)
+    return Reject(str(exc), requeue=True)
+
+
 def escaped(task: Task, run_id: str, recorded_as: str | None, exc: Exception) -> Any:
     """Record a failure that escaped a step's own handling: the step and its run fail."""
     error = describe_error(exc)
@@ -188,7 +197,7 @@ def escaped(task: Task, run_id: str, recorded_as: str | None, exc: Exception) ->
         else:
             get_store().fail_step(run_id, recorded_as, error=error, message=message_of(task))
     except StoreUnavailable as lost:
-        raise Reject(str(lost), requeue=True) from lost
+        raise _back_to_queue(run_id, recorded_as, lost) from lost
     stop_route(task)
     if task.request.chord:
         raise Ignore() from exc  # counted when it is retried, as in _failed

@@ -8,7 +8,8 @@ from typing import Any
 
 import redis
 
-from app.errors import StoreUnavailable
+from app.errors import StoreRefused, StoreUnavailable
+from app.store.connection import REFUSALS
 from app.store.records import Ended
 from app.store.scripts import Scripts
 
@@ -56,3 +57,5 @@ class StoreBase:
             return call()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailable(f"cannot reach Redis: {exc}") from exc
+        except REFUSALS as exc:
+            raise StoreRefused(f"Redis refuses writes ({type(exc).__name__}): {exc}") from exc

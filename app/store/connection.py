@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import redis
+
+REFUSALS: Final = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+"""Answers of a Redis that is up but refuses writes for now (out of memory with
+`noeviction`, a read-only replica, a primary that is down)."""
 
 
 def connect(url: str) -> redis.Redis:

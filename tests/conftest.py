@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import CI, RedisServer, redis_binary
+from tests.support import CI, RedisServer, redis_binary, slowness
 
 _server: RedisServer | None = None
 
@@ -29,6 +29,21 @@ def pytest_configure(config: pytest.Config) -> None:
     _server.start()
     os.environ["REDIS_URL"] = _server.url
     os.environ["BATON_TRANSFORMATIONS"] = "tests.transformations,tests.conformance_steps"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test's time limit, scaled by how loaded the machine is (tests.support)."""
+    factor = slowness()
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        base = float(marker.args[0]) if marker and marker.args else default
+        if base:
+            item.add_marker(pytest.mark.timeout(base * factor))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"baton: deadlines scaled x{slowness():.2f} for this machine's load"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

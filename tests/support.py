@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -48,13 +50,50 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+REFERENCE_WORK_SECONDS = 0.30
+"""What `_work_seconds` measures on the 2-core development machine when it is idle."""
+
+
+def _work_seconds() -> float:
+    """Seconds a fixed piece of CPU work takes here now (the median of five tries)."""
+    samples = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for i in range(20_000):
+            json.loads(json.dumps({"i": i, "s": "x"}))
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+@cache
+def slowness() -> float:
+    """How many times slower than the idle development machine this one runs now (>= 1).
+
+    Deadlines in the tests are multiplied by it, so that a loaded machine gives the same
+    verdicts as an idle one, only later. BATON_TEST_SLOWNESS sets it outright.
+    """
+    given = os.environ.get("BATON_TEST_SLOWNESS")
+    if given:
+        return max(1.0, float(given))
+    return max(1.0, _work_seconds() / REFERENCE_WORK_SECONDS)
+
+
+def scaled(seconds: float) -> float:
+    """A deadline of `seconds` on the idle development machine, for this one now."""
+    return seconds * slowness()
+
+
 def wait_for(
     probe: Callable[[], T | None],
     timeout: float = 10.0,
     what: str = "condition",
     interval: float = 0.02,
 ) -> T:
-    """Poll `probe` until it returns something truthy; fail loudly at the deadline."""
+    """Poll `probe` until it returns something truthy; fail loudly at the deadline.
+
+    `timeout` is for the idle development machine; it is scaled by `slowness()`.
+    """
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = probe()

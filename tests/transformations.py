@@ -92,14 +92,22 @@ def fails_until_fixed(key: str) -> dict[str, Any]:
 def hold(key: str, tag: str) -> dict[str, Any]:
     """Log this execution (tag and pid), then block until the test opens gate `key:tag`."""
     import os
+    import time
+
+    import redis
 
     from app.runtime.state import get_store
 
     client = get_store().client
     client.rpush(f"test:exec:{key}", f"{tag}:{os.getpid()}")
-    if client.blpop([f"test:gate:{key}:{tag}"], timeout=60) is None:
-        raise TimeoutError(f"gate {key}:{tag} was never opened")
-    return {"tag": tag}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if client.blpop([f"test:gate:{key}:{tag}"], timeout=1) is not None:
+                return {"tag": tag}
+        except (redis.ConnectionError, redis.TimeoutError):
+            time.sleep(0.1)  # the tests restart Redis under it: the gate is not the fault
+    raise TimeoutError(f"gate {key}:{tag} was never opened")
 
 
 @transformation(queue="faulty")
@@ -131,3 +139,13 @@ def logged(run: str, ref: str, ms: int = 0, fail: bool = False) -> dict[str, Any
     if fail and not client.get(f"test:sm:fixed:{run}"):
         raise Refused(f"{ref} is broken until fixed")
     return {"ref": ref}
+
+
+@transformation(queue="faulty")
+def nap(key: str, seconds: float) -> dict[str, Any]:
+    """Log that it started, then sleep without touching Redis."""
+    import time
+
+    _count(key)
+    time.sleep(seconds)
+    return {"slept": seconds}

@@ -63,7 +63,7 @@ class Step:
         doc = record_document(record)
         return cls(
             ref=ref,
-            status=StepStatus(doc.get("status", "SCHEDULED")),
+            status=StepStatus(doc.get("status", StepStatus.SCHEDULED)),
             type=doc.get("taskType"),
             name=doc.get("taskDefName"),
             input=doc.get("input"),

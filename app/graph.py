@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from app.dsl.model import WorkflowDef, WorkflowTask
+from app.store.status import StepStatus
 
 START: Final = "wf_start"
 END: Final = "wf_end"
@@ -22,15 +23,15 @@ END: Final = "wf_end"
 FORMATS: Final = ("mermaid", "dot")
 
 STATUS_COLOURS: Final[Mapping[str, tuple[str, str]]] = {
-    "COMPLETED": ("#c8e6c9", "#2e7d32"),
-    "COMPLETED_WITH_ERRORS": ("#fff9c4", "#f9a825"),
-    "IN_PROGRESS": ("#bbdefb", "#1565c0"),
-    "SCHEDULED": ("#e1f5fe", "#0277bd"),
-    "FAILED": ("#ffcdd2", "#c62828"),
-    "FAILED_WITH_TERMINAL_ERROR": ("#ffcdd2", "#c62828"),
-    "TIMED_OUT": ("#ffe0b2", "#ef6c00"),
-    "CANCELED": ("#eeeeee", "#616161"),
-    "SKIPPED": ("#f5f5f5", "#9e9e9e"),
+    StepStatus.COMPLETED: ("#c8e6c9", "#2e7d32"),
+    StepStatus.COMPLETED_WITH_ERRORS: ("#fff9c4", "#f9a825"),
+    StepStatus.IN_PROGRESS: ("#bbdefb", "#1565c0"),
+    StepStatus.SCHEDULED: ("#e1f5fe", "#0277bd"),
+    StepStatus.FAILED: ("#ffcdd2", "#c62828"),
+    StepStatus.FAILED_WITH_TERMINAL_ERROR: ("#ffcdd2", "#c62828"),
+    StepStatus.TIMED_OUT: ("#ffe0b2", "#ef6c00"),
+    StepStatus.CANCELED: ("#eeeeee", "#616161"),
+    StepStatus.SKIPPED: ("#f5f5f5", "#9e9e9e"),
 }
 """Fill and stroke colour of a node per step status (in the order legends list them)."""
 

@@ -23,7 +23,7 @@ from app.compiler.plan import MAIN, Plan
 from app.config import get_settings
 from app.runtime.lifecycle import DEADLINE_TASK
 from app.runtime.state import get_store, plans
-from app.store import DONE_STEP_STATUSES, RunStatus, StepStatus, now_ms
+from app.store import DONE_STEP_STATUSES, OPEN_RUN_STATUSES, RunStatus, StepStatus, now_ms
 
 _UNACKED: Final = "unacked"
 """The hash of taken, unacknowledged messages in kombu's Redis transport."""
@@ -76,7 +76,7 @@ def _check(run_id: str, alive: Mapping[str, set[str]], min_idle: float) -> Stuck
         if record.get("taskType") == "SUB_WORKFLOW":
             child = (json.loads(record.get("output") or "{}") or {}).get("subWorkflowId")
             if child and _check(str(child), alive, 0.0) is None and \
-                    store.get_status(str(child)) in ("RUNNING", "PAUSED"):
+                    store.get_status(str(child)) in OPEN_RUN_STATUSES:
                 return None  # its child carries it
     times = [int(value) for record in [run, *steps.values()]
              for value in (record.get("startTime"), record.get("endTime")) if value]

@@ -16,7 +16,7 @@ from app.errors import BatonError
 from app.runtime.runs import create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
-from app.store import Ended, RunStatus, StepStatus
+from app.store import OPEN_RUN_STATUSES, Ended, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _terminate_children(ended: Ended) -> None:
                 record.get("status") not in (StepStatus.IN_PROGRESS, StepStatus.CANCELED):
             continue
         child = (json.loads(record.get("output") or "{}") or {}).get("subWorkflowId")
-        if not child or get_store().get_status(str(child)) not in ("RUNNING", "PAUSED"):
+        if not child or get_store().get_status(str(child)) not in OPEN_RUN_STATUSES:
             continue
         try:
             terminate(str(child), f"parent run {ended.run_id} ended {ended.status.value} "

@@ -31,7 +31,7 @@ from app.runtime.step import (
     record_ref,
     step_task,
 )
-from app.store import now_ms
+from app.store import FAILED_STEP_STATUSES, RunStatus, StepStatus, now_ms
 
 
 class OperatorError(BatonError):
@@ -60,13 +60,13 @@ def join(context: StepContext) -> dict[str, Any]:
     output = {}
     for name in names:
         record = context.scope.get(name) or _document(records.get(name))
-        if record.get("status") in ("FAILED", "FAILED_WITH_TERMINAL_ERROR", "TIMED_OUT"):
+        if record.get("status") in FAILED_STEP_STATUSES:
             raise OperatorError(f"branch step '{name}' failed (permissive)")
         output[name] = record.get("output")
     if spec.fork_ref is not None and not forked:
         fork_ref = record_ref(spec.fork_ref, context.iteration)
         store.record_step(context.run_id, fork_ref, {
-            "status": "COMPLETED", "taskType": "FORK_JOIN", "output": "{}",
+            "status": StepStatus.COMPLETED.value, "taskType": "FORK_JOIN", "output": "{}",
             "referenceTaskName": fork_ref, "endTime": str(now_ms())})
     return output
 
@@ -76,7 +76,7 @@ def exclusive_join(context: StepContext) -> Any:
     """Pass on the output of the one joined task that ran (after a SWITCH or DECISION)."""
     for name in context.spec.join_on:
         record = context.scope.get(name) or {}
-        if record.get("status") in ("COMPLETED", "COMPLETED_WITH_ERRORS"):
+        if record.get("status") in (StepStatus.COMPLETED, StepStatus.COMPLETED_WITH_ERRORS):
             return record.get("output")
     raise OperatorError("none of the tasks in joinOn or defaultExclusiveJoinTask ran")
 
@@ -91,8 +91,8 @@ def noop(context: StepContext) -> dict[str, Any]:
 def terminate(context: StepContext) -> Outcome:
     """End the run now with terminationStatus, terminationReason and workflowOutput."""
     given = context.input if isinstance(context.input, dict) else {}
-    status = str(given.get("terminationStatus") or "COMPLETED").upper()
-    if status not in ("COMPLETED", "FAILED", "TERMINATED"):
+    status = str(given.get("terminationStatus") or RunStatus.COMPLETED).upper()
+    if status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TERMINATED):
         raise OperatorError(f"terminationStatus must be COMPLETED, FAILED or TERMINATED, "
                             f"not '{status}'")
     reason = str(given.get("terminationReason") or "")

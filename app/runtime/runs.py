@@ -19,7 +19,7 @@ from app.config import get_settings
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
 from app.runtime.state import get_store, plans
-from app.store import now_ms
+from app.store import RunStatus, now_ms
 
 
 class InvalidInput(BatonError):
@@ -63,7 +63,7 @@ def create_run(
         "workflowId": run_id,
         "workflowType": workflow.name,
         "version": str(workflow.version),
-        "status": "RUNNING",
+        "status": RunStatus.RUNNING.value,
         "input": json.dumps(run_input, separators=(",", ":")),
         "correlationId": correlation_id or "",
         "plan": plan.digest,

@@ -34,7 +34,7 @@ from app.runtime.messages import message_of, send_message
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
 from app.runtime.step_task import StepTask, stop_route
-from app.store import Claim, ClaimVerdict, StepStatus
+from app.store import Claim, ClaimVerdict, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 _TRACEBACK_LIMIT = 8000
@@ -192,7 +192,7 @@ def escaped(task: Task, run_id: str, recorded_as: str | None, exc: Exception) ->
     error = describe_error(exc)
     try:
         if recorded_as is None:
-            get_store().end_run(run_id, "FAILED", None,
+            get_store().end_run(run_id, RunStatus.FAILED, None,
                                 reason=f"{error['type']}: {error['message']}")
         else:
             get_store().fail_step(run_id, recorded_as, error=error, message=message_of(task))
@@ -272,7 +272,7 @@ def _execute_step(
                         alias=ref if iteration is not None else None)
     if outcome.end_run is not None:
         status, reason = outcome.end_run
-        failed_ref = ref if status != "COMPLETED" else ""
+        failed_ref = ref if status != RunStatus.COMPLETED else ""
         store.end_run(run_id, status, outcome.output, reason=reason, failed_ref=failed_ref)
         stop_route(task)
         return None
@@ -395,14 +395,14 @@ def _workflow_output(
     if plan.output is None:
         return output
     own = dict(scope.get(ref) or {})
-    own.update(input=step_input, output=output, status="COMPLETED")
+    own.update(input=step_input, output=output, status=StepStatus.COMPLETED.value)
     return plan.output.resolve({**scope, ref: own})
 
 
 def _finish_again(plan: Plan, run_id: str) -> None:
     """The final step had completed but the run was left RUNNING (the worker died between)."""
     store = get_store()
-    if store.get_status(run_id) != "RUNNING":
+    if store.get_status(run_id) != RunStatus.RUNNING:
         return
     reads = tuple(dict.fromkeys([*plan.output_reads, plan.last_ref]))
     run, variables, records = store.read_state(run_id, reads)

@@ -10,6 +10,7 @@ from app.store.records import Claim, Ended, now_ms
 from app.store.status import (
     DONE_STEP_STATUSES,
     FAILED_STEP_STATUSES,
+    OPEN_RUN_STATUSES,
     OPEN_STEP_STATUSES,
     ClaimVerdict,
     RunStatus,
@@ -24,5 +25,5 @@ __all__ = [
     "Claim", "Ended", "now_ms",
     # Statuses
     "ClaimVerdict", "RunStatus", "StepStatus", "DONE_STEP_STATUSES", "FAILED_STEP_STATUSES",
-    "OPEN_STEP_STATUSES",
+    "OPEN_RUN_STATUSES", "OPEN_STEP_STATUSES",
 ]

@@ -61,6 +61,7 @@ DONE_STEP_STATUSES: Final = frozenset(
 FAILED_STEP_STATUSES: Final = frozenset(
     {StepStatus.FAILED, StepStatus.FAILED_WITH_TERMINAL_ERROR, StepStatus.TIMED_OUT})
 OPEN_STEP_STATUSES: Final = frozenset({StepStatus.SCHEDULED, StepStatus.IN_PROGRESS})
+OPEN_RUN_STATUSES: Final = frozenset({RunStatus.RUNNING, RunStatus.PAUSED})
 
 
 class ClaimVerdict(StrEnum):

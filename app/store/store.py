@@ -28,7 +28,7 @@ from app.store.keys import (
 )
 from app.store.lifecycle import Lifecycle
 from app.store.records import Claim, dumps, now_ms, pairs
-from app.store.status import ClaimVerdict, StepStatus
+from app.store.status import OPEN_RUN_STATUSES, ClaimVerdict, RunStatus, StepStatus
 
 
 class RunStore(Lifecycle, Catalogue):
@@ -171,7 +171,7 @@ class RunStore(Lifecycle, Catalogue):
 
     def complete_run(self, run_id: str, output: Any) -> bool:
         """Mark a RUNNING run COMPLETED with its output; False if it had already ended."""
-        return self.end_run(run_id, "COMPLETED", output)
+        return self.end_run(run_id, RunStatus.COMPLETED, output)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -274,7 +274,7 @@ class RunStore(Lifecycle, Catalogue):
         error: Mapping[str, Any],
         input: Any = None,
         step_status: str = StepStatus.FAILED,
-        run_status: str = "FAILED",
+        run_status: str = RunStatus.FAILED,
         message: Mapping[str, Any] | None = None,
         root: str | None = None,
     ) -> bool:
@@ -300,7 +300,7 @@ class RunStore(Lifecycle, Catalogue):
             pipe.hget(run_key(run_id), "status")
         statuses = self.execute(pipe)
         return [run_id for run_id, status in zip(ids, statuses, strict=True)
-                if status in ("RUNNING", "PAUSED")]
+                if status in OPEN_RUN_STATUSES]
 
     # -- listing ----------------------------------------------------------------------------
 

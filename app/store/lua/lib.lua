@@ -89,6 +89,14 @@ end
 
 local DEFERRED = {'deferredStatus', 'deferredOutput', 'deferredReason', 'deferredFailed'}
 
+-- Make an ended run RUNNING again: its keys lose their expiry, and what its end wrote goes.
+local function reopen_run(run)
+  persist_run(run)
+  redis.call('HSET', run, 'status', 'RUNNING')
+  redis.call('HDEL', run, 'reasonForIncompletion', 'failedReferenceTaskName', 'endTime',
+    'permissiveFailure', 'output', unpack(DEFERRED))
+end
+
 -- End an open run now. A run asked to COMPLETE after a permissive step failed ends FAILED.
 -- `output`, `reason` and `failed` ('' for none) are written when given.
 local function close(run, status, output, reason, failed, now, retention)

@@ -16,10 +16,8 @@ for i = 5, 4 + n do
   redis.call('SREM', refs, ARGV[i])
 end
 redis.call('DEL', part(KEYS[1], 'parked'))
-persist_run(KEYS[1])
-redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'root', root)
-redis.call('HDEL', KEYS[1], 'reasonForIncompletion', 'failedReferenceTaskName', 'endTime',
-  'permissiveFailure', 'output', unpack(DEFERRED))
+reopen_run(KEYS[1])
+redis.call('HSET', KEYS[1], 'root', root)
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'input', ARGV[3]) end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'startTime', ARGV[1])

@@ -14,10 +14,7 @@ local output = redis.call('HGET', step, 'output')
 if not output or cjson.decode(output)['subWorkflowId'] ~= ARGV[2] then
   return {'no', 'the step ' .. ARGV[1] .. ' started another run'}
 end
-persist_run(KEYS[1])
-redis.call('HSET', KEYS[1], 'status', 'RUNNING')
-redis.call('HDEL', KEYS[1], 'reasonForIncompletion', 'failedReferenceTaskName', 'endTime',
-  'output', unpack(DEFERRED))
+reopen_run(KEYS[1])
 redis.call('HSET', step, 'status', 'IN_PROGRESS')
 redis.call('HDEL', step, 'endTime', 'error', 'reasonForIncompletion')
 local parked = part(KEYS[1], 'parked')

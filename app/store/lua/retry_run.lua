@@ -11,11 +11,8 @@ if not ref then return {'nostep', ''} end
 local key = step_of(KEYS[1], ref)
 local message = redis.call('HGET', key, 'message')
 if not message then return {'nomessage', ref} end
-persist_run(KEYS[1])
-redis.call('HSET', KEYS[1], 'status', 'RUNNING')
+reopen_run(KEYS[1])
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HDEL', KEYS[1], 'reasonForIncompletion', 'failedReferenceTaskName', 'endTime',
-  'permissiveFailure', 'output', unpack(DEFERRED))
 redis.call('HSET', key, 'status', 'SCHEDULED', 'deliveries', '0')
 redis.call('HDEL', key, 'message')
 local parked = part(KEYS[1], 'parked')

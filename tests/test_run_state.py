@@ -254,3 +254,24 @@ def test_an_open_run_never_expires_and_retention_counts_from_its_end(worker: Any
 
     for key in [*open_keys, step_key(run.id, "after")]:
         assert client.ttl(key) > 0, key
+
+
+def test_an_input_too_deep_for_the_worker_fails_the_run_instead_of_leaving_it_running(
+    worker: Any,
+) -> None:
+    # as deep as submit takes here: a worker's stack is deeper than the client's
+    for depth in range(990, 700, -10):
+        nested: Any = "bottom"
+        for _ in range(depth):
+            nested = {"d": nested}
+        try:
+            run = submit_workflow(wf(task("deep", v="${workflow.input.n}")), {"n": nested})
+            break
+        except RecursionError:
+            continue
+
+    status = run.wait(timeout=30)
+
+    assert status in (RunStatus.COMPLETED, RunStatus.FAILED)  # ended, either way
+    if status is RunStatus.FAILED:
+        assert run.steps["deep"].error is not None

@@ -23,6 +23,7 @@ from app.dsl.expressions import parse_parameter
 from app.dsl.validate import ref_problems
 from app.registry import TASK_PREFIX, transformations
 from app.runtime import javascript
+from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
@@ -32,7 +33,6 @@ from app.runtime.step import (
     StepContext,
     StepTask,
     _workflow_output,
-    contained,
     record_ref,
     step_task,
     stop_route,

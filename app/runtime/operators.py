@@ -21,13 +21,13 @@ from app.compiler.canvas import CONTINUE_TASK, CONTROL_TASKS, compile_route
 from app.config import get_settings
 from app.errors import BatonError
 from app.runtime import javascript
+from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.state import get_store, plans
 from app.runtime.step import (
     Outcome,
     StepContext,
     StepTask,
-    contained,
     record_ref,
     step_task,
 )

@@ -9,17 +9,14 @@ exception reaches Celery, so correctness never rests on Celery's error callbacks
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Task
 from celery.canvas import Signature
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TaskPredicate
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from app.celery_app import celery_app
 from app.compiler.plan import Plan, StepSpec
@@ -27,18 +24,15 @@ from app.config import get_settings
 from app.delays import split_delay
 from app.dsl.expressions import Parameter
 from app.dsl.model import WorkflowTask
-from app.errors import StoreUnavailable, TerminalError
+from app.errors import TerminalError
 from app.policy import StepPolicy
+from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import hold_back
-from app.runtime.messages import message_of, send_message
+from app.runtime.messages import message_of
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
 from app.runtime.step_task import StepTask, stop_route
 from app.store import Claim, ClaimVerdict, RunStatus, StepStatus
-
-log = logging.getLogger(__name__)
-_TRACEBACK_LIMIT = 8000
-F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["StepTask", "StepContext", "Outcome", "execute_step", "stop_route", "record_ref"]
 
@@ -112,39 +106,6 @@ def step_task(
     return celery_app.task(name=name, bind=True, base=StepTask, **(options or {}))(run)
 
 
-def hop(task: Task, delay: float) -> None:
-    """Send this very message again after the next hop of its delay (see app.delays)."""
-    countdown, left = split_delay(delay)
-    send_message(message_of(task, delay_left=left), countdown=countdown)
-    stop_route(task)
-    if task.request.chord:
-        raise Ignore()  # the fork counts the message that runs the step
-
-
-def contained(record_as: Callable[..., str | None]) -> Callable[[F], F]:
-    """For a control task that runs outside the step runner (loop decisions, timers, hops):
-    whatever its body raises is recorded as `escaped` does, on the step `record_as` names
-    from the task's arguments (None: the run itself fails)."""
-
-    def wrap(body: F) -> F:
-        @functools.wraps(body)
-        def run(self: Task, run_id: str, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return body(self, run_id, *args, **kwargs)
-            except StoreUnavailable as exc:
-                raise _back_to_queue(run_id, record_as(*args, **kwargs), exc) from exc
-            except TaskPredicate:
-                raise
-            except Exception as exc:
-                if getattr(exc, _RECORDED, False):
-                    raise
-                return escaped(self, run_id, record_as(*args, **kwargs), exc)
-
-        return run  # type: ignore[return-value]
-
-    return wrap
-
-
 def record_ref(ref: str, iteration: int | None) -> str:
     """The ref a step's record is kept under: `<ref>__<n>` in loop iteration n."""
     return f"{ref}__{iteration}" if iteration is not None else ref
@@ -163,46 +124,9 @@ def execute_step(
     Whatever else escapes the step's own handling (its plan cannot be rebuilt, its input
     cannot be read) fails the step and its run, with the message kept for `retry`.
     """
-    try:
-        return _execute_step(task, run_id, ref, digest, work, final=final,
-                             iteration=iteration, policy=policy, resend=resend)
-    except StoreUnavailable as exc:
-        raise _back_to_queue(run_id, record_ref(ref, iteration), exc) from exc
-    except TaskPredicate:
-        raise  # Celery's own flow: retry, replace, ignore
-    except Exception as exc:
-        if getattr(exc, _RECORDED, False):
-            raise
-        return escaped(task, run_id, record_ref(ref, iteration), exc)
-
-
-_RECORDED = "_baton_recorded"
-"""Set on an exception whose failure the step runner has recorded already."""
-
-
-def _back_to_queue(run_id: str, ref: str | None, exc: StoreUnavailable) -> Reject:
-    """The rejection that sends a message back to its queue: nothing can be recorded now."""
-    log.warning("run %s, step %s: %s; its message goes back to the queue", run_id,
-                ref or "-", exc)
-    return Reject(str(exc), requeue=True)
-
-
-def escaped(task: Task, run_id: str, recorded_as: str | None, exc: Exception) -> Any:
-    """Record a failure that escaped a step's own handling: the step and its run fail."""
-    error = describe_error(exc)
-    try:
-        if recorded_as is None:
-            get_store().end_run(run_id, RunStatus.FAILED, None,
-                                reason=f"{error['type']}: {error['message']}")
-        else:
-            get_store().fail_step(run_id, recorded_as, error=error, message=message_of(task))
-    except StoreUnavailable as lost:
-        raise _back_to_queue(run_id, recorded_as, lost) from lost
-    stop_route(task)
-    if task.request.chord:
-        raise Ignore() from exc  # counted when it is retried, as in _failed
-    setattr(exc, _RECORDED, True)
-    raise exc
+    return guarded(task, run_id, record_ref(ref, iteration), lambda: _execute_step(
+        task, run_id, ref, digest, work, final=final, iteration=iteration, policy=policy,
+        resend=resend))
 
 
 def _execute_step(
@@ -302,11 +226,6 @@ def normalise_output(value: Any) -> dict[str, Any]:
     return output
 
 
-def describe_error(exc: BaseException) -> dict[str, str]:
-    text = "".join(traceback.format_exception(exc))
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": text[-_TRACEBACK_LIMIT:]}
-
-
 def _outcome(result: Any) -> Outcome:
     if isinstance(result, Outcome):
         return Outcome(normalise_output(result.output), result.then, result.end_run,
@@ -351,7 +270,7 @@ def _failed(
         # A chord counts a failed member and never fires again: an ignored one is not
         # counted, so a retried step can still close its fork.
         raise Ignore()
-    setattr(exc, _RECORDED, True)
+    mark_recorded(exc)
     raise exc
 
 

@@ -19,6 +19,7 @@ from app.definitions import get_workflow
 from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.dsl.validate import parse_definition
+from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.runs import Parent, create_run, first_route, send_deadline, send_run
@@ -29,7 +30,6 @@ from app.runtime.step import (
     StepContext,
     StepTask,
     _workflow_output,
-    contained,
     record_ref,
     stop_route,
 )

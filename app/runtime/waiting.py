@@ -20,6 +20,7 @@ from celery import Task
 from app.celery_app import celery_app
 from app.delays import hop_until
 from app.errors import BatonError
+from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
@@ -29,7 +30,6 @@ from app.runtime.step import (
     StepContext,
     StepTask,
     _workflow_output,
-    contained,
     record_ref,
     stop_route,
 )

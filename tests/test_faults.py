@@ -265,27 +265,32 @@ def test_runs_submitted_before_a_redis_restart_complete_after_it(tmp_path: Path)
 
 @pytest.mark.parametrize("delayed", ["startDelay", "retryDelaySeconds"])
 def test_a_delay_longer_than_the_visibility_timeout_runs_its_step_once(
-    worker_process: WorkerProcess, delayed: str,
+    redis_server: RedisServer, tmp_path: Path, delayed: str,
 ) -> None:
+    # two pool processes: copies of a message delivered again would run side by side
+    worker = WorkerProcess(tmp_path / "worker.log", f"delays-{uuid.uuid4().hex[:6]}",
+                           concurrency=2)
     key = uuid.uuid4().hex
     seconds = 3 * VISIBILITY_TIMEOUT
-    step: dict[str, Any] = {"name": "flaky", "taskReferenceName": "late",
-                            "inputParameters": {"key": key, "failures": 0}}
+    step: dict[str, Any] = {"name": "slow_flaky", "taskReferenceName": "late",
+                            "inputParameters": {"key": key, "failures": 0, "seconds": 1}}
     if delayed == "startDelay":
         step["startDelay"] = seconds
     else:
         step["inputParameters"]["failures"] = 1
-        step["taskDefinition"] = {"name": "flaky", "retryCount": 1, "retryLogic": "FIXED",
+        step["taskDefinition"] = {"name": "slow_flaky", "retryCount": 1, "retryLogic": "FIXED",
                                   "retryDelaySeconds": seconds}
-    run = submit_workflow({"name": "delays", "version": 1, "schemaVersion": 2,
-                           "tasks": [step]})
+    try:
+        worker.ready()
+        run = submit_workflow({"name": "delays", "version": 1, "schemaVersion": 2,
+                               "tasks": [step]})
 
-    assert run.wait(timeout=seconds + scaled(60)) is RunStatus.COMPLETED
-    runs = 1 if delayed == "startDelay" else 2
-    assert count(key) == runs  # a message held past the visibility timeout would run again
-    late = run.steps["late"]
-    assert late.attempts == runs
-    assert late.started_at is not None and late.ended_at is not None
+        assert run.wait(timeout=seconds + scaled(60)) is RunStatus.COMPLETED
+        runs = 1 if delayed == "startDelay" else 2
+        assert count(key) == runs  # a message held past the visibility timeout runs again
+        assert run.steps["late"].attempts == runs
+    finally:
+        worker.stop()
 
 
 def test_a_full_redis_loses_no_step_and_the_worker_keeps_consuming(tmp_path: Path) -> None:

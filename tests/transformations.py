@@ -149,3 +149,15 @@ def nap(key: str, seconds: float) -> dict[str, Any]:
     _count(key)
     time.sleep(seconds)
     return {"slept": seconds}
+
+
+@transformation(queue="faulty")
+def slow_flaky(key: str, failures: int, seconds: float) -> dict[str, Any]:
+    """Count the attempt, take `seconds`, and fail the first `failures` attempts."""
+    import time
+
+    attempt = _count(key)
+    time.sleep(seconds)
+    if attempt <= failures:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return {"attempt": attempt}

@@ -27,7 +27,6 @@ from app.compiler.plan import (
     StepStage,
     SwitchStage,
 )
-from app.delays import split_delay
 from app.registry import TASK_PREFIX
 
 CONTINUE_TASK: Final = "baton.continue"
@@ -109,9 +108,9 @@ def step_signature(
         options = {"soft_time_limit": timeout, "time_limit": timeout + TIME_LIMIT_GRACE}
     kwargs = _frame(final, iteration)
     if spec.task.start_delay:
-        options["countdown"], left = split_delay(spec.task.start_delay)
-        if left:
-            kwargs["delay_left"] = left  # the step hops again before it starts
+        # the worker that takes it first waits in hops of its own visibility timeout:
+        # the process compiling the route may not share the workers' settings
+        kwargs["delay_left"] = spec.task.start_delay
     return celery_app.signature(
         name, args=(run_id, ref, plan.digest), kwargs=kwargs, immutable=True, **options,
     )

@@ -122,4 +122,7 @@ def send_deadline(run_id: str, workflow: WorkflowDef, root: str | None) -> None:
 
     if times_out(workflow):
         due = now_ms() + workflow.timeout_seconds * 1000
-        deadline_signature(run_id, due, workflow.timeout_seconds, root).apply_async()
+        # sent at once: a worker waits in hops of its own visibility timeout, which the
+        # sending process may not share
+        deadline_signature(run_id, due, workflow.timeout_seconds, root).apply_async(
+            countdown=0)

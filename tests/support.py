@@ -50,7 +50,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-REFERENCE_WORK_SECONDS = 0.30
+REFERENCE_WORK_SECONDS = 0.18
 """What `_work_seconds` measures on the 2-core development machine when it is idle."""
 
 

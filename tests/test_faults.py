@@ -154,6 +154,9 @@ def test_a_worker_stopped_with_sigterm_hands_its_work_on(
         current.stop()
 
 
+# Each round's three deliveries may each come back only through the visibility timeout
+# (3 s, plus the restore interval) on a loaded machine, not at once.
+@pytest.mark.timeout(max(120, 16 * ROUNDS))
 def test_a_step_that_kills_its_worker_every_time_fails_after_bounded_deliveries(
     worker_process: WorkerProcess,
 ) -> None:

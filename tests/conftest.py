@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("timeout")
         base = float(marker.args[0]) if marker and marker.args else default
         if base:
-            item.add_marker(pytest.mark.timeout(base * factor))
+            item.add_marker(pytest.mark.timeout(base * factor), append=False)  # closest wins
 
 
 def pytest_report_header(config: pytest.Config) -> str:

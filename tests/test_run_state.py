@@ -14,6 +14,8 @@ from app import NotWaiting, RunStatus, StepStatus, WorkflowRun, submit_workflow
 from app.runtime.state import get_store, plans
 from app.store.keys import definition_key, run_key, step_key
 from tests.support import wait_for
+from tests.test_lifecycle import attempts as counted
+from tests.test_lifecycle import entered, open_gate
 
 
 def wf(*tasks: dict[str, Any], name: str = "state") -> dict[str, Any]:
@@ -26,18 +28,6 @@ def task(ref: str, name: str = "echo", **inputs: Any) -> dict[str, Any]:
 
 def human(ref: str) -> dict[str, Any]:
     return {"name": ref, "taskReferenceName": ref, "type": "HUMAN"}
-
-
-def entered(key: str) -> bool:
-    return bool(get_store().client.get(f"test:attempts:gate:{key}"))
-
-
-def open_gate(key: str) -> None:
-    get_store().client.rpush(f"test:gate:{key}", "open")
-
-
-def counted(key: str) -> int:
-    return int(get_store().client.get(f"test:attempts:{key}") or 0)
 
 
 def waiting(run: WorkflowRun, ref: str) -> bool:

@@ -92,10 +92,10 @@ def resume(run_id: str) -> None:
 
     A run whose last step completed (or a step failed) while it was paused ends here.
     """
-    switched = get_store().switch_status(run_id, RunStatus.PAUSED, RunStatus.RUNNING)
-    if switched is None:
+    held_back = get_store().switch_status(run_id, RunStatus.PAUSED, RunStatus.RUNNING)
+    if held_back is None:
         raise LifecycleError(f"run {run_id} is not PAUSED: {_status(run_id)}")
-    for message in switched.held_back:
+    for message in held_back:
         send_message(message)
 
 

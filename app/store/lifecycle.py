@@ -13,16 +13,7 @@ from typing import Any
 
 from app.store.base import StoreBase
 from app.store.keys import run_key
-from app.store.records import Ended, dumps, now_ms
-
-
-@dataclass(frozen=True)
-class Switched:
-    """A run moved from one status to another; what it had held back is to be sent."""
-
-    held_back: list[dict[str, Any]]
-    ended: Ended | None = None
-    """Set when a resumed run ended at once with what was asked while it was paused."""
+from app.store.records import dumps, now_ms
 
 
 @dataclass(frozen=True)
@@ -42,17 +33,21 @@ class Lifecycle(StoreBase):
         again (send it on now), 0 the run is COMPLETED or gone."""
         return int(self.call("park", [run_key(run_id)], [self.retention, dumps(message)]))
 
-    def switch_status(self, run_id: str, was: str, becomes: str) -> Switched | None:
-        """Move a run from one status to another (pause, resume); None if it was not `was`."""
+    def switch_status(self, run_id: str, was: str,
+                      becomes: str) -> list[dict[str, Any]] | None:
+        """Move a run from one status to another (pause, resume); None if it was not `was`.
+
+        Returns the messages it had held back, to send on; none when a resumed run ended at
+        once with what was asked while it was paused (`on_end` has been told).
+        """
         reply = self.call("switch_status", [run_key(run_id)],
                           [was, becomes, now_ms(), self.retention])
         if reply is None:
             return None
         if str(reply[0]) == "ended":
-            ended = Ended.from_reply(run_id, reply[1])
             self._ended(reply[1], run_id)
-            return Switched([], ended)
-        return Switched([json.loads(message) for message in reply[1]])
+            return []
+        return [json.loads(message) for message in reply[1]]
 
     def terminate(self, run_id: str, status: str, reason: str) -> list[str] | None:
         """End an open run (TERMINATED, TIMED_OUT) and cancel its open steps.

@@ -63,6 +63,50 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=10, ge=1)
     """A step delivered more often than this fails instead of looping (e.g. it kills its worker)."""
 
+    # Containment: what a definition or an input may cost. Every limit fails with a message
+    # naming it; each is a deliberate ceiling that no sane workflow meets.
+    io_queue: str = "baton.io"
+    """Queue of I/O-bound system tasks (HTTP, EVENT), so control tasks never wait behind I/O."""
+    control_time_limit: int = Field(default=60, ge=1)
+    """Hard time limit (seconds) of every control task; the process is killed past it."""
+    script_time_limit: float = Field(default=2.0, gt=0)
+    """CPU seconds one JavaScript or jq evaluation may take."""
+    js_memory_mib: int = Field(default=32, ge=1)
+    """Memory one JavaScript evaluation may use, result conversion included."""
+    jq_memory_mib: int = Field(default=64, ge=1)
+    """Memory (address space above the evaluator's own) one jq evaluation may use."""
+    max_json_depth: int = Field(default=128, ge=8)
+    """How deeply a workflow input, step output or variable may nest."""
+    max_expression_depth: int = Field(default=8, ge=1)
+    """How deeply `${...}` expressions may nest inside one another."""
+    max_input_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest workflow input (serialised JSON), refused at submit."""
+    max_output_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest step output (serialised JSON); a larger one fails the step."""
+    max_run_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest total of a run's recorded input, outputs and variables."""
+    max_loop_iterations: int = Field(default=10_000, ge=1)
+    """Iterations a DO_WHILE may run before it fails."""
+    max_fork_width: int = Field(default=10_000, ge=1)
+    """Branches a dynamic fork may start."""
+    max_definition_tasks: int = Field(default=10_000, ge=1)
+    """Tasks a definition may hold, nested ones included."""
+    plan_cache_mib: int = Field(default=64, ge=1)
+    """Memory budget of a worker process's plan cache (plans are weighed, not counted)."""
+    http_connect_timeout: float = Field(default=10.0, gt=0)
+    http_read_timeout: float = Field(default=30.0, gt=0)
+    http_deadline: float = Field(default=60.0, gt=0)
+    """Overall seconds an HTTP step's request may take, redirects and body included."""
+    http_max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    http_max_redirects: int = Field(default=5, ge=0)
+    http_allow: str = ""
+    """Comma-separated hosts (`api.example.com`, `*.example.com`) and networks (CIDR) an HTTP
+    step may call even where `http_deny` refuses them."""
+    http_deny: str = "private"
+    """Comma-separated networks (CIDR) HTTP steps may not call; `private` names loopback,
+    link-local (cloud metadata), private, shared, multicast and unspecified addresses; `*`
+    refuses everything `http_allow` does not name; empty refuses nothing."""
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -1,0 +1,84 @@
+"""Checking payloads (inputs, outputs, variables) before Baton records or sends them.
+
+A payload is JSON data: objects with string keys, arrays, strings, finite numbers,
+booleans and null. Checking walks it with an explicit stack, so a payload nested
+100,000 deep is refused with its path instead of raising RecursionError, and a cyclic
+one is refused instead of looping. The serialised form is returned, so the size limit
+is measured on exactly the bytes Redis will hold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from app.errors import BatonError
+
+
+class InvalidPayload(BatonError):
+    """A payload that is not JSON data, nests too deeply or is too large."""
+
+
+class PayloadTooLarge(InvalidPayload):
+    """A payload over its size limit; the message gives the size and the limit."""
+
+
+def check_payload(
+    value: Any, where: str, *, max_depth: int, max_bytes: int | None = None,
+    error: type[InvalidPayload] = InvalidPayload,
+) -> str:
+    """Check that `value` is JSON data within the limits; returns it serialised (compact).
+
+    Errors read `<where>.<path>: <message>`; `error` is the class raised for a value that
+    is not JSON or nests too deeply (a size over `max_bytes` is always PayloadTooLarge).
+    """
+    _check_shape(value, where, max_depth, error)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if max_bytes is not None:
+        size = len(text.encode())
+        if size > max_bytes:
+            raise PayloadTooLarge(f"{where}: {_size(size)} is over the limit of "
+                                  f"{_size(max_bytes)}")
+    return text
+
+
+def _check_shape(value: Any, where: str, max_depth: int, error: type[InvalidPayload]) -> None:
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    open_containers: set[int] = set()
+    exits: list[tuple[int, int]] = []  # (stack height at entry, id) to close containers
+    while stack:
+        while exits and len(stack) <= exits[-1][0]:
+            open_containers.discard(exits.pop()[1])
+        node, path, depth = stack.pop()
+        if node is None or isinstance(node, str | bool | int):
+            continue
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                raise error(f"{path}: {node} is not a JSON number")
+            continue
+        if not isinstance(node, Mapping | list | tuple):
+            raise error(f"{path}: a {type(node).__name__} is not JSON data")
+        if depth >= max_depth:
+            raise error(f"{path}: nested more than {max_depth} deep")
+        if id(node) in open_containers:
+            raise error(f"{path}: refers to itself (a cycle)")
+        open_containers.add(id(node))
+        exits.append((len(stack), id(node)))
+        if isinstance(node, Mapping):
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    raise error(f"{path}: key {key!r} is not a string")
+                stack.append((item, f"{path}.{key}", depth + 1))
+        else:
+            for index, item in enumerate(node):
+                stack.append((item, f"{path}[{index}]", depth + 1))
+
+
+def _size(count: int) -> str:
+    if count >= 1024 * 1024:
+        return f"{count / (1024 * 1024):.1f} MiB"
+    if count >= 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count} bytes"

@@ -1,13 +1,15 @@
 """The Celery application and its configuration: the one module every runtime layer imports.
 
 Routing is generated from the transformation registry: each transformation's task goes
-to its own queue, Baton's control tasks to the control queue, and an undeclared queue
-fails loudly (`task_create_missing_queues=False`).
+to its own queue, Baton's I/O-bound system tasks (HTTP, EVENT) to the I/O queue, its
+other control tasks to the control queue, and an undeclared queue fails loudly
+(`task_create_missing_queues=False`). A slow remote server thus holds an I/O worker at
+most, never the joins, switches and loops of every run.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from celery import Celery
 from celery.signals import worker_init
@@ -17,6 +19,8 @@ from app import broker, registry
 from app.config import Settings, get_settings
 
 CONTROL_PREFIX = "baton."
+IO_TASKS: Final = frozenset({"baton.http", "baton.event"})
+"""Baton's system tasks that wait on other systems: they run on settings.io_queue."""
 
 
 def _configure(app: Celery, settings: Settings) -> None:
@@ -49,29 +53,39 @@ def _configure(app: Celery, settings: Settings) -> None:
         task_create_missing_queues=False,
         task_default_queue=settings.control_queue,
         task_routes=(route_task,),
-        task_queues=[_queue(settings.control_queue)],
+        task_queues=[_queue(name) for name in dict.fromkeys(
+            [settings.control_queue, settings.io_queue])],
         worker_hijack_root_logger=False,
         broker_connection_retry=True,
     )
 
 
 def route_task(name: str, *args: Any, **kwargs: Any) -> dict[str, str] | None:
-    """Celery router: a transformation's task to its queue, control tasks to Baton's queue."""
+    """Celery router: a transformation's task to its queue, HTTP and EVENT to the I/O
+    queue, the other control tasks to Baton's control queue."""
     if name.startswith(registry.TASK_PREFIX):
         found = registry.transformations().get(name[len(registry.TASK_PREFIX) :])
         return {"queue": found.queue} if found is not None else None
+    if name in IO_TASKS:
+        return {"queue": get_settings().io_queue}
     if name.startswith(CONTROL_PREFIX):
         return {"queue": get_settings().control_queue}
     return None
 
 
+def all_queues() -> list[str]:
+    """Every queue a deployment needs a worker on: control, I/O, then the transformations'."""
+    settings = get_settings()
+    return list(dict.fromkeys([settings.control_queue, settings.io_queue, *registry.queues()]))
+
+
 def declare_queues() -> None:
-    """Declare the control queue and every registered transformation's queue.
+    """Declare Baton's own queues and every registered transformation's queue.
 
     Called again whenever a transformation registers: once Celery has built its queue
     table (the first send or worker start does), new queues are added to that table too.
     """
-    names = list(dict.fromkeys([get_settings().control_queue, *registry.queues()]))
+    names = all_queues()
     celery_app.conf.task_queues = [_queue(name) for name in names]
     built = celery_app.amqp.__dict__.get("queues")
     if built is not None:

@@ -57,10 +57,9 @@ def worker_command(queues: list[str]) -> list[str]:
 def running_worker(log_path: Path) -> Iterator[Worker]:
     """One worker on every queue both sides use, stopped on the way out whatever happens."""
     from app import celery as celery_app
-    from app import registry
-    from app.config import get_settings
+    from app.celery_app import all_queues
 
-    queues = list(dict.fromkeys([get_settings().control_queue, *registry.queues()]))
+    queues = all_queues()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             worker_command(queues), cwd=ROOT, env=dict(os.environ), stdout=log,

@@ -64,10 +64,9 @@ def worker(redis_server: RedisServer) -> Iterator[Any]:
     from celery.contrib.testing.worker import start_worker
 
     import app
-    from app import registry
-    from app.config import get_settings
+    from app.celery_app import all_queues
 
-    queues = [get_settings().control_queue, *registry.queues()]
+    queues = all_queues()
     with start_worker(
         app.celery,
         pool="threads",

@@ -15,8 +15,7 @@ from typing import Any
 
 import click
 
-from app import registry
-from app.celery_app import reload_settings
+from app.celery_app import all_queues, reload_settings
 from app.cli.common import (
     EXIT_FAILED,
     emit_json,
@@ -34,7 +33,6 @@ from app.cli.common import (
 )
 from app.client import Step, WorkflowRun, submit_workflow
 from app.compiler.plan import Plan
-from app.config import get_settings
 from app.embedded import embedded_redis, local_worker
 from app.errors import BatonError, WorkflowFailed
 from app.runtime.state import get_store
@@ -76,7 +74,7 @@ def run(
             os.environ["REDIS_URL"] = url
             reload_settings()
             get_store.cache_clear()
-            with local_worker([get_settings().control_queue, *registry.queues()]):
+            with local_worker(all_queues()):
                 started = time.monotonic()
                 _finish(_start(plan, workflow_input), len(plan.steps), started, timeout)
     except BatonError as exc:

@@ -12,9 +12,8 @@ import sys
 
 import click
 
-from app import registry
+from app.celery_app import all_queues
 from app.cli.common import EXIT_INVALID, fail, guard, option, redis_option
-from app.config import get_settings
 from app.loader import ensure_loaded
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -37,7 +36,8 @@ def worker(
       celery -A app worker -Q <queues> -n <first queue>.<unique>@%h -c N -l LEVEL
     where <unique> is $PORT when set (process managers such as honcho set one per
     copy), else the process id, so that several copies have distinct node names.
-    Queues are those of the registered transformations plus the control queue.
+    Queues are the control queue, the I/O queue (HTTP, EVENT) and those of the
+    registered transformations.
 
     \b
     Example:
@@ -45,7 +45,7 @@ def worker(
     """
     guard(ensure_loaded)
     wanted = list(dict.fromkeys(q.strip() for arg in queues for q in arg.split(",") if q.strip()))
-    known = list(dict.fromkeys([get_settings().control_queue, *registry.queues()]))
+    known = all_queues()
     for queue in wanted:
         if queue not in known:
             close = difflib.get_close_matches(queue, known, n=1)

@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from app import registry
-from app.celery_app import celery_app
+from app.celery_app import all_queues, celery_app
 from app.compiler.canvas import compile_route
 from app.compiler.plan import MAIN, Plan
 from app.config import get_settings
@@ -92,7 +91,7 @@ def _check(run_id: str, alive: Mapping[str, set[str]], min_idle: float) -> Stuck
 
 def _runs_in_flight() -> dict[str, set[str]]:
     """Run id -> root ids of the messages queued or taken for it (timers left out)."""
-    queues = [get_settings().control_queue, *registry.queues()]
+    queues = all_queues()
     found: dict[str, set[str]] = {}
     with celery_app.connection_for_read() as connection:
         client = connection.default_channel.client

@@ -326,6 +326,38 @@ def test_an_allow_list_of_networks_and_names_opens_only_what_it_names(
     assert "BATON_HTTP_DENY is '*'" in failed.error["message"]
 
 
+def test_https_goes_to_the_checked_address_and_verifies_the_hostname(
+    worker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # the steps' CA bundle
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    servers = []
+    for name in ("localhost", "other.test"):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Service)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert(name).configure_cert(context)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    try:
+        ports = [server.server_address[1] for server in servers]
+        run = submit_workflow(http_workflow(f"https://localhost:{ports[0]}/x", method="GET"))
+        assert run.result(timeout=30)["answer"] == {"path": "/x",
+                                                    "host": f"localhost:{ports[0]}"}
+        failed = failure(f"https://localhost:{ports[1]}/x")  # right address, wrong name
+        assert "certificate verify failed" in failed.error["message"]
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
 def test_the_host_policy_reads_names_wildcards_networks_and_endpoints() -> None:
     policy = policy_for("*.example.com,api.other.org,203.0.113.0/24,10.1.2.3,db.internal:8080",
                         "private,198.51.100.0/24", "redis://127.0.0.1:6379/0")

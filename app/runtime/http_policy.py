@@ -98,8 +98,8 @@ class HostPolicy:
         for address in addresses:
             reason = self._refusal(name, port, canonical(address))
             if reason:
-                shown = f"[{address}]" if address.version == 6 else str(address)
-                raise HttpRefused(f"{host}:{port} ({shown}:{port}) is refused: {reason}")
+                raise HttpRefused(f"host '{host}' (address {address}, port {port}) is "
+                                  f"refused: {reason}")
 
     def _refusal(self, name: str, port: int, address: Address) -> str | None:
         if (name, port) in self.allow_endpoints or (str(address), port) in self.allow_endpoints:

@@ -118,10 +118,10 @@ def _http(context: StepContext) -> dict[str, Any]:
     limits = HttpLimits.of(settings, request)
     try:
         answer = asyncio.run(_call(method, url, headers, content, limits, policy))
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
         raise OperatorError(f"{method} {uri}: {type(exc).__name__}: {exc}") from None
-    except HttpRefused as exc:
-        raise HttpRefused(f"{method} {uri}: {exc}") from None
+    except (HttpRefused, HttpResponseTooLarge, HttpTooManyRedirects) as exc:
+        raise type(exc)(f"{method} {uri}: {exc}") from None
     response = {"statusCode": answer.status, "reasonPhrase": answer.reason,
                 "headers": answer.headers, "body": answer.body}
     if not 200 <= answer.status < 300:
@@ -134,7 +134,10 @@ def _url(uri: str) -> httpx.URL:
         url = httpx.URL(uri)
     except httpx.InvalidURL as exc:
         raise HttpRefused(f"http_request.uri: '{uri}' is not a URL ({exc})") from None
-    _check_scheme(url)
+    try:
+        _check_scheme(url)
+    except HttpRefused as exc:
+        raise HttpRefused(f"http_request.uri: {exc}") from None
     return url
 
 
@@ -144,6 +147,8 @@ def _check_scheme(url: httpx.URL) -> None:
                           f"'{url.scheme or 'no scheme'}'")
     if not url.raw_host:
         raise HttpRefused(f"'{url}' names no host")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise HttpRefused(f"'{url}' names no valid port")
 
 
 def _lowered(setting: float, milliseconds: Any) -> float:
@@ -173,19 +178,23 @@ async def _follow(method: str, url: httpx.URL, headers: dict[str, str],
                                  transport=httpx.AsyncHTTPTransport(retries=0)) as client:
         hops = 0
         while True:
-            sent = await _send(client, method, url, headers, content, limits, policy)
+            sent = await _send(client, method, url, headers, content, limits, policy,
+                               redirected=hops > 0)
             if isinstance(sent, _Answer):
                 return sent
             if hops == limits.max_redirects:
                 raise HttpTooManyRedirects(
-                    f"{method} {url}: more than {limits.max_redirects} redirects "
+                    f"more than {limits.max_redirects} redirects, the last to {url} "
                     "(BATON_HTTP_MAX_REDIRECTS)")
             hops += 1
-            target = url.join(sent.location)
             try:
+                target = url.join(sent.location)
                 _check_scheme(target)
+            except httpx.InvalidURL as exc:
+                raise HttpRefused(f"redirected to '{sent.location}', not a URL ({exc})") \
+                    from None
             except HttpRefused as exc:
-                raise HttpRefused(f"redirected from {url}: {exc}") from None
+                raise HttpRefused(f"redirected by {url}: {exc}") from None
             if _origin(target) != _origin(url):
                 headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
             if _turns_into_get(method, sent.status):
@@ -206,7 +215,7 @@ def _turns_into_get(method: str, status: int) -> bool:
 
 async def _send(client: httpx.AsyncClient, method: str, url: httpx.URL,
                 headers: dict[str, str], content: bytes | None, limits: HttpLimits,
-                policy: HostPolicy) -> _Answer | _Redirect:
+                policy: HostPolicy, redirected: bool) -> _Answer | _Redirect:
     """One request to a checked address of the URL's host: an answer or where it points."""
     host = url.raw_host.decode("ascii")
     port = url.port or _DEFAULT_PORTS[url.scheme]
@@ -214,7 +223,9 @@ async def _send(client: httpx.AsyncClient, method: str, url: httpx.URL,
     try:
         policy.check(host, port, addresses)
     except HttpRefused as exc:
-        raise HttpRefused(f"{url}: {exc}") from None
+        if not redirected:
+            raise
+        raise HttpRefused(f"redirected to {url}: {exc}") from None
     sent_headers = {**headers, "Host": url.netloc.decode("ascii")}
     extensions = {"sni_hostname": host} if url.scheme == "https" else {}
     for position, address in enumerate(addresses):
@@ -225,7 +236,7 @@ async def _send(client: httpx.AsyncClient, method: str, url: httpx.URL,
                 location = response.headers.get("location")
                 if response.status_code in REDIRECTS and location:
                     return _Redirect(response.status_code, location)
-                data = await _read(response, url, limits.max_bytes)
+                data = await _read(response, method, limits.max_bytes)
                 return _Answer(response.status_code, response.reason_phrase,
                                dict(response.headers), _body(response, data))
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -234,18 +245,18 @@ async def _send(client: httpx.AsyncClient, method: str, url: httpx.URL,
     raise AssertionError("unreachable: a host resolves to at least one address")
 
 
-async def _read(response: httpx.Response, url: httpx.URL, limit: int) -> bytes:
+async def _read(response: httpx.Response, method: str, limit: int) -> bytes:
     """The body, counted as it streams in (decoded): past `limit` bytes the step fails."""
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HttpResponseTooLarge(f"{url} answers {int(declared)} bytes, more than the "
+    if method != "HEAD" and declared.isdigit() and int(declared) > limit:
+        raise HttpResponseTooLarge(f"the answer has {int(declared)} bytes, more than the "
                                    f"{limit} bytes allowed (BATON_HTTP_MAX_RESPONSE_BYTES)")
     chunks, size = [], 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > limit:
             raise HttpResponseTooLarge(
-                f"{url} answers more than the {limit} bytes allowed (over {size} read, "
+                f"the answer has more than the {limit} bytes allowed ({size} read so far; "
                 "BATON_HTTP_MAX_RESPONSE_BYTES)")
         chunks.append(chunk)
     return b"".join(chunks)

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app import RunStatus, WorkflowFailed, submit_workflow
+from app import RunStatus, StepStatus, WorkflowFailed, submit_workflow
 from app.celery_app import declare_queues
 from app.config import get_settings
 from app.runtime.http_policy import HttpConfigError, HttpRefused, policy_for
@@ -267,13 +267,20 @@ def test_batons_own_redis_is_refused_even_where_its_network_is_allowed(
     assert "BATON_HTTP_ALLOW" in via_name.error["message"]
 
 
-def test_cloud_metadata_is_refused_without_a_connection(worker: Any) -> None:
+def test_cloud_metadata_is_refused_at_once_and_never_retried(worker: Any) -> None:
+    workflow = http_workflow("http://169.254.169.254/latest/meta-data/", method="GET")
+    workflow["tasks"][0]["retryCount"] = 3
     started = time.monotonic()
-    failed = failure("http://169.254.169.254/latest/meta-data/")
-    assert failed.error["type"] == "HttpRefused"
-    assert "169.254.169.254" in failed.error["message"]
-    assert "BATON_HTTP_DENY refuses 169.254.0.0/16" in failed.error["message"]
+    run = submit_workflow(workflow)
+    with pytest.raises(WorkflowFailed) as caught:
+        run.result(timeout=30)
+    error = caught.value.error or {}
+    assert error["type"] == "HttpRefused"
+    assert "host '169.254.169.254' (address 169.254.169.254, port 80)" in error["message"]
+    assert "BATON_HTTP_DENY refuses 169.254.0.0/16" in error["message"]
     assert time.monotonic() - started < scaled(10)  # no connect timeout waited for
+    assert run.steps["call"].attempts == 1
+    assert run.steps["call"].status is StepStatus.FAILED_WITH_TERMINAL_ERROR
 
 
 def test_redirects_are_followed_and_each_target_is_checked(worker: Any, service: str) -> None:

@@ -20,8 +20,10 @@ import ipaddress
 import json
 import os
 import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import httpx
@@ -174,8 +176,11 @@ async def _follow(method: str, url: httpx.URL, headers: dict[str, str],
     """Send, following redirects one by one, each target checked before it is called."""
     timeout = httpx.Timeout(connect=limits.connect, read=limits.read, write=limits.read,
                             pool=limits.connect)
+    # trust_env off: no proxy variables and no .netrc credentials sent to whatever host a
+    # definition names; the CA bundle still follows SSL_CERT_FILE / SSL_CERT_DIR
+    transport = httpx.AsyncHTTPTransport(verify=_tls_context(), retries=0)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
-                                 transport=httpx.AsyncHTTPTransport(retries=0)) as client:
+                                 transport=transport) as client:
         hops = 0
         while True:
             sent = await _send(client, method, url, headers, content, limits, policy,
@@ -270,6 +275,16 @@ def _body(response: httpx.Response, data: bytes) -> Any:
         except (ValueError, RecursionError):
             pass
     return text
+
+
+@lru_cache(maxsize=4)
+def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context(trust_env=True)
+
+
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per CA bundle: loading the bundle costs tens of ms."""
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 _resolver: tuple[int, ThreadPoolExecutor] | None = None

@@ -105,7 +105,10 @@ def _http(context: StepContext) -> dict[str, Any]:
         raise HttpRefused(f"http_request.method: '{method}' is not an HTTP method Baton "
                           f"sends (one of {', '.join(METHODS)})")
     url = _url(uri)
-    headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()
+    given = request.get("headers") or {}
+    if not isinstance(given, dict):
+        raise OperatorError("http_request.headers: must be an object of header names to values")
+    headers = {str(k): str(v) for k, v in given.items()
                if str(k).lower() != "host"}  # the Host header is the URL's, hop by hop
     if request.get("accept"):
         headers.setdefault("Accept", str(request["accept"]))

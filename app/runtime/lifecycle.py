@@ -3,8 +3,10 @@
 Every step checks its run's status when it claims (a flag in Redis, so it holds after
 every worker restarts). A step that finds its run PAUSED parks its message and stops;
 `resume` sends the parked messages on. `terminate` ends the run, cancels its open steps
-and revokes their Celery tasks; queued steps do nothing when they arrive. A step that
-fails keeps its message, so `retry` can send it again and the run goes on from there.
+and stops their Celery tasks (a prefork pool process running one is killed at once);
+queued messages of the run are acknowledged and dropped when they arrive, with nothing
+written. A step that fails keeps its message, so `retry` can send it again and the run
+goes on from there.
 Rerun and restart, which start a run again, are in `app.runtime.rerun`.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from celery import Task
 from celery.canvas import Signature
@@ -25,10 +27,13 @@ from app.errors import BatonError
 from app.runtime.messages import message_of, send_message
 from app.runtime.state import get_store
 from app.runtime.step_task import StepTask, stop_route
-from app.store import RunStatus, now_ms
+from app.store import OVER_RUN_STATUSES, RunStatus, now_ms
 from app.store.lifecycle import Retried
 
 DEADLINE_TASK: Final = "baton.deadline"
+STOP_SIGNAL: Final = "SIGKILL"
+"""How a running step of a cancelled run is stopped: a pool process may be deep in code
+that no gentler signal interrupts; the prefork pool starts a new one in its place."""
 
 
 class LifecycleError(BatonError):
@@ -38,18 +43,27 @@ class LifecycleError(BatonError):
 def hold_back(task: Task, run_id: str, status: str | None) -> None:
     """Hold back the message of a task that found its run paused or ended.
 
-    `resume` sends it on for a PAUSED run, `retry` for a FAILED, TIMED_OUT or TERMINATED
-    one. A chord member is then ignored rather than counted, so the fork can still close
-    when its message comes back.
+    `resume` sends it on for a PAUSED run, `retry` for a FAILED one; a run over for good
+    (cancelled, timed out) keeps nothing: its message is dropped. A chord member is then
+    ignored rather than counted, so the fork can still close when its message comes back.
     """
     if status in (None, RunStatus.RUNNING, RunStatus.COMPLETED):
         return
+    if status in OVER_RUN_STATUSES:
+        drop(task)
     message = message_of(task)
     verdict = get_store().hold_back(run_id, message)
     if verdict == 2:
         send_message(message)  # resumed or retried since the claim: go round again
     if verdict and task.request.chord:
         raise Ignore()
+
+
+def drop(task: Task) -> NoReturn:
+    """Acknowledge a message of a run that is over for good, and write nothing: no result,
+    no count towards a fork (which will never close), nothing held back."""
+    stop_route(task)
+    raise Ignore()
 
 
 def is_stale(task: Task, run: Mapping[str, str]) -> bool:
@@ -101,12 +115,17 @@ def resume(run_id: str) -> None:
 
 def terminate(run_id: str, reason: str = "terminated",
               status: str = RunStatus.TERMINATED) -> None:
-    """End a RUNNING or PAUSED run (TERMINATED, or TIMED_OUT) and revoke its open steps' tasks."""
+    """End a RUNNING or PAUSED run (TERMINATED, or TIMED_OUT) and stop its open steps' tasks.
+
+    Its open steps are CANCELED; a task running one is killed (prefork pools; a threads
+    pool lets it run to its end, and what it records then is refused), a queued one is
+    dropped when it arrives.
+    """
     task_ids = get_store().terminate(run_id, status, reason)
     if task_ids is None:
         raise LifecycleError(f"run {run_id} is not RUNNING or PAUSED: {_status(run_id)}")
     if task_ids:
-        celery_app.control.revoke(task_ids)  # queued copies are dropped; claims stop the rest
+        celery_app.control.revoke(task_ids, terminate=True, signal=STOP_SIGNAL)
 
 
 @celery_app.task(name=DEADLINE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]

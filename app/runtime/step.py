@@ -27,7 +27,7 @@ from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
 from app.policy import StepPolicy
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
-from app.runtime.lifecycle import hold_back
+from app.runtime.lifecycle import drop, hold_back
 from app.runtime.messages import message_of
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
@@ -158,6 +158,8 @@ def _execute_step(
         max_deliveries=get_settings().max_deliveries,
         reads_run=spec.reads_run or final,
     )
+    if claim.verdict is ClaimVerdict.DROPPED:
+        drop(task)  # its run is over for good (cancelled, timed out)
     if claim.verdict is ClaimVerdict.STALE:
         stop_route(task)  # sent before the run was rerun or restarted: its route is over
         return None

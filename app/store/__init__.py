@@ -12,6 +12,7 @@ from app.store.status import (
     FAILED_STEP_STATUSES,
     OPEN_RUN_STATUSES,
     OPEN_STEP_STATUSES,
+    OVER_RUN_STATUSES,
     ClaimVerdict,
     RunStatus,
     StepStatus,
@@ -25,5 +26,5 @@ __all__ = [
     "Claim", "Ended", "now_ms",
     # Statuses
     "ClaimVerdict", "RunStatus", "StepStatus", "DONE_STEP_STATUSES", "FAILED_STEP_STATUSES",
-    "OPEN_RUN_STATUSES", "OPEN_STEP_STATUSES",
+    "OPEN_RUN_STATUSES", "OPEN_STEP_STATUSES", "OVER_RUN_STATUSES",
 ]

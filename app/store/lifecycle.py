@@ -14,6 +14,7 @@ from typing import Any
 from app.store.base import StoreBase
 from app.store.keys import run_key
 from app.store.records import dumps, now_ms
+from app.store.status import OVER_RUN_STATUSES
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class Lifecycle(StoreBase):
         """Keep a message of a run that is paused or ended: 1 kept, 2 the run is RUNNING
         again (send it on now), 0 the run is COMPLETED or gone."""
         return int(self.call("park", [run_key(run_id)], [self.retention, dumps(message)]))
+
+    def ended_for_good(self, run_id: str) -> bool:
+        """Whether a run is over for good (cancelled, timed out): one read."""
+        status = self.guard(lambda: self.client.hget(run_key(run_id), "status"))
+        return status in OVER_RUN_STATUSES
 
     def switch_status(self, run_id: str, was: str,
                       becomes: str) -> list[dict[str, Any]] | None:

@@ -62,6 +62,10 @@ FAILED_STEP_STATUSES: Final = frozenset(
     {StepStatus.FAILED, StepStatus.FAILED_WITH_TERMINAL_ERROR, StepStatus.TIMED_OUT})
 OPEN_STEP_STATUSES: Final = frozenset({StepStatus.SCHEDULED, StepStatus.IN_PROGRESS})
 OPEN_RUN_STATUSES: Final = frozenset({RunStatus.RUNNING, RunStatus.PAUSED})
+OVER_RUN_STATUSES: Final = frozenset({RunStatus.TERMINATED, RunStatus.TIMED_OUT})
+"""A run ended from outside (cancelled, timed out) or by a TERMINATE task is over for good:
+`retry` reopens a run only at a failed step that kept its message, so a message of such a
+run is dropped, not held back (lua/lib.lua names the same statuses)."""
 
 
 class ClaimVerdict(StrEnum):
@@ -72,7 +76,9 @@ class ClaimVerdict(StrEnum):
     DONE = "done"
     """It completed before (a redelivery): run nothing, let the route go on."""
     STOPPED = "stopped"
-    """Its run is paused or ended: hold the message back."""
+    """Its run is paused, or ended and may be retried: hold the message back."""
+    DROPPED = "dropped"
+    """Its run is over for good (OVER_RUN_STATUSES): acknowledge it, write nothing."""
     MISSING = "missing"
     """Its run is not in the store (expired, or never written)."""
     EXHAUSTED = "exhausted"

@@ -4,10 +4,13 @@
 --       '1' when the step reads the run's own record and variables (`${workflow...}`),
 --       the message's route root ('' when it has none)
 -- Replies {verdict, ...} with a ClaimVerdict: a message whose root is not the run's
--- current one was sent before a rerun or restart and is 'stale', whatever its step says.
+-- current one was sent before a rerun or restart and is 'stale', whatever its step says;
+-- one of a run over for good is 'dropped' (a few reads, no write: a cancelled run may
+-- have thousands of messages queued).
 local run_status = redis.call('HGET', KEYS[1], 'status')
 if not run_status then return {'missing'} end
 if fenced(KEYS[1], ARGV[9]) then return {'stale', redis.call('HGET', KEYS[1], 'root')} end
+if OVER[run_status] then return {'dropped', run_status} end
 local step_status = redis.call('HGET', KEYS[2], 'status')
 if step_status == 'COMPLETED' or step_status == 'COMPLETED_WITH_ERRORS'
    or step_status == 'SKIPPED' then

@@ -17,6 +17,11 @@ local function definition_of(digest) return PREFIX .. ':definition:' .. digest e
 
 local ENDED = {COMPLETED = true, FAILED = true, TIMED_OUT = true, TERMINATED = true}
 
+-- Ended for good: `retry` reopens a run only at a failed step that kept its message, which
+-- a cancelled, timed-out or TERMINATE-ended run has not; its messages are dropped, not held
+-- back (status.py's OVER_RUN_STATUSES).
+local OVER = {TIMED_OUT = true, TERMINATED = true}
+
 local function is_ended(run)
   return ENDED[redis.call('HGET', run, 'status') or ''] == true
 end

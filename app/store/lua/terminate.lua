@@ -13,4 +13,6 @@ for _, ref in ipairs(redis.call('SMEMBERS', part(KEYS[1], 'refs'))) do
     revoked[#revoked + 1] = redis.call('HGET', key, 'taskId') or ''
   end
 end
+-- what a paused run held back will never be sent again: the run is over for good
+redis.call('UNLINK', part(KEYS[1], 'parked'))
 return {close(KEYS[1], ARGV[3], '', ARGV[2], '', ARGV[1], ARGV[4]), revoked}

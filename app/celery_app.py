@@ -20,7 +20,11 @@ from app.config import Settings, get_settings
 
 CONTROL_PREFIX = "baton."
 IO_TASKS: Final = frozenset({"baton.http", "baton.event"})
-"""Baton's system tasks that wait on other systems: they run on settings.io_queue."""
+"""Baton's system tasks that wait on other systems: they run on settings.io_queue, and
+their time limit also allows for an HTTP deadline."""
+SOFT_LIMIT_GRACE = 5.0
+"""Seconds between a control task's soft limit (its step fails, naming the limit) and the
+kill; a quarter of the limit when that is shorter."""
 
 
 def _configure(app: Celery, settings: Settings) -> None:
@@ -53,6 +57,7 @@ def _configure(app: Celery, settings: Settings) -> None:
         task_create_missing_queues=False,
         task_default_queue=settings.control_queue,
         task_routes=(route_task,),
+        task_annotations=(ControlTimeLimits(),),
         task_queues=[_queue(name) for name in dict.fromkeys(
             [settings.control_queue, settings.io_queue])],
         worker_hijack_root_logger=False,
@@ -77,6 +82,32 @@ def all_queues() -> list[str]:
     """Every queue a deployment needs a worker on: control, I/O, then the transformations'."""
     settings = get_settings()
     return list(dict.fromkeys([settings.control_queue, settings.io_queue, *registry.queues()]))
+
+
+def control_time_limits(name: str) -> tuple[float, float] | None:
+    """(hard, soft) time limit of a control task, None for a transformation's task.
+
+    Past the soft limit the task's step fails with a message naming the limit; past the
+    hard one the pool process is killed and the worker's main process records the failure.
+    Only a prefork pool enforces them.
+    """
+    if not name.startswith(CONTROL_PREFIX):
+        return None
+    settings = get_settings()
+    hard = float(settings.control_time_limit)
+    if name in IO_TASKS:
+        hard = max(hard, settings.http_deadline + SOFT_LIMIT_GRACE)
+    return hard, hard - min(SOFT_LIMIT_GRACE, hard / 4)
+
+
+class ControlTimeLimits:
+    """Celery task annotation: every `baton.*` task gets the control time limits."""
+
+    def annotate(self, task: Any) -> dict[str, float] | None:
+        limits = control_time_limits(str(task.name))
+        if limits is None:
+            return None
+        return {"time_limit": limits[0], "soft_time_limit": limits[1]}
 
 
 def declare_queues() -> None:

@@ -10,20 +10,22 @@ one hop (app.delays) sends the same message again, hop by hop.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Task
-from celery.exceptions import Ignore, Reject, TaskPredicate
+from celery import Task, current_task
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TaskPredicate
 
+from app.celery_app import control_time_limits
 from app.delays import split_delay
 from app.errors import StoreUnavailable
 from app.runtime.messages import message_of, send_message
 from app.runtime.state import get_store
 from app.runtime.step_task import stop_route
-from app.store import RunStatus
+from app.store import RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 _TRACEBACK_LIMIT = 8000
@@ -50,6 +52,7 @@ def contained(record_as: Callable[..., str | None]) -> Callable[[F], F]:
             return guarded(self, run_id, record_as(*args, **kwargs),
                             lambda: body(self, run_id, *args, **kwargs))
 
+        setattr(run, _RECORD_AS, record_as)  # for a task killed past its time limit
         return run  # type: ignore[return-value]
 
     return wrap
@@ -57,7 +60,82 @@ def contained(record_as: Callable[..., str | None]) -> Callable[[F], F]:
 
 def describe_error(exc: BaseException) -> dict[str, str]:
     text = "".join(traceback.format_exception(exc))
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": text[-_TRACEBACK_LIMIT:]}
+    message = str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded) and current_task:
+        hard, soft = current_task.request.timelimit or (None, None)
+        message = _time_limit_message(current_task.name, hard or current_task.time_limit,
+                                      soft or current_task.soft_time_limit)
+    return {"type": type(exc).__name__, "message": message, "traceback": text[-_TRACEBACK_LIMIT:]}
+
+
+def _time_limit_message(name: str, hard: float | None, soft: float | None = None) -> str:
+    """Which limit a task ran past, named as an operator or a definition sets it.
+
+    `soft` is given when the task was stopped at its soft limit, None when it was killed.
+    """
+    control = control_time_limits(name)
+    setting = "timeoutSeconds"
+    if control is not None and (not hard or hard >= control[0]):
+        setting = "control_time_limit"
+        hard, soft = control[0], control[1] if soft is not None else None
+    if soft is not None:
+        return (f"{name} ran past its time limit ({setting}: stopped after {float(soft):g}s, "
+                f"killed at {float(hard or 0):g}s)")
+    return f"{name} ran past its time limit ({setting}: killed after {float(hard or 0):g}s)"
+
+
+_RECORD_AS = "_baton_record_as"
+"""On a `contained` task's function: the step its failures are recorded on."""
+
+
+def record_killed(request: Any, timeout: float) -> bool:
+    """In the worker's main process: record the failure of a task whose pool process was
+    killed past its hard time limit; False when it is not a run's task or not recorded.
+
+    The step fails TIMED_OUT and keeps its message for `retry`, as a failed step does.
+    """
+    args, kwargs = list(request.args or ()), dict(request.kwargs or {})
+    if not args:
+        return False
+    run_id = str(args[0])
+    error = {"type": "TimeLimitExceeded",
+             "message": _time_limit_message(request.task.name, timeout)}
+    try:
+        ref = _recorded_as(request.task, args, kwargs)
+        if ref is None:
+            get_store().end_run(run_id, RunStatus.FAILED, None,
+                                reason=f"{error['type']}: {error['message']}")
+            return True
+        _, _, embed = request._payload
+        message = {"task": request.task.name, "args": args, "kwargs": kwargs,
+                   "chain": (embed or {}).get("chain"), "chord": request.chord,
+                   "group_id": request.group, "group_index": request.group_index,
+                   "root_id": request.root_id}
+        get_store().fail_step(run_id, ref, error=error, step_status=StepStatus.TIMED_OUT,
+                              message=message, root=str(request.root_id or ""))
+    except Exception:  # the worker's main process must go on whatever happens here
+        log.exception("run %s: the failure of %s[%s], killed past its time limit, could not "
+                      "be recorded", run_id, request.task.name, request.id)
+        return False
+    return True
+
+
+def _recorded_as(task: Task, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """The step a delivery of `task` records on: a `contained` task names it; a step task
+    has `ref` (and `iteration`) among its arguments."""
+    record_as = getattr(task.run, _RECORD_AS, None)
+    if record_as is not None:
+        ref = record_as(*args[1:], **kwargs)
+        return None if ref is None else str(ref)
+    try:
+        bound = inspect.signature(task.run).bind(*args, **kwargs).arguments
+    except TypeError:
+        return None
+    if "ref" not in bound:
+        return None
+    from app.runtime.step import record_ref
+
+    return record_ref(str(bound["ref"]), bound.get("iteration"))
 
 
 

@@ -114,7 +114,7 @@ def test_a_control_task_past_control_time_limit_is_killed_and_its_run_fails(
             "joinOn": ["spin", "beside"]}
     run = submit_workflow(wf(fork, join, {"name": "echo", "taskReferenceName": "after"}))
 
-    assert run.wait(timeout=20) is RunStatus.FAILED
+    assert run.wait(timeout=scaled(20)) is RunStatus.FAILED
     step = run.steps["spin"]
     assert step.status is StepStatus.TIMED_OUT
     assert "join" not in run.steps and "after" not in run.steps
@@ -123,7 +123,7 @@ def test_a_control_task_past_control_time_limit_is_killed_and_its_run_fails(
     # the message was acknowledged, not delivered again, and the pool process is free
     next_run = submit_workflow(wf({"name": "echo", "taskReferenceName": "e",
                                    "inputParameters": {"v": 1}}))
-    assert next_run.result(timeout=20) == {"v": 1}
+    assert next_run.result(timeout=scaled(20)) == {"v": 1}
     wait_for(lambda: client().hlen("unacked") == 0, timeout=10, what="no unacked message")
     assert run.steps["spin"].attempts == 1
 
@@ -142,7 +142,7 @@ def test_cancelling_a_run_kills_its_running_step_and_frees_the_process_at_once(
     cancelled_at = time.monotonic()
     slow.cancel("not needed")
     # one pool process: the other run's step can only start once the 60 s one is stopped
-    assert other.result(timeout=10) == {"v": 2}
+    assert other.result(timeout=scaled(10)) == {"v": 2}
     freed_after = time.monotonic() - cancelled_at
 
     assert slow.status is RunStatus.TERMINATED

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.config import get_settings
 from app.dsl.expressions import (
     TASK_ID_ROOT,
     WORKFLOW_ROOT,
@@ -45,7 +46,12 @@ _KEY_SEPARATOR = ":"
 
 
 def parse_definition(data: Mapping[str, Any]) -> WorkflowDef:
-    """Validate raw JSON data against the schema; DefinitionError lists every problem."""
+    """Validate raw JSON data against the schema; DefinitionError lists every problem.
+
+    The tasks are counted first, on the raw data: a definition over the task limit is
+    refused before the schema builds a model of every one of its tasks.
+    """
+    _check_size(_count_raw_tasks(data))
     try:
         return WorkflowDef.model_validate(data)
     except ValidationError as exc:
@@ -57,6 +63,7 @@ def check_definition(
     transformations: Mapping[str, Transformation] | None = None,
 ) -> None:
     """Raise DefinitionError listing every problem; `transformations=None` skips name checks."""
+    _check_size(sum(1 for _ in _walk_all(definition.tasks)))
     problems = find_problems(definition, transformations)
     if problems:
         raise DefinitionError(problems)
@@ -70,6 +77,62 @@ def find_problems(
     checker = _Checker(definition, transformations, prefix)
     checker.run()
     return checker.problems
+
+
+def _check_size(count: int) -> None:
+    """Refuse a definition holding more tasks than the limit, before any work per task."""
+    limit = get_settings().max_definition_tasks
+    if count > limit:
+        raise DefinitionError([Problem("tasks", f"{count} tasks (nested ones included) are "
+                                                f"over the limit of {limit} "
+                                                "(BATON_MAX_DEFINITION_TASKS)")])
+
+
+def _count_raw_tasks(data: Any) -> int:
+    """Tasks in raw definition data, nested and inline sub-workflow ones included.
+
+    Walks with a stack (no recursion) and skips whatever is not shaped like a task list:
+    the schema reports that afterwards.
+    """
+    count = 0
+    lists: list[Any] = [data.get("tasks") if isinstance(data, Mapping) else None]
+    while lists:
+        tasks = lists.pop()
+        if not isinstance(tasks, list):
+            continue
+        for task in tasks:
+            if not isinstance(task, Mapping):
+                continue
+            count += 1
+            forks = task.get("forkTasks")
+            if isinstance(forks, list):
+                lists.extend(forks)
+            cases = task.get("decisionCases")
+            if isinstance(cases, Mapping):
+                lists.extend(cases.values())
+            lists.append(task.get("defaultCase"))
+            lists.append(task.get("loopOver"))
+            params = task.get("subWorkflowParam")
+            inline = params.get("workflowDefinition") if isinstance(params, Mapping) else None
+            if isinstance(inline, Mapping):
+                lists.append(inline.get("tasks"))
+    return count
+
+
+def _walk_all(tasks: Iterable[WorkflowTask]) -> Iterable[WorkflowTask]:
+    """Every task, nested and inline sub-workflow ones included, without recursion."""
+    stack = [iter(tasks)]
+    while stack:
+        task = next(stack[-1], None)
+        if task is None:
+            stack.pop()
+            continue
+        yield task
+        stack.extend(iter(children) for _, children in task.children())
+        params = task.sub_workflow_param
+        inline = getattr(params, "workflow_definition", None) if params is not None else None
+        if isinstance(inline, WorkflowDef):
+            stack.append(iter(inline.tasks))
 
 
 def parse_inputs(task: WorkflowTask) -> Parameter:

@@ -182,6 +182,15 @@ def loop_next(
         store.fail_step(run_id, ref, error={"type": type(exc).__name__, "message": str(exc)})
         stop_route(self)
         return None
+    limit = get_settings().max_loop_iterations
+    if again and iteration >= limit:
+        # the loop record grows with every iteration: a condition that never turns false
+        # would run, and grow, forever
+        message = (f"loop: ran {iteration} iterations, the limit "
+                   f"(BATON_MAX_LOOP_ITERATIONS={limit})")
+        store.fail_step(run_id, ref, error={"type": "LoopLimitExceeded", "message": message})
+        stop_route(self)
+        return None
     if again:
         output["iteration"] = iteration + 1
         if items is not None:
@@ -224,6 +233,7 @@ def _dynamic_branches(context: StepContext) -> list[tuple[str, str, dict[str, An
         if not isinstance(listed, list) or not isinstance(inputs, dict):
             raise OperatorError(f"'{task.dynamic_fork_tasks_param}' must be a list of tasks "
                                 "and its inputs a map of ref to input")
+        _check_width(len(listed))
         branches = []
         for index, item in enumerate(listed):
             if not isinstance(item, dict) or not item.get("name"):
@@ -234,7 +244,16 @@ def _dynamic_branches(context: StepContext) -> list[tuple[str, str, dict[str, An
     name, inputs = given.get("forkTaskName"), given.get("forkTaskInputs")
     if not isinstance(name, str) or not isinstance(inputs, list):
         raise OperatorError("give dynamicForkTasksParam, or forkTaskName and forkTaskInputs")
+    _check_width(len(inputs))
     return [(f"{context.spec.ref}_{i}", name, dict(v or {})) for i, v in enumerate(inputs)]
+
+
+def _check_width(count: int) -> None:
+    """Refuse a fork wider than the limit before any branch is defined or sent."""
+    limit = get_settings().max_fork_width
+    if count > limit:
+        raise OperatorError(f"fork: {count} branches are over the limit of {limit} "
+                            "(BATON_MAX_FORK_WIDTH)")
 
 
 def _check_branch_refs(plan: Plan, branches: list[tuple[str, str, dict[str, Any]]]) -> None:

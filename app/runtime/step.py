@@ -25,6 +25,7 @@ from app.delays import split_delay
 from app.dsl.expressions import Parameter
 from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
+from app.payloads import InvalidPayload, PayloadTooLarge, check_payload
 from app.policy import StepPolicy
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import drop, hold_back
@@ -37,8 +38,8 @@ from app.store import Claim, ClaimVerdict, RunStatus, StepStatus
 __all__ = ["StepTask", "StepContext", "Outcome", "execute_step", "stop_route", "record_ref"]
 
 
-class StepOutputError(TypeError):
-    """A step's output (or input) is not a JSON value."""
+class StepOutputError(InvalidPayload, TypeError):
+    """A step's output (or input) is not a JSON value, or nests too deeply."""
 
 
 @dataclass(frozen=True)
@@ -193,9 +194,11 @@ def _execute_step(
     except Exception as exc:
         return _failed(task, run_id, plan, spec, claim, step_input, exc, final, iteration,
                        policy)
-    store.complete_step(run_id, recorded_as, input=step_input, output=outcome.output,
-                        run_output=run_output, final=ends, status=outcome.status,
-                        alias=ref if iteration is not None else None)
+    if store.complete_step(run_id, recorded_as, input=step_input, output=outcome.output,
+                           run_output=run_output, final=ends, status=outcome.status,
+                           alias=ref if iteration is not None else None) and not ends:
+        stop_route(task)  # the output took the run over its size limit: the run failed
+        return None
     if outcome.end_run is not None:
         status, reason = outcome.end_run
         failed_ref = ref if status != RunStatus.COMPLETED else ""
@@ -221,9 +224,13 @@ def normalise_output(value: Any) -> dict[str, Any]:
         output = value
     else:
         output = {"result": value}
+    settings = get_settings()
     try:
-        json.dumps(output, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        check_payload(output, "output", max_depth=settings.max_json_depth,
+                      max_bytes=settings.max_output_bytes, error=StepOutputError)
+    except PayloadTooLarge as exc:
+        raise PayloadTooLarge(f"{exc} (BATON_MAX_OUTPUT_BYTES)") from None
+    except StepOutputError as exc:
         raise StepOutputError(f"output is not JSON-serialisable: {exc}") from None
     return output
 
@@ -244,7 +251,7 @@ def _failed(
     recorded_as = record_ref(spec.ref, iteration)
     alias = spec.ref if iteration is not None else None
     error = describe_error(exc)
-    if policy is not None and not isinstance(exc, TerminalError):
+    if policy is not None and not isinstance(exc, _NOT_RETRIED):
         chosen = policy.merged(spec.policy_overrides)
         if claim.attempts <= chosen.retry_count:
             store.retry_step(run_id, recorded_as, error=error, input=step_input)
@@ -302,8 +309,12 @@ def _dynamic_spec(run_id: str, ref: str) -> StepSpec:
                     inputs=Parameter(defined["input"], dynamic=False), reads=(), task=task)
 
 
+# An output that is not JSON data, or too large, comes out the same when tried again.
+_NOT_RETRIED = (TerminalError, InvalidPayload)
+
+
 def _status(exc: BaseException) -> StepStatus:
-    if isinstance(exc, TerminalError):
+    if isinstance(exc, _NOT_RETRIED):
         return StepStatus.FAILED_WITH_TERMINAL_ERROR
     if isinstance(exc, SoftTimeLimitExceeded):
         return StepStatus.TIMED_OUT

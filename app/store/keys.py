@@ -33,6 +33,16 @@ def dynamic_key(run_id: str) -> str:
     return f"{PREFIX}:run:{{{run_id}}}:dynamic"
 
 
+def blobs_key(run_id: str) -> str:
+    """Set of the digests of a run's payloads kept once by content (lua/lib.lua `stash`)."""
+    return f"{PREFIX}:run:{{{run_id}}}:blobs"
+
+
+def blob_key(run_id: str, digest: str) -> str:
+    """A payload (JSON text) of the run that records hold as `@<digest>`."""
+    return f"{PREFIX}:run:{{{run_id}}}:blob:{digest}"
+
+
 def step_key(run_id: str, ref: str) -> str:
     return f"{PREFIX}:step:{{{run_id}}}:{ref}"
 

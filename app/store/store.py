@@ -13,11 +13,14 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from app.config import get_settings
 from app.store.base import ROUTE_ROOT
 from app.store.catalogue import Catalogue
 from app.store.keys import (
     RUNS_INDEX,
     attempts_key,
+    blob_key,
+    blobs_key,
     definition_key,
     dynamic_key,
     idempotency_key,
@@ -29,6 +32,10 @@ from app.store.keys import (
 from app.store.lifecycle import Lifecycle
 from app.store.records import Claim, dumps, now_ms, pairs
 from app.store.status import OPEN_RUN_STATUSES, ClaimVerdict, RunStatus, StepStatus
+
+_PAYLOAD_FIELDS = frozenset({"input", "output"})
+_STASH_MARK = "@"
+"""A recorded payload held by digest starts with it (JSON text never does)."""
 
 
 class RunStore(Lifecycle, Catalogue):
@@ -72,8 +79,10 @@ class RunStore(Lifecycle, Catalogue):
 
     def delete_run(self, run_id: str, digest: str, idempotency: str | None) -> None:
         """Remove a run that was never started (its first message could not be sent)."""
+        digests = self.guard(lambda: self.client.smembers(blobs_key(run_id)))
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(run_key(run_id), refs_key(run_id), vars_key(run_id), dynamic_key(run_id))
+        pipe.delete(run_key(run_id), refs_key(run_id), vars_key(run_id), dynamic_key(run_id),
+                    blobs_key(run_id), *(blob_key(run_id, str(d)) for d in digests))
         pipe.zrem(RUNS_INDEX, run_id)
         pipe.srem(f"{definition_key(digest)}:runs", run_id)
         if idempotency:
@@ -82,7 +91,7 @@ class RunStore(Lifecycle, Catalogue):
 
     def get_run(self, run_id: str) -> dict[str, str] | None:
         fields = self.guard(lambda: self.client.hgetall(run_key(run_id)))
-        return fields or None
+        return self._unstash(run_id, [fields])[0] or None
 
     def get_status(self, run_id: str) -> str | None:
         value = self.guard(lambda: self.client.hget(run_key(run_id), "status"))
@@ -91,7 +100,8 @@ class RunStore(Lifecycle, Catalogue):
     def get_run_fields(self, run_id: str, *names: str) -> dict[str, str]:
         """The named fields of a run's record (missing ones are left out)."""
         values = self.guard(lambda: self.client.hmget(run_key(run_id), list(names)))
-        return {name: str(v) for name, v in zip(names, values, strict=True) if v is not None}
+        found = {name: str(v) for name, v in zip(names, values, strict=True) if v is not None}
+        return self._unstash(run_id, [found])[0]
 
     def get_definition(self, digest: str) -> str | None:
         value = self.guard(lambda: self.client.get(definition_key(digest)))
@@ -118,8 +128,24 @@ class RunStore(Lifecycle, Catalogue):
         for ref in refs:
             pipe.hgetall(step_key(run_id, ref))
         run, variables, *records = self.execute(pipe)
+        self._unstash(run_id, [run, *records])
         found = {ref: rec for ref, rec in zip(refs, records, strict=True) if rec}
         return run, variables, found
+
+    def _unstash(self, run_id: str, records: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Put back, in place, the payloads the records hold by digest (lua/lib.lua `stash`);
+        one more round trip, only when a record holds one."""
+        stashed = [(record, name, value[1:]) for record in records
+                   for name, value in record.items()
+                   if name in _PAYLOAD_FIELDS and value.startswith(_STASH_MARK)]
+        if not stashed:
+            return records
+        pipe = self.client.pipeline(transaction=False)
+        for _, _, digest in stashed:
+            pipe.get(blob_key(run_id, digest))
+        for (record, name, _), text in zip(stashed, self.execute(pipe), strict=True):
+            record[name] = str(text) if text is not None else ""
+        return records
 
     def define_branches(self, run_id: str, fork_ref: str,
                         steps: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
@@ -229,8 +255,10 @@ class RunStore(Lifecycle, Catalogue):
         keys = [run_key(run_id), key, step_key(run_id, alias) if alias else key]
         ending = dumps(run_output) if final else ""
         given_error = dumps(error) if error else ""
+        # the run's recorded bytes are capped here, where every output is recorded
         args = [now_ms(), self.retention, dumps(input), dumps(output), ending, status,
-                given_error, expect or "", alias or "", ROUTE_ROOT.get()]
+                given_error, expect or "", alias or "", ROUTE_ROOT.get(),
+                get_settings().max_run_bytes, ref]
         reply = self.call("complete_step", keys, args)
         if reply == -1:
             return None
@@ -319,7 +347,7 @@ class RunStore(Lifecycle, Catalogue):
             pipe.hgetall(run_key(str(run_id)))
         records = self.execute(pipe)
         return [
-            {"workflowId": str(run_id), **record}
+            {"workflowId": str(run_id), **self._unstash(str(run_id), [record])[0]}
             for run_id, record in zip(ids, records, strict=True)
             if record
         ]

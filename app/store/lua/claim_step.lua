@@ -14,7 +14,7 @@ if OVER[run_status] then return {'dropped', run_status} end
 local step_status = redis.call('HGET', KEYS[2], 'status')
 if step_status == 'COMPLETED' or step_status == 'COMPLETED_WITH_ERRORS'
    or step_status == 'SKIPPED' then
-  return {'done', step_status, redis.call('HGET', KEYS[2], 'output') or ''}
+  return {'done', step_status, unstash(KEYS[1], redis.call('HGET', KEYS[2], 'output')) or ''}
 end
 if run_status ~= 'RUNNING' then return {'stopped', run_status} end
 local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
@@ -27,8 +27,8 @@ redis.call('SADD', part(KEYS[1], 'refs'), ARGV[1])
 if deliveries > tonumber(ARGV[5]) then return {'exhausted', tostring(deliveries)} end
 local out = {'run', attempts, {}, {}}
 if ARGV[8] == '1' then
-  out[3] = redis.call('HGETALL', KEYS[1])
+  out[3] = unstash_record(KEYS[1], redis.call('HGETALL', KEYS[1]))
   out[4] = redis.call('HGETALL', KEYS[3])
 end
-for i = 4, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+for i = 4, #KEYS do out[#out + 1] = unstash_record(KEYS[1], redis.call('HGETALL', KEYS[i])) end
 return out

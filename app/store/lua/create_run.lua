@@ -12,7 +12,16 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'workflowId') end
 redis.call('SET', KEYS[3], ARGV[3])
 local n = tonumber(ARGV[6])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + n))
+local fields = {unpack(ARGV, 7, 6 + n)}
+local bytes = 0
+for i = 1, #fields - 1, 2 do
+  if fields[i] == 'input' then
+    bytes = bytes + #fields[i + 1]
+    fields[i + 1] = stash(KEYS[1], fields[i + 1], ARGV[2])
+  end
+end
+for i = 8 + n, #ARGV, 2 do bytes = bytes + #ARGV[i] end
+redis.call('HSET', KEYS[1], 'bytes', bytes, unpack(fields))
 hset_from(KEYS[5], 7 + n)
 hold_definition(KEYS[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])

@@ -7,7 +7,9 @@ if fenced(KEYS[1], ARGV[10]) then return 0 end
 if redis.call('HGET', KEYS[2], 'status') == 'CANCELED' then return 0 end
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV[1],
   'reasonForIncompletion', ARGV[5])
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[2], 'input', ARGV[8]) end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[2], 'input', stash(KEYS[1], ARGV[8], ARGV[2]))
+end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'message', ARGV[9]) end
 redis.call('SADD', part(KEYS[1], 'refs'), ARGV[6])
 keep(KEYS[1], KEYS[2], ARGV[2])

@@ -39,10 +39,50 @@ local function keep(run, key, retention)
   if is_ended(run) then redis.call('EXPIRE', key, retention) end
 end
 
+-- Payloads (a run's input and output, a step's input and output) of STASH_MIN bytes or
+-- more are kept once per run, by content, in `<run>:blob:<sha1>`; the record holds '@' and
+-- the digest instead (JSON text never starts with '@'). A step that passes its input on, a
+-- step input that is the run's input, a run output that is the last step's: one copy each.
+local STASH_MIN = 1024
+local STASH_MARK = 64 -- '@'
+
+local function blob_of(run, digest) return part(run, 'blob:' .. digest) end
+
+-- The text to record for a payload: itself when small, else its digest, with the text
+-- kept under the run's blobs (expired and persisted with the run).
+local function stash(run, text, retention)
+  if #text < STASH_MIN then return text end
+  local digest = redis.sha1hex(text)
+  local blob = blob_of(run, digest)
+  if redis.call('SADD', part(run, 'blobs'), digest) == 1 then
+    redis.call('SET', blob, text)
+  end
+  keep(run, blob, retention)
+  keep(run, part(run, 'blobs'), retention)
+  return '@' .. digest
+end
+
+-- The payload a recorded value stands for.
+local function unstash(run, value)
+  if not value or string.byte(value, 1) ~= STASH_MARK then return value end
+  return redis.call('GET', blob_of(run, string.sub(value, 2))) or ''
+end
+
+-- A record's flat HGETALL reply with its input and output as recorded payloads.
+local function unstash_record(run, flat)
+  for i = 1, #flat - 1, 2 do
+    if flat[i] == 'input' or flat[i] == 'output' then flat[i + 1] = unstash(run, flat[i + 1]) end
+  end
+  return flat
+end
+
 -- Every key of the run, for expiring or persisting them together.
 local function run_keys(run)
   local keys = {run, part(run, 'refs'), part(run, 'vars'), part(run, 'dynamic'),
-                part(run, 'parked'), part(run, 'aliases')}
+                part(run, 'parked'), part(run, 'aliases'), part(run, 'blobs')}
+  for _, digest in ipairs(redis.call('SMEMBERS', part(run, 'blobs'))) do
+    keys[#keys + 1] = blob_of(run, digest)
+  end
   for _, ref in ipairs(redis.call('SMEMBERS', part(run, 'aliases'))) do
     keys[#keys + 1] = step_of(run, ref)
   end
@@ -149,4 +189,15 @@ local function hset_from(key, first)
   for i = first, #ARGV, 1000 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
+end
+
+-- The bytes a run has recorded (its input, step outputs and variables), counted anew; the
+-- running total (`bytes` on the run) is updated by each write, this after a rerun.
+local function recount(run)
+  local total = #(unstash(run, redis.call('HGET', run, 'input')) or '')
+  for _, value in ipairs(redis.call('HVALS', part(run, 'vars'))) do total = total + #value end
+  for _, ref in ipairs(redis.call('SMEMBERS', part(run, 'refs'))) do
+    total = total + tonumber(redis.call('HGET', step_of(run, ref), 'bytes') or '0')
+  end
+  redis.call('HSET', run, 'bytes', total)
 end

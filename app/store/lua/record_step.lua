@@ -3,7 +3,7 @@
 -- KEYS: run, step ; ARGV: retention, ref, '1' to write only if the step's output is still
 --       the next arg (else '0', ''), field/value pairs
 if not redis.call('HGET', KEYS[1], 'status') then return 0 end
-if ARGV[3] == '1' and (redis.call('HGET', KEYS[2], 'output') or '') ~= ARGV[4] then
+if ARGV[3] == '1' and (unstash(KEYS[1], redis.call('HGET', KEYS[2], 'output')) or '') ~= ARGV[4] then
   return 0
 end
 hset_from(KEYS[2], 5)

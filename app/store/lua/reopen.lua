@@ -18,10 +18,11 @@ end
 redis.call('DEL', part(KEYS[1], 'parked'))
 reopen_run(KEYS[1])
 redis.call('HSET', KEYS[1], 'root', root)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'input', ARGV[3]) end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'input', stash(KEYS[1], ARGV[3], 0)) end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'startTime', ARGV[1])
   redis.call('DEL', part(KEYS[1], 'vars'), part(KEYS[1], 'dynamic'))
   hset_from(part(KEYS[1], 'vars'), 5 + n)
 end
+recount(KEYS[1])
 return {'ok', root}

@@ -10,7 +10,7 @@ if redis.call('HGET', KEYS[1], 'failedReferenceTaskName') ~= ARGV[1] then
   return {'no', 'the parent did not fail at its step ' .. ARGV[1]}
 end
 local step = step_of(KEYS[1], ARGV[1])
-local output = redis.call('HGET', step, 'output')
+local output = unstash(KEYS[1], redis.call('HGET', step, 'output'))
 if not output or cjson.decode(output)['subWorkflowId'] ~= ARGV[2] then
   return {'no', 'the step ' .. ARGV[1] .. ' started another run'}
 end

@@ -3,7 +3,7 @@
 if fenced(KEYS[1], ARGV[6]) then return 0 end
 if redis.call('HGET', KEYS[2], 'status') == 'CANCELED' then return 0 end
 push_attempt(KEYS[1], KEYS[2], ARGV[3], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], 'status', 'SCHEDULED', 'error', ARGV[3], 'input', ARGV[4],
+redis.call('HSET', KEYS[2], 'status', 'SCHEDULED', 'error', ARGV[3], 'input', stash(KEYS[1], ARGV[4], ARGV[2]),
   'endTime', ARGV[1], 'deliveries', '0', 'reasonForIncompletion', ARGV[5])
 keep(KEYS[1], KEYS[2], ARGV[2])
 return 1

@@ -6,15 +6,19 @@ the way a step resolves its input at start. No Redis, no Celery.
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 import pytest
 
+from app.config import get_settings
 from app.dsl.expressions import (
     TASK_ID_ROOT,
     ParseFailure,
     parse_parameter,
 )
+from tests.support import scaled
 
 SCOPE: dict[str, Any] = {
     "workflow": {
@@ -305,3 +309,172 @@ def test_nested_path_that_does_not_parse_yields_none_at_run_time() -> None:
     scope = {**SCOPE, "t": {"output": {"bad": "[?("}}}
 
     assert resolve("${workflow.input${t.output.bad}}", scope) is None
+
+
+# --- regular expressions run on RE2 ----------------------------------------------------------
+
+CATASTROPHIC = "a" * 40  # `(a+)+b` against it takes a backtracking engine ~2**40 steps
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("text", "extra"),
+    [
+        ("${workflow.input.items[?(@.n =~ /(a+)+b/)]}", {}),
+        ("${workflow.input.${workflow.input.q}}", {"q": "items[?(@.n =~ /(a+)+b/)]"}),
+        ("${workflow.input.items[?match(@.n, '(a+)+b')]}", {}),
+        ("${workflow.input.items[?search(@.n, '^(a+)+b')]}", {}),
+        ("${workflow.input.items[?match(@.n, @.p)]}", {}),
+    ],
+)
+def test_catastrophic_regex_completes_in_milliseconds(text: str, extra: dict[str, Any]) -> None:
+    # Given a pattern that backtracks exponentially on a run of `a`s (written in the path,
+    # built at run time, or taken from the data), When the expression resolves,
+    # Then RE2 answers in linear time.
+    items = [{"n": CATASTROPHIC, "p": "(a+)+b"}, {"n": "aab", "p": "(a+)+b"}]
+    scope = {"workflow": {"input": {"items": items, **extra}}}
+    parameter = parse_parameter(text)
+
+    start = time.perf_counter()
+    result = parameter.resolve(scope)
+    elapsed = time.perf_counter() - start
+
+    assert result == [items[1]]
+    assert elapsed < scaled(0.05)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("${workflow.input.files[?(@.kind =~ /VID.*/i)].id}", [1, 3]),
+        ("${workflow.input.files[?(@.kind =~ /vid/)].id}", []),  # =~ matches the whole string
+        ("${workflow.input.files[?match(@.kind, 'a.*o')].id}", [2]),
+        ("${workflow.input.files[?search(@.kind, 'de')].id}", [1, 3]),
+    ],
+)
+def test_regex_filters_keep_their_meaning(text: str, expected: list[Any]) -> None:
+    assert resolve(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("${t.output[?(@.n =~ /(a)\\1/)]}", r"/(a)\1/ cannot be used: invalid escape sequence"),
+        ("${t.output[?(@.n =~ /a(?=b)/)]}", "/a(?=b)/ cannot be used: invalid perl operator"),
+        ("${t.output[?match(@.n, '(a)\\\\1')]}", r"/(a)\1/ cannot be used"),
+    ],
+)
+def test_pattern_re2_cannot_run_fails_at_parse_time(text: str, message: str) -> None:
+    # Given a pattern written in the path that RE2 does not support (backreference,
+    # look-ahead), Then the expression is refused when the definition is validated.
+    failure = parse_error({"p": text})
+
+    assert failure.location == ".p"
+    assert str(failure).startswith("malformed path 't.output[?")
+    assert message in str(failure)
+    assert "no backreferences or look-around" in str(failure)
+
+
+def test_pattern_from_the_data_re2_cannot_run_yields_none() -> None:
+    # A pattern that comes with the data is compiled at run time; one RE2 cannot run makes
+    # the path name nothing, as a malformed path built at run time does.
+    scope = {"workflow": {"input": {"items": [{"n": "aa", "p": "(a)\\1"}]}}}
+
+    assert resolve("${workflow.input.items[?match(@.n, @.p)]}", scope) is None
+    assert resolve("${workflow.input.${workflow.input.q}}",
+                   {"workflow": {"input": {"q": "items[?(@.n =~ /(a)\\1/)]", "items": []}}}
+                   ) is None
+
+
+# --- bounded nesting: hostile strings fail fast, never with RecursionError --------------------
+
+
+def test_expressions_nest_up_to_the_limit() -> None:
+    depth = get_settings().max_expression_depth
+    text = "${workflow.input." * (depth - 1) + "${workflow.input.field}" + "}" * (depth - 1)
+    scope = {"workflow": {"input": {"field": "field"}}}
+
+    assert resolve(text, scope) == "field"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "${" * 10_000 + "workflow.input.x" + "}" * 10_000,  # deeply nested
+        "${" * 200_000,  # deeply nested and unterminated
+        "x ${workflow.input." * 9 + "a" + "}" * 9,  # one over the limit
+    ],
+)
+def test_expressions_nested_too_deeply_are_refused(text: str) -> None:
+    depth = get_settings().max_expression_depth
+
+    failure = parse_error({"a": [text]})
+
+    assert failure.location == ".a[0]"
+    assert str(failure).startswith(f"expressions nested more than {depth} deep in '${{")
+    assert len(str(failure)) < 200  # the message quotes an excerpt, not the whole text
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("workflow.input" + "[" * 10_000 + "0" + "]" * 10_000, "characters long, over the limit"),
+        ("workflow" + ".a" * 50_000, "characters long, over the limit of 4096"),
+        ("workflow.input[?" + "(" * 500 + "@.a" + ")" * 500 + "]",
+         "brackets and parentheses nested more than 16 deep"),
+        ("workflow.input" + "[?@" * 20 + ".a]" * 20,
+         "brackets and parentheses nested more than 16 deep"),
+        ("workflow.input[?" + "!" * 500 + "@.a]", "more than 64 operators in one path"),
+        ("workflow.input[?" + "&&".join(["@.a"] * 500) + "]", "more than 64 operators"),
+        ("workflow.input[?@.a in " + "[" * 500 + "1" + "]" * 500 + "]",
+         "brackets and parentheses nested more than 16 deep"),
+    ],
+)
+def test_hostile_paths_are_refused_by_their_limit(path: str, message: str) -> None:
+    # Given a path built to make a recursive parser recurse, or a very long one,
+    # When it is parsed statically, Then it fails with the limit it is over.
+    start = time.perf_counter()
+    failure = parse_error("${" + path + "}")
+
+    assert message in str(failure)
+    assert len(str(failure)) < 300
+    assert time.perf_counter() - start < scaled(0.5)
+
+
+def test_hostile_path_built_at_run_time_names_nothing() -> None:
+    # The same paths built from data at run time resolve to null, deep in a worker's stack.
+    scope = {"workflow": {"input": {
+        "q": "[?" + "(" * 500 + "@.a" + ")" * 500 + "]", "r": "[?" + "!" * 900 + "@.a]",
+    }}}
+
+    def deep(levels: int) -> Any:
+        return resolve("${workflow.input${workflow.input.q}}|${workflow.input${workflow.input.r}}",
+                       scope) if levels == 0 else deep(levels - 1)
+
+    assert deep(sys.getrecursionlimit() - 200) == "null|null"
+
+
+def test_largest_path_within_the_limits_evaluates_deep_in_the_stack() -> None:
+    # Nesting and operators at their limits parse and evaluate without meeting Python's
+    # recursion limit even when the caller's stack is already deep.
+    inner = "&&".join(["!@.a"] * 31)
+    text = "${workflow.input[?" + "(" * 15 + inner + ")" * 15 + "]}"
+
+    scope = {"workflow": {"input": [{"a": 1}, {"b": 2}]}}
+
+    def deep(levels: int) -> Any:
+        return parse_parameter(text).resolve(scope) if levels == 0 else deep(levels - 1)
+
+    assert deep(sys.getrecursionlimit() - 300) == [{"b": 2}]
+
+
+def test_parameter_value_nested_too_deeply_is_refused() -> None:
+    limit = get_settings().max_json_depth
+    value: Any = "${workflow.input.x}"
+    for _ in range(10_000):
+        value = {"k": [value]}
+
+    failure = parse_error(value)
+
+    assert str(failure) == f"nested more than {limit} deep"
+    assert failure.location.startswith(".k[0].k[0]")

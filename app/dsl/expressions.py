@@ -9,6 +9,11 @@ Semantics (Conductor's ParametersUtils, with Jayway JSONPath paths):
 - expressions embedded in text are stringified (JSON for non-strings);
 - a missing path yields null; `$${` is a literal `${`;
 - `${a.${b}}` resolves the inner expression first.
+
+Bounds (a definition or an input may be hostile): expressions nest at most
+`max_expression_depth` deep, a path is at most MAX_PATH_CHARS long, a parameter value
+nests at most `max_json_depth` deep, and non-plain paths run on `app.dsl.jsonpaths`
+(RE2 regexes, bounded nesting). Parsing is iterative and linear in the text.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from typing import Any, TypeAlias
 
 import jsonpath
 
+from app.config import get_settings
+from app.dsl import jsonpaths
+
 #: Conductor substitutes this bare name with the id of the task being scheduled.
 TASK_ID_ROOT = "CPEWF_TASK_ID"
 WORKFLOW_ROOT = "workflow"
@@ -31,6 +39,14 @@ _SIMPLE_SEGMENT = re.compile(
     r"\.([A-Za-z_$][\w$-]*)|\[(\d+)\]|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]"
 )
 _ROOT = re.compile(r"[^.\[]+")
+# what ends a literal run: at top level `$${` (an escape) or `${`; inside `${...}` a nested
+# `${` or the closing brace
+_TEMPLATE_MARK = re.compile(r"\$\$?\{")
+_EXPRESSION_MARK = re.compile(r"\$\{|\}")
+
+MAX_PATH_CHARS = 4096
+"""Longest path an expression may name (static, or built at run time by nesting)."""
+_EXCERPT_CHARS = 80
 
 
 class ExpressionError(ValueError):
@@ -141,7 +157,7 @@ class ParseFailure(ExpressionError):
 
 def parse_parameter(value: Any) -> Parameter:
     """Parse a JSON value; raises ParseFailure naming the location inside the value."""
-    parsed, dynamic = _parse_value(value, "")
+    parsed, dynamic = _parse_value(value, "", get_settings().max_json_depth)
     return Parameter(parsed, dynamic)
 
 
@@ -149,37 +165,42 @@ def parse_template(text: str) -> Template | str:
     """Parse one string: a Template if it holds an expression, else the literal text."""
     parts: list[str | Expression] = []
     literal: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text.startswith("$${", i):
+    i = 0
+    while (mark := _TEMPLATE_MARK.search(text, i)) is not None:
+        literal.append(text[i : mark.start()])
+        if mark.group() == "$${":
             literal.append("${")
-            i += 3
-        elif text.startswith("${", i):
-            expression, i = _parse_expression(text, i + 2)
-            if literal:
-                parts.append("".join(literal))
-                literal = []
-            parts.append(expression)
-        else:
-            literal.append(text[i])
-            i += 1
+            i = mark.end()
+            continue
+        expression, i = _parse_expression(text, mark.end())
+        if any(literal):
+            parts.append("".join(literal))
+        literal = []
+        parts.append(expression)
+    literal.append(text[i:])
     if not parts:
         return "".join(literal)
-    if literal:
+    if any(literal):
         parts.append("".join(literal))
     return Template(tuple(parts))
 
 
 def compile_path(text: str) -> Path:
     """Compile `root.rest` into a Path; plain dotted/indexed paths avoid the JSONPath engine."""
-    return _compile_path(text.strip())
+    text = text.strip()
+    if len(text) > MAX_PATH_CHARS:
+        # checked before the cache, which would otherwise keep huge texts built at run time
+        raise ExpressionError(f"path '{_excerpt(text)}' is {len(text)} characters long, "
+                              f"over the limit of {MAX_PATH_CHARS}")
+    return _compile_path(text)
 
 
 @lru_cache(maxsize=4096)
 def _compile_path(text: str) -> Path:
     match = _ROOT.match(text)
     if not match:
-        raise ExpressionError(f"'{text}' does not start with a task reference or 'workflow'")
+        raise ExpressionError(
+            f"'{_excerpt(text)}' does not start with a task reference or 'workflow'")
     root, rest = match.group(0), text[match.end() :]
     if not rest:
         return Path(text, root, _identity)
@@ -187,12 +208,12 @@ def _compile_path(text: str) -> Path:
     if keys is not None:
         return Path(text, root, _make_walk(keys))
     try:
-        query = jsonpath.compile("$" + rest)
+        query = jsonpaths.compile("$" + rest)
     except jsonpath.JSONPathError as exc:
         # the first argument is the reason alone; str(exc) adds a multi-line excerpt of the
         # rewritten `$...` query, which is not the text the user wrote
         reason = exc.args[0] if exc.args else str(exc)
-        raise ExpressionError(f"malformed path '{text}': {reason}") from None
+        raise ExpressionError(f"malformed path '{_excerpt(text)}': {reason}") from None
     # a compound path (`a | b`) can match many nodes; only a plain one can be singular
     definite = isinstance(query, jsonpath.JSONPath) and query.singular_query()
     return Path(text, root, _make_query(query, definite))
@@ -249,33 +270,62 @@ def _identity(document: Any) -> Any:
 
 
 def _parse_expression(text: str, start: int) -> tuple[Expression, int]:
-    """Parse from just after `${` to its closing brace; returns the expression and next index."""
-    parts: list[str | Expression] = []
-    literal: list[str] = []
-    i, n = start, len(text)
-    while i < n:
-        if text.startswith("${", i):
-            inner, i = _parse_expression(text, i + 2)
-            if literal:
-                parts.append("".join(literal))
-                literal = []
-            parts.append(inner)
-        elif text[i] == "}":
-            if literal:
-                parts.append("".join(literal))
-            if not parts or all(isinstance(p, str) and not p.strip() for p in parts):
-                raise ExpressionError("empty expression '${}'")
-            path = None
-            if all(isinstance(p, str) for p in parts):
-                path = compile_path("".join(p for p in parts if isinstance(p, str)))
-            return Expression(tuple(parts), path), i + 1
-        else:
-            literal.append(text[i])
-            i += 1
-    raise ExpressionError(f"unterminated expression '${{{text[start:]}' (missing '}}')")
+    """Parse from just after `${` to its closing brace; returns the expression and next index.
+
+    Nested expressions are parsed with an explicit stack, bounded by max_expression_depth,
+    so no text makes the parser recurse.
+    """
+    limit = get_settings().max_expression_depth
+    # one frame per open `${`: where its text starts, its parts, its pending literal
+    stack: list[tuple[int, list[str | Expression], list[str]]] = [(start, [], [])]
+    i = start
+    while (mark := _EXPRESSION_MARK.search(text, i)) is not None:
+        opened, parts, literal = stack[-1]
+        literal.append(text[i : mark.start()])
+        i = mark.end()
+        if mark.group() == "${":
+            if len(stack) >= limit:
+                raise ExpressionError(f"expressions nested more than {limit} deep in "
+                                      f"'${{{_excerpt(text[stack[0][0]:])}'")
+            _flush(parts, literal)
+            stack.append((i, [], []))
+            continue
+        _flush(parts, literal)
+        expression = _close(parts)
+        stack.pop()
+        if not stack:
+            return expression, i
+        stack[-1][1].append(expression)
+    opened = stack[-1][0]
+    raise ExpressionError(
+        f"unterminated expression '${{{_excerpt(text[opened:])}' (missing '}}')")
 
 
-def _parse_value(value: Any, location: str) -> tuple[Any, bool]:
+def _flush(parts: list[str | Expression], literal: list[str]) -> None:
+    if any(literal):
+        parts.append("".join(literal))
+    literal.clear()
+
+
+def _close(parts: list[str | Expression]) -> Expression:
+    if not parts or all(isinstance(p, str) and not p.strip() for p in parts):
+        raise ExpressionError("empty expression '${}'")
+    path = None
+    if all(isinstance(p, str) for p in parts):
+        path = compile_path("".join(p for p in parts if isinstance(p, str)))
+    return Expression(tuple(parts), path)
+
+
+def _excerpt(text: str) -> str:
+    """A text short enough for a one-line message."""
+    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
+
+
+def _parse_value(value: Any, location: str, depth: int) -> tuple[Any, bool]:
+    # the depth bound keeps this walk, and the walks over the parsed value, off the
+    # recursion limit
+    if isinstance(value, Mapping | list) and depth <= 0:
+        raise ParseFailure(location, f"nested more than {get_settings().max_json_depth} deep")
     if isinstance(value, str):
         if "${" not in value:
             return value, False
@@ -288,14 +338,14 @@ def _parse_value(value: Any, location: str) -> tuple[Any, bool]:
         out: dict[str, Any] = {}
         dynamic = False
         for key, item in value.items():
-            out[key], d = _parse_value(item, f"{location}.{key}")
+            out[key], d = _parse_value(item, f"{location}.{key}", depth - 1)
             dynamic |= d
         return out, dynamic
     if isinstance(value, list):
         items = []
         dynamic = False
         for index, item in enumerate(value):
-            parsed, d = _parse_value(item, f"{location}[{index}]")
+            parsed, d = _parse_value(item, f"{location}[{index}]", depth - 1)
             items.append(parsed)
             dynamic |= d
         return items, dynamic

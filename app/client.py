@@ -26,7 +26,7 @@ from app.errors import (
 )
 from app.loader import ensure_loaded
 from app.runtime import lifecycle, rerun
-from app.runtime.runs import create_run, send_run
+from app.runtime.runs import check_reason, create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
 from app.runtime.waiting import complete_waiting_step
@@ -124,8 +124,11 @@ class WorkflowRun:
         lifecycle.resume(self.id)
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """End the run as TERMINATED; its open steps are cancelled and their tasks revoked."""
-        lifecycle.terminate(self.id, reason)
+        """End the run as TERMINATED; its open steps are cancelled and their tasks revoked.
+
+        `reason` is a string of at most MAX_REASON_CHARS (InvalidInput otherwise).
+        """
+        lifecycle.terminate(self.id, check_reason(reason))
 
     terminate = cancel
 
@@ -149,9 +152,11 @@ class WorkflowRun:
         """Complete a WAIT or HUMAN step from outside; the run goes on from there.
 
         `ref` is the step's ref as `steps` lists it (`<ref>__<n>` inside a loop).
-        NotWaiting if the step is not waiting to be completed.
+        `output` is a JSON object (InvalidInput or PayloadTooLarge otherwise, as for a
+        submitted input; nothing is written). NotWaiting if the step is not waiting to be
+        completed.
         """
-        complete_waiting_step(self.id, ref, dict(output or {}))
+        complete_waiting_step(self.id, ref, output)
 
     def wait(self, timeout: float | None = None) -> RunStatus:
         """Block until the run reaches a terminal status; WaitTimeout past `timeout` seconds."""

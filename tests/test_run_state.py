@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from app import NotWaiting, RunStatus, StepStatus, WorkflowRun, submit_workflow
+from app.config import get_settings
 from app.runtime.state import get_store, plans
 from app.store.keys import definition_key, run_key, step_key
 from tests.support import wait_for
@@ -249,16 +250,11 @@ def test_an_open_run_never_expires_and_retention_counts_from_its_end(worker: Any
 def test_an_input_too_deep_for_the_worker_fails_the_run_instead_of_leaving_it_running(
     worker: Any,
 ) -> None:
-    # as deep as submit takes here: a worker's stack is deeper than the client's
-    for depth in range(990, 700, -10):
-        nested: Any = "bottom"
-        for _ in range(depth):
-            nested = {"d": nested}
-        try:
-            run = submit_workflow(wf(task("deep", v="${workflow.input.n}")), {"n": nested})
-            break
-        except RecursionError:
-            continue
+    # as deep as submit takes (max_json_depth); deeper is refused at submit
+    nested: Any = "bottom"
+    for _ in range(get_settings().max_json_depth - 1):
+        nested = {"d": nested}
+    run = submit_workflow(wf(task("deep", v="${workflow.input.n}")), {"n": nested})
 
     status = run.wait(timeout=30)
 

@@ -22,6 +22,7 @@ from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
 from app.errors import BatonError, DefinitionError
 from app.loader import ensure_loaded
+from app.payloads import InvalidPayload
 from app.runtime.state import get_store
 
 EXIT_FAILED = 1
@@ -75,6 +76,8 @@ def guard(action: Callable[[], T]) -> T:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         sys.exit(EXIT_INVALID)
+    except InvalidPayload as exc:  # an input or output given on the command line
+        fail(str(exc), EXIT_INVALID)
     except BatonError as exc:
         fail(str(exc), EXIT_FAILED)
 
@@ -90,12 +93,20 @@ def load_plan(file: str, version: int | None = None) -> Plan:
     return build_plan(resolve_definition(file, version), registry.transformations())
 
 
+def _too_deep() -> str:
+    # Python's JSON parser recurses: text nested about a thousand deep exhausts the stack
+    # before the payload check (max_json_depth) can name the path
+    return f"nested too deeply to parse (the limit is {get_settings().max_json_depth} levels)"
+
+
 def parse_json_object(text: str, option: str) -> dict[str, Any]:
     """An option's value as a JSON object, or one line on stderr and exit 2."""
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"{option}: malformed JSON: {exc.msg} at column {exc.colno}", EXIT_INVALID)
+    except RecursionError:
+        fail(f"{option}: {_too_deep()}", EXIT_INVALID)
     if not isinstance(parsed, dict):
         fail(f"{option}: must be a JSON object", EXIT_INVALID)
     return parsed
@@ -113,6 +124,8 @@ def parse_input(input_json: str | None, items: Sequence[str]) -> dict[str, Any]:
             data[key] = json.loads(raw)
         except json.JSONDecodeError:
             data[key] = raw
+        except RecursionError:
+            fail(f"-i {key}: {_too_deep()}", EXIT_INVALID)
     return data
 
 

@@ -39,7 +39,7 @@ def rerun(run_id: str, from_step: str, given: Mapping[str, Any] | None = None) -
     position = _position(plan, from_step)
     new_input = None
     if given is not None:
-        new_input = {**(plan.definition.input_template or {}), **check_input(given)}
+        new_input = check_input(given, plan.definition.input_template)
     _start_again(run_id, plan, position, new_input)
 
 

@@ -17,13 +17,16 @@ from app.compiler.canvas import compile_route
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
-from app.errors import BatonError
+from app.payloads import InvalidPayload, check_payload
 from app.runtime.state import get_store, plans
 from app.store import RunStatus, now_ms
 
 
-class InvalidInput(BatonError):
-    """Raised when a workflow's input is not a JSON object."""
+class InvalidInput(InvalidPayload):
+    """A run's input that is not a JSON object of JSON data, or nests too deeply.
+
+    Too large an input raises PayloadTooLarge (its sibling under InvalidPayload).
+    """
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def create_run(
 ) -> NewRun:
     """Validate and record a run (status RUNNING); sending its route is the caller's part."""
     plan = build_plan(workflow, registry.transformations())
-    run_input = {**(workflow.input_template or {}), **check_input(given)}
+    run_input = input_text(given, workflow.input_template)
     run_id = str(uuid.uuid4())
     created = str(now_ms())
     fields = {
@@ -64,7 +67,7 @@ def create_run(
         "workflowType": workflow.name,
         "version": str(workflow.version),
         "status": RunStatus.RUNNING.value,
-        "input": json.dumps(run_input, separators=(",", ":")),
+        "input": run_input,
         "correlationId": correlation_id or "",
         "plan": plan.digest,
         "createTime": created,
@@ -99,15 +102,56 @@ def first_route(new: NewRun) -> Any:
     return route
 
 
-def check_input(value: Mapping[str, Any] | None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
+def check_input(
+    value: Mapping[str, Any] | None, template: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A run's input: `template` (the definition's inputTemplate) overlaid with `value`.
+
+    InvalidInput (naming the path) unless it is a JSON object of JSON data nested at most
+    max_json_depth deep; PayloadTooLarge over max_input_bytes.
+    """
+    return dict(json.loads(input_text(value, template)))
+
+
+def input_text(value: Mapping[str, Any] | None, template: Mapping[str, Any] | None) -> str:
+    """check_input's result as the compact JSON text the run record keeps."""
+    if value is not None and not isinstance(value, Mapping):
         raise InvalidInput(f"input: must be a JSON object, not {type(value).__name__}")
-    try:
-        return dict(json.loads(json.dumps(dict(value), allow_nan=False)))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"input: not JSON-serialisable: {exc}") from None
+    return _object_text({**(template or {}), **(value or {})}, "input",
+                        get_settings().max_input_bytes)
+
+
+def check_output(value: Any) -> dict[str, Any]:
+    """Output given to a step from outside (complete_step): None or a JSON object.
+
+    InvalidInput (naming the path) unless it is JSON data nested at most max_json_depth
+    deep; PayloadTooLarge over max_output_bytes.
+    """
+    return dict(json.loads(_object_text({} if value is None else value, "output",
+                                         get_settings().max_output_bytes)))
+
+
+MAX_REASON_CHARS = 4096
+"""Longest reason a run may be cancelled with (kept as its reasonForIncompletion)."""
+
+
+def check_reason(value: Any) -> str:
+    """A reason given to end a run: a string of at most MAX_REASON_CHARS; else InvalidInput."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"reason: must be a string, not {type(value).__name__}")
+    if len(value) > MAX_REASON_CHARS:
+        raise InvalidInput(f"reason: {len(value)} characters, over the limit of "
+                           f"{MAX_REASON_CHARS}")
+    return value
+
+
+def _object_text(value: Any, where: str, max_bytes: int) -> str:
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{where}: must be a JSON object, not {type(value).__name__}")
+    # checked iteratively before anything serialises it: json.dumps would recurse (and
+    # raise RecursionError) on deep data, loop on a cycle and accept NaN
+    return check_payload(value, where, max_depth=get_settings().max_json_depth,
+                         max_bytes=max_bytes, error=InvalidInput)
 
 
 def send_run(new: NewRun, workflow: WorkflowDef) -> None:

@@ -23,6 +23,7 @@ from app.errors import BatonError
 from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
+from app.runtime.runs import check_output
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
 from app.runtime.step import (
@@ -128,8 +129,13 @@ def resume(self: Task, run_id: str, ref: str) -> None:
     """Carry on the route a waiting step parked (Celery sends what follows)."""
 
 
-def complete_waiting_step(run_id: str, ref: str, output: dict[str, Any] | None = None) -> None:
-    """Complete a WAIT or HUMAN step from outside and send the rest of its route on."""
+def complete_waiting_step(run_id: str, ref: str, output: Any = None) -> None:
+    """Complete a WAIT or HUMAN step from outside and send the rest of its route on.
+
+    `output` is None or a JSON object; InvalidInput (or PayloadTooLarge) before anything is
+    read or written otherwise.
+    """
+    output = check_output(output)
     store = get_store()
     stored = store.get_step_records(run_id, [ref]).get(ref, {})
     record, parked_text = record_document(stored), stored.get("parked")
@@ -139,7 +145,7 @@ def complete_waiting_step(run_id: str, ref: str, output: dict[str, Any] | None =
     parked = json.loads(parked_text)
     run = store.get_run(run_id) or {}
     base = ref.rsplit("__", 1)[0] if parked.get("iteration") is not None else ref
-    if not _complete(run_id, base, run.get("plan", ""), output or {}, parked["final"],
+    if not _complete(run_id, base, run.get("plan", ""), output, parked["final"],
                      parked.get("iteration")):
         raise NotWaiting(f"step '{ref}' of run {run_id} is no longer waiting")
     if parked.get("chain") or parked.get("chord"):

@@ -232,3 +232,15 @@ def test_cancel_reason_must_be_a_short_string(worker: Any) -> None:
     assert run.status is RunStatus.RUNNING
     run.cancel("duplicate")
     assert run.record()["reasonForIncompletion"] == "duplicate"
+
+
+def test_a_catastrophic_regex_built_from_the_input_does_not_hold_the_worker(
+    worker: Any,
+) -> None:
+    # The path `items[?(@.n =~ /(a+)+b/)]` comes with the input; a backtracking engine
+    # would take ~2**40 steps on forty `a`s, RE2 a few microseconds.
+    q = "items[?(@.n =~ /(a+)+b/)]"
+    run = submit_workflow(wf(echo("e", found="${workflow.input.${workflow.input.q}}")),
+                          {"q": q, "items": [{"n": "a" * 40}, {"n": "ab"}]})
+
+    assert run.result(timeout=30) == {"found": [{"n": "ab"}]}

@@ -77,7 +77,7 @@ class Pattern:
     def __init__(self, pattern: str, flags: str = "") -> None:
         self.pattern = pattern
         # RegexLiteral prints itself back from `re` flag bits
-        self.flags = sum(Parser.RE_FLAG_MAP[f] for f in flags)
+        self.flags = sum(Parser.RE_FLAG_MAP[f] for f in set(flags))
         inline = "".join(sorted({_INLINE_FLAGS[f] for f in flags}))
         options = re2.Options()
         options.log_errors = False  # the error is raised, not also logged to stderr

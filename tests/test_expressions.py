@@ -356,6 +356,17 @@ def test_regex_filters_keep_their_meaning(text: str, expected: list[Any]) -> Non
     assert resolve(text) == expected
 
 
+def test_patterns_with_braces_come_from_the_data() -> None:
+    # `}` ends an expression, so a pattern with a repetition count is written in the data;
+    # one within the size limit runs, a larger one makes the path name nothing.
+    files = SCOPE["workflow"]["input"]["files"]
+    scope = {"workflow": {"input": {"files": files, "small": "\\w{1,64}",
+                                    "large": "a[ab]{400}b[ab]{400}z"}}}
+
+    assert resolve("${workflow.input.files[?match(@.kind, $.input.small)].id}", scope) == [1, 2, 3]
+    assert resolve("${workflow.input.files[?match(@.kind, $.input.large)].id}", scope) is None
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -428,6 +439,12 @@ def test_expressions_nested_too_deeply_are_refused(text: str) -> None:
         ("workflow.input[?" + "&&".join(["@.a"] * 500) + "]", "more than 64 operators"),
         ("workflow.input[?@.a in " + "[" * 500 + "1" + "]" * 500 + "]",
          "brackets and parentheses nested more than 16 deep"),
+        # each descent nested under another multiplies the work by the data's depth
+        ("workflow.input..[?@..[?@..[?@..[?@..x]]]]", "more than 1 recursive descent ('..')"),
+        ("workflow.input..a..b", "more than 1 recursive descent ('..')"),
+        # a large pattern can make RE2 fall back to time proportional to text x pattern
+        ("workflow.input[?@.n =~ /" + "[ab]" * 600 + "/]",
+         "is too large: 604 instructions, over the limit of 512"),
     ],
 )
 def test_hostile_paths_are_refused_by_their_limit(path: str, message: str) -> None:

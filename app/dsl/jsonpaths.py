@@ -9,6 +9,9 @@ run on paths and data a workflow's users control.
 - A path's nesting (brackets, parentheses) and its count of operators are bounded before
   the recursive-descent parser sees it, so neither parsing nor evaluating recurses deeply
   enough to meet Python's recursion limit, whatever the path.
+- A path holds at most one recursive descent (`..`): each one nested in a filter under
+  another multiplies the work by the data's depth (three took a second on 100 nested
+  lists, five would take minutes).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from jsonpath.stream import TokenStream
 from jsonpath.token import (
     TOKEN_AND,
     TOKEN_CONTAINS,
+    TOKEN_DDOT,
     TOKEN_EQ,
     TOKEN_GE,
     TOKEN_GT,
@@ -51,8 +55,14 @@ MAX_NESTING = 16
 """Brackets and parentheses a JSONPath path may nest (`[?(@.a[?(...)])]`)."""
 MAX_OPERATORS = 64
 """Operators (`!`, `&&`, `==`, `=~`, `|`, ...) one JSONPath path may hold."""
-REGEX_MEMORY = 1 << 20
-"""Bytes one compiled RE2 pattern may use; a larger pattern does not compile."""
+MAX_DESCENTS = 1
+"""Recursive descents (`..`) one JSONPath path may hold."""
+REGEX_MEMORY = 4 << 20
+"""Bytes one compiled RE2 pattern may use, its matching automaton's cache included."""
+MAX_REGEX_PROGRAM = 512
+"""Instructions a compiled pattern may have (`\\w{1,64}` has 259). When its automaton
+outgrows REGEX_MEMORY on a hostile text, RE2 matches in time proportional to the text's
+length times this size (about 2 s a MiB at the limit), so it is bounded too."""
 
 _OPENING = frozenset({TOKEN_LBRACKET, TOKEN_LPAREN})
 _CLOSING = frozenset({TOKEN_RBRACKET, TOKEN_RPAREN})
@@ -88,9 +98,13 @@ class Pattern:
             reason = exc.args[0] if exc.args else exc
             if isinstance(reason, bytes):
                 reason = reason.decode("utf-8", "replace")
-            raise RegexError(f"regular expression /{pattern}/ cannot be used: {reason} "
+            raise RegexError(f"regular expression /{_excerpt(pattern)}/ cannot be used: {reason} "
                              "(expressions run RE2: no backreferences or look-around)"
                              ) from None
+        size = self._regexp.programsize
+        if size > MAX_REGEX_PROGRAM:
+            raise RegexError(f"regular expression /{_excerpt(pattern)}/ is too large: {size} "
+                             f"instructions, over the limit of {MAX_REGEX_PROGRAM}")
 
     def fullmatch(self, text: str) -> bool:
         return self._regexp.fullmatch(text) is not None
@@ -99,11 +113,15 @@ class Pattern:
         return self._regexp.search(text) is not None
 
 
+def _excerpt(pattern: str) -> str:
+    return pattern if len(pattern) <= 60 else pattern[:59] + "…"
+
+
 class _BoundedLexer(Lexer):
     """Refuses a path nested or built too deeply for the recursive parser, as it lexes."""
 
     def tokenize(self, path: str) -> Iterator[Token]:
-        depth = operators = 0
+        depth = operators = descents = 0
         for token in super().tokenize(path):
             if token.kind in _OPENING:
                 depth += 1
@@ -118,6 +136,12 @@ class _BoundedLexer(Lexer):
                 if operators > MAX_OPERATORS:
                     raise jsonpath.JSONPathSyntaxError(
                         f"more than {MAX_OPERATORS} operators in one path", token=token)
+            elif token.kind == TOKEN_DDOT:
+                descents += 1
+                if descents > MAX_DESCENTS:
+                    raise jsonpath.JSONPathSyntaxError(
+                        f"more than {MAX_DESCENTS} recursive descent ('..') in one path",
+                        token=token)
             yield token
 
 

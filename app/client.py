@@ -26,7 +26,7 @@ from app.errors import (
 )
 from app.loader import ensure_loaded
 from app.runtime import lifecycle, rerun
-from app.runtime.runs import check_reason, create_run, send_run
+from app.runtime.runs import check_label, create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
 from app.runtime.waiting import complete_waiting_step
@@ -126,9 +126,9 @@ class WorkflowRun:
     def cancel(self, reason: str = "cancelled") -> None:
         """End the run as TERMINATED; its open steps are cancelled and their tasks revoked.
 
-        `reason` is a string of at most MAX_REASON_CHARS (InvalidInput otherwise).
+        `reason` is a string of at most MAX_LABEL_CHARS (InvalidInput otherwise).
         """
-        lifecycle.terminate(self.id, check_reason(reason))
+        lifecycle.terminate(self.id, check_label(reason, "reason") or "")
 
     terminate = cancel
 

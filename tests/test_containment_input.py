@@ -244,3 +244,23 @@ def test_a_catastrophic_regex_built_from_the_input_does_not_hold_the_worker(
                           {"q": q, "items": [{"n": "a" * 40}, {"n": "ab"}]})
 
     assert run.result(timeout=30) == {"found": [{"n": "ab"}]}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"correlation_id": {"order": 7}}, "correlationId: must be a string, not dict"),
+        ({"idempotency_key": 7}, "idempotencyKey: must be a string, not int"),
+        ({"correlation_id": "x" * 5000}, "correlationId: 5000 characters, over the limit of 4096"),
+    ],
+)
+def test_run_labels_must_be_short_strings(
+    redis_server: RedisServer, options: dict[str, Any], message: str
+) -> None:
+    before = baton_keys()
+
+    with pytest.raises(InvalidInput) as refused:
+        submit_workflow(SEED, input={}, **options)
+
+    assert str(refused.value) == message
+    assert baton_keys() == before

@@ -60,6 +60,8 @@ def create_run(
     """Validate and record a run (status RUNNING); sending its route is the caller's part."""
     plan = build_plan(workflow, registry.transformations())
     run_input = input_text(given, workflow.input_template)
+    correlation_id = check_label(correlation_id, "correlationId")
+    idempotency_key = check_label(idempotency_key, "idempotencyKey")
     run_id = str(uuid.uuid4())
     created = str(now_ms())
     fields = {
@@ -131,17 +133,19 @@ def check_output(value: Any) -> dict[str, Any]:
                                          get_settings().max_output_bytes)))
 
 
-MAX_REASON_CHARS = 4096
-"""Longest reason a run may be cancelled with (kept as its reasonForIncompletion)."""
+MAX_LABEL_CHARS = 4096
+"""Longest correlation id, idempotency key or cancel reason a run may be given."""
 
 
-def check_reason(value: Any) -> str:
-    """A reason given to end a run: a string of at most MAX_REASON_CHARS; else InvalidInput."""
+def check_label(value: object, where: str) -> str | None:
+    """A text given to label a run (None passes): a string of at most MAX_LABEL_CHARS."""
+    if value is None:
+        return None
     if not isinstance(value, str):
-        raise InvalidInput(f"reason: must be a string, not {type(value).__name__}")
-    if len(value) > MAX_REASON_CHARS:
-        raise InvalidInput(f"reason: {len(value)} characters, over the limit of "
-                           f"{MAX_REASON_CHARS}")
+        raise InvalidInput(f"{where}: must be a string, not {type(value).__name__}")
+    if len(value) > MAX_LABEL_CHARS:
+        raise InvalidInput(f"{where}: {len(value)} characters, over the limit of "
+                           f"{MAX_LABEL_CHARS}")
     return value
 
 

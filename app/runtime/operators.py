@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
-import jq
 from celery import Task
 
 from app.celery_app import celery_app
 from app.compiler.canvas import CONTINUE_TASK, CONTROL_TASKS, compile_route
 from app.config import get_settings
 from app.errors import BatonError
-from app.runtime import javascript
+from app.runtime import javascript, jq_sandbox
 from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.state import get_store, plans
@@ -114,7 +112,8 @@ def inline(context: StepContext) -> dict[str, Any]:
     if context.spec.type == "LAMBDA":
         # Conductor runs a LAMBDA's script as a function body: it may `return` its value
         script = given.pop("scriptExpression", task.script_expression) or ""
-        return {"result": javascript.evaluate(f"(function () {{ {script}\n}})()", given)}
+        return {"result": javascript.evaluate(f"(function () {{ {script}\n}})()", given,
+                                              where="scriptExpression")}
     evaluator = given.pop("evaluatorType", task.evaluator_type) or "javascript"
     expression = given.pop("expression", task.expression) or ""
     if evaluator == "value-param":
@@ -122,29 +121,26 @@ def inline(context: StepContext) -> dict[str, Any]:
     if evaluator not in ("javascript", "graaljs"):
         raise OperatorError(f"evaluatorType must be javascript, graaljs or value-param, "
                             f"not '{evaluator}'")
-    return {"result": javascript.evaluate(expression, given)}
+    return {"result": javascript.evaluate(expression, given, where="expression")}
 
 
 @system_task("JSON_JQ_TRANSFORM")
 def jq_transform(context: StepContext) -> dict[str, Any]:
-    """Apply `queryExpression` (jq) to the rest of the input; `result` is the first value."""
+    """Apply `queryExpression` (jq) to the rest of the input; `result` is the first value.
+
+    The program runs in a sandboxed evaluator process (see app.runtime.jq_sandbox).
+    """
     given = dict(context.input)
     query = given.pop("queryExpression", None)
     if not isinstance(query, str) or not query.strip():
         raise OperatorError("inputParameters.queryExpression must be a jq program")
     try:
-        results = _jq(query).input_value(given).all()
-    except ValueError as exc:
-        raise OperatorError(f"jq: {exc}") from None
+        results = jq_sandbox.evaluate(query, given)
+    except jq_sandbox.JqError as exc:
+        raise OperatorError(f"queryExpression: jq: {exc}") from None
+    except javascript.ScriptError as exc:
+        raise javascript.ScriptError(f"queryExpression: {exc}") from None
     return {"result": results[0] if results else None, "resultList": results}
-
-
-@lru_cache(maxsize=256)
-def _jq(query: str) -> Any:
-    try:
-        return jq.compile(query)
-    except ValueError as exc:
-        raise OperatorError(f"jq: {exc}") from None
 
 
 @celery_app.task(name=CONTINUE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]

@@ -50,7 +50,7 @@ def switch_case(spec: StepSpec, given: dict[str, Any]) -> str:
     task = spec.task
     if spec.type == "DECISION":
         if task.case_expression:
-            value = javascript.evaluate(task.case_expression, given)
+            value = javascript.evaluate(task.case_expression, given, where="caseExpression")
         else:
             value = given.get(task.case_value_param or "")
     else:
@@ -59,7 +59,7 @@ def switch_case(spec: StepSpec, given: dict[str, Any]) -> str:
         if evaluator == "value-param":
             value = given.get(expression)
         elif evaluator in ("javascript", "graaljs"):
-            value = javascript.evaluate(expression, given)
+            value = javascript.evaluate(expression, given, where="expression")
         else:
             raise OperatorError(f"evaluatorType must be value-param, javascript or graaljs, "
                                 f"not '{evaluator}'")
@@ -177,7 +177,8 @@ def loop_next(
         else:
             bindings = {**loop_input, ref: output}
             bindings.update({r: (scope.get(r) or {}).get("output") for r in inner})
-            again = bool(javascript.evaluate(spec.task.loop_condition or "false", bindings))
+            again = bool(javascript.evaluate(spec.task.loop_condition or "false", bindings,
+                                                 where="loopCondition"))
     except Exception as exc:
         store.fail_step(run_id, ref, error={"type": type(exc).__name__, "message": str(exc)})
         stop_route(self)

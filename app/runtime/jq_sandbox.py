@@ -20,9 +20,10 @@ memory exhausted. The evaluator writes one `ready` answer once it has started.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import selectors
+import select
 import signal
 import struct
 import subprocess
@@ -181,6 +182,9 @@ class _Evaluator:
         self.from_child = self.process.stdout.fileno()
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)
+        self.writable, self.readable = select.poll(), select.poll()
+        self.writable.register(self.to_child, select.POLLOUT)
+        self.readable.register(self.from_child, select.POLLIN)
         try:
             ready = self._receive(time.monotonic() + _START_SECONDS)
         except (_EvaluatorDied, TimeoutError):
@@ -203,41 +207,36 @@ class _Evaluator:
 
     def _send(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.to_child, selectors.EVENT_WRITE)
-            while view:
-                if not selector.select(max(0.0, deadline - time.monotonic())):
-                    raise TimeoutError
-                try:
-                    view = view[os.write(self.to_child, view):]
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:
-                    raise _EvaluatorDied(self.process.wait()) from None
+        while view:
+            try:
+                view = view[os.write(self.to_child, view):]
+            except BlockingIOError:  # the pipe is full: wait until the evaluator reads
+                if not self.writable.poll(_milliseconds_until(deadline)):
+                    raise TimeoutError from None
+            except BrokenPipeError:
+                raise _EvaluatorDied(self.process.wait()) from None
 
     def _receive(self, deadline: float) -> _Answer:
         buffer = bytearray()
         wanted = _HEADER.size
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.from_child, selectors.EVENT_READ)
-            while True:
-                while len(buffer) < wanted:
-                    if not selector.select(max(0.0, deadline - time.monotonic())):
-                        raise TimeoutError
-                    try:
-                        chunk = os.read(self.from_child, max(wanted - len(buffer), 1 << 16))
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        raise _EvaluatorDied(self.process.wait())
-                    buffer += chunk
-                kind_size, text_size = _HEADER.unpack_from(buffer)
-                if wanted == _HEADER.size:
-                    wanted += kind_size + text_size
+        while True:
+            while len(buffer) < wanted:
+                if not self.readable.poll(_milliseconds_until(deadline)):
+                    raise TimeoutError
+                try:
+                    chunk = os.read(self.from_child, max(wanted - len(buffer), 1 << 16))
+                except BlockingIOError:
                     continue
-                kind = bytes(buffer[_HEADER.size:_HEADER.size + kind_size])
-                text = buffer[_HEADER.size + kind_size:wanted].decode("utf-8", "replace")
-                return _Answer(kind, text)
+                if not chunk:
+                    raise _EvaluatorDied(self.process.wait())
+                buffer += chunk
+            kind_size, text_size = _HEADER.unpack_from(buffer)
+            if wanted == _HEADER.size:
+                wanted += kind_size + text_size
+                continue
+            kind = bytes(buffer[_HEADER.size:_HEADER.size + kind_size])
+            text = buffer[_HEADER.size + kind_size:wanted].decode("utf-8", "replace")
+            return _Answer(kind, text)
 
     def kill(self) -> None:
         self.process.kill()
@@ -376,6 +375,10 @@ def _run(program: str, text: str, time_limit: float, memory_mib: int, max_bytes:
         raise
     _pool.give_back(evaluator)
     return answer
+
+
+def _milliseconds_until(deadline: float) -> int:
+    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
 
 def _death(returncode: int | None, time_limit: float, memory_mib: int) -> ScriptError:

@@ -10,7 +10,9 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -269,6 +271,30 @@ def test_script_limits_come_from_the_settings(settings_from_env: pytest.MonkeyPa
 
 
 # -- through a worker ---------------------------------------------------------------------
+
+
+def test_a_prefork_worker_keeps_its_environment_and_outlives_a_jq_loop(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    # before any test of this module starts the in-process worker: this one takes the steps
+    from tests.test_faults import WorkerProcess
+
+    process = WorkerProcess(tmp_path / "worker.log", f"sandbox-{uuid.uuid4().hex[:6]}")
+    try:
+        process.ready()
+        limit = get_settings().script_time_limit
+        envs = submit_workflow(wf(jq_step("envs", "[$ENV, env, $ENV.REDIS_URL]")))
+        assert envs.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+        assert envs.steps["envs"].output["result"] == [{}, {}, None]
+        assert process.name in str(envs.steps["envs"].worker)
+        spin = submit_workflow(wf(jq_step("spin", "last(range(1e12))")))
+        started = time.monotonic()
+        assert spin.wait(timeout=scaled(limit + 10)) is RunStatus.FAILED
+        assert time.monotonic() - started < scaled(limit + 5)
+        after = submit_workflow(wf(jq_step("after", ".v * 2", v=4)))
+        assert after.result(timeout=scaled(30)) == {"result": 8, "resultList": [8]}
+    finally:
+        process.stop(signal.SIGKILL)
 
 
 def test_a_jq_step_shows_no_environment_of_its_worker(worker: Any) -> None:

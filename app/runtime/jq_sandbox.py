@@ -19,6 +19,8 @@ memory exhausted. The evaluator writes one `ready` answer once it has started.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import math
 import os
@@ -281,13 +283,25 @@ class _Pool:
 
 _pool = _Pool()
 os.register_at_fork(after_in_child=_pool.forget)
-_directory: list[str] = []
+_directory: dict[int, str] = {}
+_directory_lock = threading.Lock()
 
 
 def _empty_directory() -> str:
-    if not _directory:
-        _directory.append(tempfile.mkdtemp(prefix="baton-jq-"))
-    return _directory[0]
+    """This process's empty directory, the evaluators' working directory."""
+    with _directory_lock:
+        path = _directory.get(os.getpid())
+        if path is None or not os.path.isdir(path):
+            path = _directory[os.getpid()] = tempfile.mkdtemp(prefix="baton-jq-")
+        return path
+
+
+@atexit.register
+def _remove_directory() -> None:
+    path = _directory.get(os.getpid())
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
 
 
 def refuse_module_directives(program: str) -> None:

@@ -188,3 +188,48 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> Non
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+class CeleryWorker:
+    """A `celery -A app worker` process with a prefork pool, as the Procfile starts one."""
+
+    def __init__(
+        self, log: Path, queues: list[str], *, concurrency: int = 1, prefix: str = "worker",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        import uuid
+
+        self.name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.log = log
+        command = [sys.executable, "-m", "celery", "-A", "app", "worker", "-P", "prefork",
+                   "-c", str(concurrency), "-Q", ",".join(queues), "-n", f"{self.name}@%h",
+                   "-l", "WARNING", "--without-heartbeat", "--without-mingle",
+                   "--without-gossip"]
+        with log.open("ab") as sink:
+            self.process = subprocess.Popen(
+                command, cwd=Path(__file__).resolve().parents[1],
+                env={**os.environ, **(env or {})}, stdout=sink, stderr=sink,
+                start_new_session=True)
+
+    def ready(self) -> CeleryWorker:
+        """Wait until the worker answers a ping."""
+        import app
+
+        def answers() -> bool:
+            replies = app.celery.control.ping(timeout=0.5)
+            return any(self.name in name for reply in replies for name in reply)
+
+        wait_for(answers, timeout=60, what=f"worker {self.name} to answer a ping")
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        """Kill the worker and its pool (the tests' workers hold nothing worth a warm stop)."""
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=scaled(30))

@@ -13,12 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import sys
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,12 +22,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from app import RunStatus, submit_workflow
+from app.celery_app import all_queues
 from app.errors import DefinitionError, WaitTimeout
+from app.loader import ensure_loaded
 from app.payloads import InvalidPayload
 from app.runtime.runs import InvalidInput
-from tests.support import RedisServer, scaled, slowness, wait_for
+from tests.support import CeleryWorker, RedisServer, scaled, slowness
 
-ROOT = Path(__file__).resolve().parents[1]
 CASES = int(os.environ.get("BATON_FUZZ_CASES", "2000"))
 BATCH = 10
 # the worker's limits, low so that hostile cases end quickly
@@ -186,56 +183,18 @@ def cases(draw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return definition, draw(inputs)
 
 
-class FuzzWorker:
-    """A prefork worker on every queue, with limits low enough to end hostile cases fast."""
-
-    def __init__(self, log: Path) -> None:
-        self.name = f"fuzz-{uuid.uuid4().hex[:6]}"
-        import app
-        from app.loader import ensure_loaded
-
-        ensure_loaded()  # every transformation's queue is declared
-        queues = ",".join(queue.name for queue in app.celery.conf.task_queues)
-        env = {**os.environ, "BATON_SCRIPT_TIME_LIMIT": str(SCRIPT_SECONDS),
-               "BATON_MAX_LOOP_ITERATIONS": str(LOOP_CAP),
-               "BATON_MAX_FORK_WIDTH": str(FORK_CAP), "BATON_CONTROL_TIME_LIMIT": "20",
-               "FUZZ_SECRET": SECRET}
-        self.log = log
-        with log.open("ab") as sink:
-            self.process = subprocess_popen(
-                [sys.executable, "-m", "celery", "-A", "app", "worker", "-P", "prefork",
-                 "-c", "2", "-Q", queues, "-n", f"{self.name}@%h", "-l", "WARNING",
-                 "--without-heartbeat", "--without-mingle", "--without-gossip"],
-                env, sink)
-
-    def ready(self) -> None:
-        import app
-
-        def answers() -> bool:
-            replies = app.celery.control.ping(timeout=0.5)
-            return any(self.name in name for reply in replies for name in reply)
-
-        wait_for(answers, timeout=60, what="the fuzz worker to answer")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=scaled(30))
-
-
-def subprocess_popen(command: list[str], env: dict[str, str], sink: Any) -> Any:
-    import subprocess
-
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink,
-                            start_new_session=True)
-
-
 @pytest.fixture(scope="module")
 def fuzz_worker(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[FuzzWorker]:
-    worker = FuzzWorker(tmp_path_factory.mktemp("fuzz") / "worker.log")
-    worker.ready()
-    yield worker
+                ) -> Iterator[CeleryWorker]:
+    """A prefork worker on every queue, with limits low enough to end hostile cases fast."""
+    ensure_loaded()  # every transformation's queue is known
+    worker = CeleryWorker(
+        tmp_path_factory.mktemp("fuzz") / "worker.log", all_queues(), concurrency=2,
+        prefix="fuzz", env={"BATON_SCRIPT_TIME_LIMIT": str(SCRIPT_SECONDS),
+                            "BATON_MAX_LOOP_ITERATIONS": str(LOOP_CAP),
+                            "BATON_MAX_FORK_WIDTH": str(FORK_CAP),
+                            "BATON_CONTROL_TIME_LIMIT": "20", "FUZZ_SECRET": SECRET})
+    yield worker.ready()
     worker.stop()
 
 
@@ -244,7 +203,7 @@ def fuzz_worker(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
 CASE_SECONDS = 20.0
 
 
-def test_hostile_cases_are_refused_or_end_with_a_reason(fuzz_worker: FuzzWorker,
+def test_hostile_cases_are_refused_or_end_with_a_reason(fuzz_worker: CeleryWorker,
                                                         redis_server: RedisServer) -> None:
     outcomes: dict[str, int] = {}
     started = time.monotonic()
@@ -276,7 +235,7 @@ def test_hostile_cases_are_refused_or_end_with_a_reason(fuzz_worker: FuzzWorker,
                                [step.error for step in run.steps.values()]], default=str)
             assert SECRET not in seen, f"run {run.id} shows the worker's environment"
             outcomes[status.value] = outcomes.get(status.value, 0) + 1
-        assert fuzz_worker.process.poll() is None, "the worker died"
+        assert fuzz_worker.alive, "the worker died"
 
     check()
     elapsed = time.monotonic() - started

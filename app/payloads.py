@@ -56,24 +56,34 @@ def _check_shape(value: Any, where: str, max_depth: int, error: type[InvalidPayl
             continue
         if isinstance(node, float):
             if not math.isfinite(node):
-                raise error(f"{path}: {node} is not a JSON number")
+                raise error(f"{_short(path)}: {node} is not a JSON number")
             continue
         if not isinstance(node, Mapping | list | tuple):
-            raise error(f"{path}: a {type(node).__name__} is not JSON data")
+            raise error(f"{_short(path)}: {_kind(node)} is not JSON data")
         if depth >= max_depth:
-            raise error(f"{path}: nested more than {max_depth} deep")
+            raise error(f"{_short(path)}: nested more than {max_depth} deep")
         if id(node) in open_containers:
-            raise error(f"{path}: refers to itself (a cycle)")
+            raise error(f"{_short(path)}: refers to itself (a cycle)")
         open_containers.add(id(node))
         exits.append((len(stack), id(node)))
         if isinstance(node, Mapping):
             for key, item in node.items():
                 if not isinstance(key, str):
-                    raise error(f"{path}: key {key!r} is not a string")
+                    raise error(f"{_short(path)}: key {key!r} is not a string")
                 stack.append((item, f"{path}.{key}", depth + 1))
         else:
             for index, item in enumerate(node):
                 stack.append((item, f"{path}[{index}]", depth + 1))
+
+
+def _kind(node: Any) -> str:
+    name = type(node).__name__
+    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
+
+
+def _short(path: str, keep: int = 40) -> str:
+    """A path of a deeply nested value, its middle left out so the message stays one line."""
+    return path if len(path) <= 2 * keep + 3 else f"{path[:keep]}...{path[-keep:]}"
 
 
 def _size(count: int) -> str:

@@ -8,6 +8,7 @@ RecursionError, ValueError or TypeError, and leave Redis as it was.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from app import InvalidInput, RunStatus, WorkflowRun, submit_workflow
 from app.cli import main
 from app.config import get_settings
+from app.errors import DefinitionError
 from app.payloads import InvalidPayload, PayloadTooLarge
 from app.runtime.state import get_store
 from tests.support import RedisServer, wait_for
@@ -83,8 +85,8 @@ def test_input_nested_too_deeply_names_the_path_and_the_limit(redis_server: Redi
     with pytest.raises(InvalidInput) as refused:
         submit_workflow(SEED, input={"deep": nested(10_000)})
 
-    assert str(refused.value) == "input" + ".deep" + ".a" * (limit - 1) + \
-        f": nested more than {limit} deep"
+    path = "input" + ".deep" + ".a" * (limit - 1)
+    assert str(refused.value) == f"{path[:40]}...{path[-40:]}: nested more than {limit} deep"
     submit_workflow(SEED, input={"deep": nested(limit - 1)}).cancel()  # the limit itself is fine
 
 
@@ -111,7 +113,7 @@ def test_the_input_template_counts_towards_the_input(redis_server: RedisServer) 
         (["--input", "[" * 10_000 + "]" * 10_000], "baton: --input: nested too deeply to parse"),
         (["-i", "deep=" + "[" * 10_000 + "]" * 10_000], "baton: -i deep: nested too deeply"),
         (["--input", json.dumps({"deep": nested(500)})],
-         "baton: input.deep.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a"),
+         "baton: input.deep.a.a.a.a"),
         (["--input", '{"x": NaN}'], "baton: input.x: nan is not a JSON number"),
     ],
 )
@@ -141,7 +143,8 @@ def test_a_child_run_whose_input_nests_too_deeply_fails_its_step(worker: Any) ->
 
     assert run.wait(timeout=30) is RunStatus.FAILED
     error = run.steps["sub"].error or {}
-    assert f"input.v.more{'.a' * (limit - 2)}: nested more than {limit} deep" in str(error)
+    assert "input.v.more.a.a" in str(error)
+    assert f"nested more than {limit} deep" in str(error)
     assert "subWorkflowId" not in (run.steps["sub"].output or {})
 
 
@@ -175,7 +178,7 @@ def waiting(run: WorkflowRun, ref: str) -> bool:
         ("done", "output: must be a JSON object, not str"),
         ({"x": float("nan")}, "output.x: nan is not a JSON number"),
         ({"x": {1, 2}}, "output.x: a set is not JSON data"),
-        ({"x": object()}, "output.x: a object is not JSON data"),
+        ({"x": object()}, "output.x: an object is not JSON data"),
         ({"loop": cyclic()}, "output.loop.self.again: refers to itself (a cycle)"),
         ({"deep": nested(10_000)}, "output.deep.a.a.a"),
         ({"blob": "x" * 5_000_000}, "output: 4.8 MiB is over the limit of 4.0 MiB"),
@@ -263,4 +266,24 @@ def test_run_labels_must_be_short_strings(
         submit_workflow(SEED, input={}, **options)
 
     assert str(refused.value) == message
+    assert baton_keys() == before
+
+
+SEED_DEFINITION = json.loads(Path(SEED).read_text())
+
+
+@pytest.mark.parametrize("source", [
+    {**SEED_DEFINITION, "variables": nested(10_000)},
+    json.dumps(SEED_DEFINITION)[:-1] + ', "variables": ' + "[" * 10_000 + "]" * 10_000 + "}",
+    "name: deep\nvariables: " + "[" * 10_000 + "]" * 10_000,
+    {**SEED_DEFINITION, "inputTemplate": {"x": math.nan}},
+], ids=["deep dict", "deep JSON text", "deep YAML text", "NaN"])
+def test_a_definition_too_deep_or_not_json_is_refused_with_its_path(
+    redis_server: RedisServer, source: Any
+) -> None:
+    before = baton_keys()
+    with pytest.raises(DefinitionError) as refused:
+        submit_workflow(source)
+    assert "Traceback" not in str(refused.value)
+    assert str(refused.value).startswith(("variables", "definition:", "inputTemplate.x"))
     assert baton_keys() == before

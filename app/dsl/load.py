@@ -46,6 +46,8 @@ def _parse_text(text: str, where: str, yaml_first: bool = False) -> Any:
     if not yaml_first:
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise DefinitionError([Problem(where, "nested too deeply to parse")]) from None
         except json.JSONDecodeError as exc:
             if text.lstrip().startswith(("{", "[")):
                 message = f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
@@ -54,6 +56,8 @@ def _parse_text(text: str, where: str, yaml_first: bool = False) -> Any:
             return _expect_object(data, where)
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise DefinitionError([Problem(where, "nested too deeply to parse")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None)

@@ -28,6 +28,7 @@ from app.dsl.expressions import (
 )
 from app.dsl.model import WorkflowDef, WorkflowTask
 from app.errors import DefinitionError, Problem
+from app.payloads import InvalidPayload, check_payload
 from app.registry import Transformation
 
 FORK_TYPES = frozenset({"FORK_JOIN", "FORK_JOIN_DYNAMIC"})
@@ -52,6 +53,7 @@ def parse_definition(data: Mapping[str, Any]) -> WorkflowDef:
     refused before the schema builds a model of every one of its tasks.
     """
     _check_size(_count_raw_tasks(data))
+    _check_shape(data)
     try:
         return WorkflowDef.model_validate(data)
     except ValidationError as exc:
@@ -86,6 +88,19 @@ def _check_size(count: int) -> None:
         raise DefinitionError([Problem("tasks", f"{count} tasks (nested ones included) are "
                                                 f"over the limit of {limit} "
                                                 "(BATON_MAX_DEFINITION_TASKS)")])
+
+
+def _check_shape(data: Mapping[str, Any]) -> None:
+    """Refuse a definition that is not JSON data or nests deeper than JSON payloads may.
+
+    Checked without recursion, before the schema and every later step that recurses
+    (pydantic, json.dumps when the run is recorded) meets a definition nested 10,000 deep.
+    """
+    try:
+        check_payload(dict(data), "", max_depth=get_settings().max_json_depth)
+    except InvalidPayload as exc:
+        path, _, message = str(exc).partition(": ")
+        raise DefinitionError([Problem(path.lstrip("."), message)]) from None
 
 
 def _count_raw_tasks(data: Any) -> int:

@@ -34,7 +34,13 @@ def check_payload(
     Errors read `<where>.<path>: <message>`; `error` is the class raised for a value that
     is not JSON or nests too deeply (a size over `max_bytes` is always PayloadTooLarge).
     """
-    _check_shape(value, where, max_depth, error)
+    # the walk stops counting past twice the limit: a value that refers to one large
+    # string a thousand times is refused without serialising a thousand copies of it
+    far = None if max_bytes is None else 2 * max_bytes
+    least = _check_shape(value, where, max_depth, error, far)
+    if max_bytes is not None and far is not None and least > far:
+        raise PayloadTooLarge(f"{where}: at least {_size(least)}, over the limit of "
+                              f"{_size(max_bytes)}")
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if max_bytes is not None:
         size = len(text.encode())
@@ -44,15 +50,27 @@ def check_payload(
     return text
 
 
-def _check_shape(value: Any, where: str, max_depth: int, error: type[InvalidPayload]) -> None:
+def _check_shape(
+    value: Any, where: str, max_depth: int, error: type[InvalidPayload], max_bytes: int | None,
+) -> int:
+    """Walk the value; returns a lower bound of its serialised size, which stops the walk
+    as soon as it passes `max_bytes`."""
+    budget = max_bytes if max_bytes is not None else -1
+    least = 0
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     open_containers: set[int] = set()
     exits: list[tuple[int, int]] = []  # (stack height at entry, id) to close containers
     while stack:
         while exits and len(stack) <= exits[-1][0]:
             open_containers.discard(exits.pop()[1])
+        if 0 <= budget < least:
+            return least
         node, path, depth = stack.pop()
-        if node is None or isinstance(node, str | bool | int):
+        least += 1  # a separator, or a scalar's shortest form
+        if isinstance(node, str):
+            least += len(node) + 2
+            continue
+        if node is None or isinstance(node, bool | int):
             continue
         if isinstance(node, float):
             if not math.isfinite(node):
@@ -70,10 +88,12 @@ def _check_shape(value: Any, where: str, max_depth: int, error: type[InvalidPayl
             for key, item in node.items():
                 if not isinstance(key, str):
                     raise error(f"{_short(path)}: key {key!r} is not a string")
+                least += len(key) + 3
                 stack.append((item, f"{path}.{key}", depth + 1))
         else:
             for index, item in enumerate(node):
                 stack.append((item, f"{path}[{index}]", depth + 1))
+    return least
 
 
 def _kind(node: Any) -> str:

@@ -201,6 +201,23 @@ def test_a_step_output_over_the_limit_fails_the_step(worker: Any, limits: SetLim
     assert run.steps["big"].attempts == 1
 
 
+def test_a_step_input_repeating_a_large_value_fails_before_it_is_recorded(
+    worker: Any, limits: SetLimits
+) -> None:
+    limits(max_input_bytes=1024 * 1024)
+    data = "${workflow.input.data}"
+    run = submit_workflow(workflow(simple("wide", a=data, b=data, c=data, d=[data, data])),
+                          input={"data": "x" * 600_000})
+
+    ref, error = failure(run)
+    assert ref == "wide"
+    assert error["type"] == "PayloadTooLarge"
+    assert error["message"].startswith("input: at least ")
+    assert error["message"].endswith("over the limit of 1.0 MiB (BATON_MAX_INPUT_BYTES)")
+    assert not run.steps["wide"].input  # the oversized input was never recorded
+    assert run.steps["wide"].attempts == 1
+
+
 @pytest.mark.parametrize(("name", "where"), [("limits_nan", "output.value[1]: nan"),
                                              ("limits_set", "output.tags: a set")])
 def test_an_output_that_is_not_json_data_fails_the_step_at_once(worker: Any, name: str,

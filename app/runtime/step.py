@@ -181,10 +181,12 @@ def _execute_step(
     scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
     step_input: Any = None
     try:
-        step_input = spec.inputs.resolve(scope)
+        resolved = spec.inputs.resolve(scope)
         template = spec.task.task_definition.input_template if spec.task.task_definition else None
-        if template and isinstance(step_input, dict):
-            step_input = {**template, **step_input}  # the task definition's defaults
+        if template and isinstance(resolved, dict):
+            resolved = {**template, **resolved}  # the task definition's defaults
+        check_input(resolved)  # before it is recorded: a failed step keeps no input then
+        step_input = resolved
         context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
                               claim.attempts)
         outcome = _outcome(work(context))
@@ -214,6 +216,20 @@ def _execute_step(
             # first delivery's): the fork counts that one, not this
             raise Ignore()
     return None
+
+
+def check_input(value: Any) -> None:
+    """A step's resolved input is JSON data within the input limit.
+
+    Expressions can repeat one large value many times (`{a: ${x}, b: ${x}, ...}`): the
+    limit is checked before the input is serialised and recorded.
+    """
+    settings = get_settings()
+    try:
+        check_payload(value, "input", max_depth=settings.max_json_depth,
+                      max_bytes=settings.max_input_bytes, error=StepOutputError)
+    except PayloadTooLarge as exc:
+        raise PayloadTooLarge(f"{exc} (BATON_MAX_INPUT_BYTES)") from None
 
 
 def normalise_output(value: Any) -> dict[str, Any]:

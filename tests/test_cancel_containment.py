@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,52 +20,24 @@ import redis
 
 from app import RunStatus, StepStatus, submit_workflow
 from app.runtime.state import get_store
-from tests.support import RedisServer, scaled, wait_for
+from tests.support import CeleryWorker, RedisServer, scaled, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 FORK_WIDTH = int(os.environ.get("BATON_CANCEL_FORK_WIDTH", "3000"))
 pytestmark = pytest.mark.timeout(120)
 
 
-class Worker:
-    """One `celery worker` process with a prefork pool, on the given queues."""
-
-    def __init__(self, log: Path, queues: str, env: dict[str, str] | None = None) -> None:
-        self.name = f"cancel-{uuid.uuid4().hex[:6]}"
-        command = [sys.executable, "-m", "celery", "-A", "app", "worker", "-P", "prefork",
-                   "-c", "1", "-Q", queues, "-n", f"{self.name}@%h", "-l", "INFO",
-                   "--without-heartbeat", "--without-mingle", "--without-gossip"]
-        self.log = log
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
-                                            stdout=sink, stderr=sink, start_new_session=True)
-
-    def ready(self) -> Worker:
-        import app
-
-        def answers() -> bool:
-            replies = app.celery.control.ping(timeout=0.5)
-            return any(self.name in name for reply in replies for name in reply)
-
-        wait_for(answers, timeout=60, what=f"worker {self.name} to answer a ping")
-        return self
+class Worker(CeleryWorker):
+    """A prefork worker of one pool process that can say whether it is running a task."""
 
     def idle(self) -> bool:
         """Whether the worker runs no task now (asked over its control queue)."""
-        import app
-
-        active = app.celery.control.inspect(destination=[self._node()], timeout=1).active()
-        return active is not None and not any(active.values())
-
-    def _node(self) -> str:
         import socket
 
-        return f"{self.name}@{socket.gethostname()}"
+        import app
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=scaled(30))
+        node = f"{self.name}@{socket.gethostname()}"
+        active = app.celery.control.inspect(destination=[node], timeout=1).active()
+        return active is not None and not any(active.values())
 
 
 @pytest.fixture
@@ -80,9 +49,10 @@ def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Worker]]
 
 
 def start(workers: list[Worker], log: Path, queues: str, **env: str) -> Worker:
-    worker = Worker(log, queues, env)
+    worker = Worker(log, queues.split(","), prefix="cancel", env=env)
     workers.append(worker)
-    return worker.ready()
+    worker.ready()
+    return worker
 
 
 def wf(*tasks: dict[str, Any]) -> dict[str, Any]:
@@ -97,17 +67,32 @@ def client() -> redis.Redis:
     return get_store().client
 
 
-def test_a_control_task_past_control_time_limit_is_killed_and_its_run_fails(
+def test_a_control_task_past_control_time_limit_is_stopped_and_its_run_fails(
     workers: list[Worker], tmp_path: Path
 ) -> None:
     # a jq program that never ends, under a script time limit that never stops it: only
-    # the control time limit can end the step (libjq runs in C, so the soft limit cannot
-    # interrupt it: the pool process is killed at the hard limit)
+    # the control time limit can end the step (its soft limit stops the wait, and the
+    # evaluator process is killed with it)
     start(workers, tmp_path / "worker.log", "baton,echo", BATON_CONTROL_TIME_LIMIT="2",
           BATON_SCRIPT_TIME_LIMIT="600")
     spin = {"name": "spin", "taskReferenceName": "spin", "type": "JSON_JQ_TRANSFORM",
             "inputParameters": {"queryExpression": "last(range(1e15))"}}
-    # a fork member: the killed step must not be counted towards its fork either
+    assert_time_limit_ends_fork_member(spin, "control_time_limit: stopped after 1.5s")
+
+
+def test_a_task_that_ignores_its_soft_limit_is_killed_and_its_run_fails(
+    workers: list[Worker], tmp_path: Path
+) -> None:
+    # a transformation that swallows the soft limit: the pool process is killed at the
+    # hard one, and the worker's main process records the failure
+    start(workers, tmp_path / "worker.log", "baton,echo,faulty")
+    stubborn = {"name": "stubborn", "taskReferenceName": "spin",
+                "inputParameters": {"seconds": 600}}
+    assert_time_limit_ends_fork_member(stubborn, "timeoutSeconds: killed after 6s")
+
+
+def assert_time_limit_ends_fork_member(spin: dict[str, Any], message: str) -> None:
+    # a fork member: the stopped step must not be counted towards its fork either
     fork = {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
         [spin], [{"name": "echo", "taskReferenceName": "beside"}]]}
     join = {"name": "join", "taskReferenceName": "join", "type": "JOIN",
@@ -119,7 +104,7 @@ def test_a_control_task_past_control_time_limit_is_killed_and_its_run_fails(
     assert step.status is StepStatus.TIMED_OUT
     assert "join" not in run.steps and "after" not in run.steps
     reason = run.record()["reasonForIncompletion"]
-    assert "control_time_limit: killed after 2s" in reason, reason
+    assert message in reason, reason
     # the message was acknowledged, not delivered again, and the pool process is free
     next_run = submit_workflow(wf({"name": "echo", "taskReferenceName": "e",
                                    "inputParameters": {"v": 1}}))

@@ -161,3 +161,19 @@ def slow_flaky(key: str, failures: int, seconds: float) -> dict[str, Any]:
     if attempt <= failures:
         raise ConnectionError(f"attempt {attempt} failed")
     return {"attempt": attempt}
+
+
+@transformation(queue="faulty", policy=StepPolicy(timeout_seconds=1))
+def stubborn(seconds: float) -> dict[str, Any]:
+    """Ignore the soft time limit (a transformation that will not stop): only a kill ends it."""
+    import time
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+    return {"slept": seconds}

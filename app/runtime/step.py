@@ -224,12 +224,7 @@ def check_input(value: Any) -> None:
     Expressions can repeat one large value many times (`{a: ${x}, b: ${x}, ...}`): the
     limit is checked before the input is serialised and recorded.
     """
-    settings = get_settings()
-    try:
-        check_payload(value, "input", max_depth=settings.max_json_depth,
-                      max_bytes=settings.max_input_bytes, error=StepOutputError)
-    except PayloadTooLarge as exc:
-        raise PayloadTooLarge(f"{exc} (BATON_MAX_INPUT_BYTES)") from None
+    _check(value, "input", get_settings().max_input_bytes, "BATON_MAX_INPUT_BYTES")
 
 
 def normalise_output(value: Any) -> dict[str, Any]:
@@ -240,15 +235,21 @@ def normalise_output(value: Any) -> dict[str, Any]:
         output = value
     else:
         output = {"result": value}
-    settings = get_settings()
     try:
-        check_payload(output, "output", max_depth=settings.max_json_depth,
-                      max_bytes=settings.max_output_bytes, error=StepOutputError)
-    except PayloadTooLarge as exc:
-        raise PayloadTooLarge(f"{exc} (BATON_MAX_OUTPUT_BYTES)") from None
+        _check(output, "output", get_settings().max_output_bytes, "BATON_MAX_OUTPUT_BYTES")
+    except PayloadTooLarge:
+        raise
     except StepOutputError as exc:
         raise StepOutputError(f"output is not JSON-serialisable: {exc}") from None
     return output
+
+
+def _check(value: Any, where: str, max_bytes: int, setting: str) -> None:
+    try:
+        check_payload(value, where, max_depth=get_settings().max_json_depth,
+                      max_bytes=max_bytes, error=StepOutputError)
+    except PayloadTooLarge as exc:
+        raise PayloadTooLarge(f"{exc} ({setting})") from None
 
 
 def _outcome(result: Any) -> Outcome:

@@ -45,6 +45,7 @@ def _configure(app: Celery, settings: Settings) -> None:
         task_acks_late=settings.task_acks_late,
         task_reject_on_worker_lost=settings.task_reject_on_worker_lost,
         worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
+        worker_max_memory_per_child=settings.worker_max_memory_per_child or None,
         broker_transport_options=broker_transport,
         result_backend_transport_options=transport,
         result_expires=settings.result_expires,

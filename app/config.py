@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     task_acks_late: bool = True
     task_reject_on_worker_lost: bool = True
     worker_prefetch_multiplier: int = Field(default=1, ge=1)
+    worker_max_memory_per_child: int = Field(default=512 * 1024, ge=0)
+    """KiB a pool process may hold before it is replaced (after its current task): a bound
+    on what any leak in an embedded engine or allocator fragmentation can cost. 0: none."""
     worker_send_task_events: bool = True
     task_send_sent_event: bool = True
     worker_cancel_long_running_tasks_on_connection_loss: bool = False

@@ -284,3 +284,12 @@ def test_recording_a_run_costs_at_most_one_and_a_half_times_its_payload(worker: 
     assert run.result(timeout=1) == {"data": payload}
     assert run.steps["b"].input == {"data": payload}
     assert run.record()["input"] == {"data": payload}
+
+
+def test_a_pool_process_is_replaced_past_its_memory_budget() -> None:
+    # an embedded engine that leaks on out-of-memory (QuickJS does, a little), or a heap
+    # fragmented by large payloads, costs at most this much per pool process
+    import app
+
+    assert app.celery.conf.worker_max_memory_per_child == 512 * 1024
+    assert get_settings().worker_max_memory_per_child == 512 * 1024

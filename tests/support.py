@@ -11,7 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from http.server import BaseHTTPRequestHandler
@@ -178,6 +179,26 @@ class RedisServer:
             return bool(client.ping())
         except redis.ConnectionError:
             return False
+
+
+@contextmanager
+def baton_settings(**values: str) -> Iterator[None]:
+    """BATON_<NAME>=value for this process (the in-process worker included) meanwhile."""
+    from app.config import get_settings
+
+    names = {f"BATON_{name.upper()}": value for name, value in values.items()}
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
 
 
 def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:

@@ -3,7 +3,7 @@
 Local servers listen on 127.0.0.1, which the default host policy refuses (`private`), so
 this module's worker allows 127.0.0.0/8: Baton's own Redis, on the same address, stays
 refused all the same. Settings are read once per process (`get_settings()` is cached);
-`settings(...)` changes the environment and clears that cache, and the in-process worker
+`baton_settings(...)` changes the environment and clears that cache, and the in-process worker
 reads the new values at its next HTTP step.
 """
 
@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,36 +28,17 @@ import pytest
 
 from app import RunStatus, StepStatus, WorkflowFailed, submit_workflow
 from app.celery_app import declare_queues
-from app.config import get_settings
 from app.runtime.http_policy import HttpConfigError, HttpRefused, policy_for
 from app.runtime.state import get_store
-from tests.support import RedisServer, scaled, send_json, wait_for
+from tests.support import RedisServer, baton_settings, scaled, send_json, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = "127.0.0.0/8"
 
 
-@contextmanager
-def settings(**values: str) -> Iterator[None]:
-    """BATON_<NAME>=value for this process (the in-process worker included) meanwhile."""
-    names = {f"BATON_{name.upper()}": value for name, value in values.items()}
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
-
-
 @pytest.fixture(scope="module", autouse=True)
 def local_hosts_allowed() -> Iterator[None]:
-    with settings(http_allow=LOCAL):
+    with baton_settings(http_allow=LOCAL):
         yield
 
 
@@ -216,7 +196,7 @@ def test_a_trickling_server_fails_the_step_at_the_overall_deadline(
     worker: Any, service: str
 ) -> None:
     trickling()
-    with settings(http_allow=LOCAL, http_deadline="1"):
+    with baton_settings(http_allow=LOCAL, http_deadline="1"):
         started = time.monotonic()
         failed = failure(f"{service}/trickle")
     assert failed.error["type"] == "HttpTimeout"
@@ -229,7 +209,7 @@ def test_a_task_timeout_lowers_the_setting_and_never_raises_it(
 ) -> None:
     # the server stalls after its first byte; the task asks for an hour, the setting 0.5 s
     trickling()
-    with settings(http_allow=LOCAL, http_read_timeout="0.5"):
+    with baton_settings(http_allow=LOCAL, http_read_timeout="0.5"):
         failed = failure(f"{service}/stall", readTimeOut=3_600_000)
     assert failed.error["type"] == "OperatorError"
     assert "ReadTimeout" in failed.error["message"]
@@ -257,7 +237,7 @@ def test_batons_own_redis_is_refused_even_where_its_network_is_allowed(
     worker: Any, redis_server: RedisServer, allow: str
 ) -> None:
     port = redis_server.port
-    with settings(http_allow=allow):
+    with baton_settings(http_allow=allow):
         failed = failure(f"http://127.0.0.1:{port}/")
         via_name = failure(f"http://localhost:{port}/")
     assert failed.error["type"] == "HttpRefused"
@@ -298,7 +278,7 @@ def test_redirects_are_followed_and_each_target_is_checked(worker: Any, service:
 
 
 def test_too_many_redirects_fail_the_step(worker: Any, service: str) -> None:
-    with settings(http_allow=LOCAL, http_max_redirects="2"):
+    with baton_settings(http_allow=LOCAL, http_max_redirects="2"):
         failed = failure(f"{service}/redirect?hops=3")
     assert failed.error["type"] == "HttpTooManyRedirects"
     assert "more than 2 redirects" in failed.error["message"]
@@ -309,7 +289,7 @@ def test_an_answer_over_the_size_cap_fails_the_step(
     worker: Any, service: str, declared: bool
 ) -> None:
     uri = f"{service}/big?size=100000" + ("&declare=1" if declared else "")
-    with settings(http_allow=LOCAL, http_max_response_bytes="4096"):
+    with baton_settings(http_allow=LOCAL, http_max_response_bytes="4096"):
         failed = failure(uri)
         run = submit_workflow(http_workflow(f"{service}/big?size=4000", method="GET"))
         assert run.result(timeout=30)["answer"] == "x" * 4000
@@ -322,10 +302,10 @@ def test_an_allow_list_of_networks_and_names_opens_only_what_it_names(
     worker: Any, service: str
 ) -> None:
     port = int(service.rsplit(":", 1)[1])
-    with settings(http_allow="127.0.0.1/32", http_deny="*"):
+    with baton_settings(http_allow="127.0.0.1/32", http_deny="*"):
         run = submit_workflow(http_workflow(f"{service}/ok"), input={"order": 1})
         assert run.result(timeout=30)["code"] == 200
-    with settings(http_allow="*.example.com,localhost", http_deny="*"):
+    with baton_settings(http_allow="*.example.com,localhost", http_deny="*"):
         run = submit_workflow(http_workflow(f"http://localhost:{port}/ok"), input={"order": 1})
         assert run.result(timeout=30)["code"] == 200
         failed = failure(f"{service}/ok")
@@ -467,7 +447,7 @@ def test_two_trickling_http_steps_do_not_delay_control_tasks(
     queues = {"control_queue": f"sep.{suffix}", "io_queue": f"sep.{suffix}.io"}
     env = {f"BATON_{k.upper()}": v for k, v in queues.items()}
     env["BATON_HTTP_ALLOW"] = LOCAL
-    with settings(http_allow=LOCAL, **queues):
+    with baton_settings(http_allow=LOCAL, **queues):
         declare_queues()
         workers = [_Worker(queue, tmp_path / f"{queue}.log", env) for queue in queues.values()]
         trickling()

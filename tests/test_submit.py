@@ -52,7 +52,7 @@ def test_input_that_is_not_a_json_object_is_refused(redis_server: RedisServer) -
     before = baton_keys()
     with pytest.raises(InvalidInput, match="input: must be a JSON object, not list"):
         submit_workflow(str(SEED), input=["s3://x"])  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput, match=r"^input\.fileLocation: a object is not JSON data"):
+    with pytest.raises(InvalidInput, match=r"^input\.fileLocation: an object is not JSON data"):
         submit_workflow(str(SEED), input={"fileLocation": object()})
     assert baton_keys() == before
 

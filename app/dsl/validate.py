@@ -319,7 +319,7 @@ class _Checker:
             branch_scope.done.add(ref)
             branch_scope.branches[ref] = index
             inner = self._sequence(branch, f"{path}.forkTasks[{index}]", branch_scope)
-            ends.append(branch[-1].task_reference_name)
+            ends.extend(_branch_ends(branch))
             joined.done |= inner.done
             joined.maybe |= inner.maybe
         # Baton's JOIN waits for every branch, so every branch step is readable after it (and
@@ -329,6 +329,8 @@ class _Checker:
         if following is None or following.type != "JOIN":
             self._add(path, f"FORK_JOIN '{ref}' must be followed by a JOIN")
             return
+        # Like Conductor, a JOIN may wait on a task that ends a case of a SWITCH or DECISION
+        # ending a branch: it waits for it if that case runs (app.runtime.operators.join).
         branch_ends = set(ends)
         for index, name in enumerate(following.join_on or []):
             if name not in branch_ends:
@@ -422,6 +424,18 @@ def _walk(tasks: Iterable[WorkflowTask]) -> Iterable[WorkflowTask]:
         yield task
         for _, children in task.children():
             yield from _walk(children)
+
+
+def _branch_ends(branch: Sequence[WorkflowTask]) -> list[str]:
+    """The refs a fork branch can end with: its last task, and when that is a SWITCH or
+    DECISION, what each of its cases (the default included) can end with."""
+    last = branch[-1]
+    ends = [last.task_reference_name]
+    if last.type in _BRANCHING:
+        for _, case in last.children():
+            if case:
+                ends.extend(_branch_ends(case))
+    return ends
 
 
 def _next_path(path: str) -> str:

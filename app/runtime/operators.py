@@ -46,8 +46,13 @@ def system_task(type_name: str) -> Callable[[Callable[[StepContext], Any]], Any]
 
 
 @system_task("JOIN")
-def join(context: StepContext) -> dict[str, Any]:
-    """Close a fork: runs once every branch has ended; output maps joined refs to outputs."""
+def join(context: StepContext) -> Any:
+    """Close a fork: runs once every branch has ended; output maps joined refs to outputs.
+
+    As Conductor's, the output holds the joined tasks that ran and have an output, and a
+    joined task that never ran (it ends a case of a SWITCH that took another case) keeps
+    the JOIN waiting (IN_PROGRESS) until the run is cancelled or times out.
+    """
     spec, store = context.spec, get_store()
     names = list(spec.join_on)
     fork_record = context.scope.get(spec.fork_ref or "") or {}
@@ -56,16 +61,23 @@ def join(context: StepContext) -> dict[str, Any]:
         names = list(dict.fromkeys([*names, *forked]))
     records = store.get_step_records(context.run_id, names) if forked else {}
     output = {}
+    never_ran = []
     for name in names:
         record = context.scope.get(name) or _document(records.get(name))
+        if not record.get("status"):
+            never_ran.append(name)
+            continue
         if record.get("status") in FAILED_STEP_STATUSES:
             raise OperatorError(f"branch step '{name}' failed (permissive)")
-        output[name] = record.get("output")
+        if record.get("output"):
+            output[name] = record.get("output")
     if spec.fork_ref is not None and not forked:
         fork_ref = record_ref(spec.fork_ref, context.iteration)
         store.record_step(context.run_id, fork_ref, {
             "status": StepStatus.COMPLETED.value, "taskType": "FORK_JOIN", "output": "{}",
             "referenceTaskName": fork_ref, "endTime": str(now_ms())})
+    if never_ran:
+        return Outcome(output, status=StepStatus.IN_PROGRESS, stop=True)
     return output
 
 

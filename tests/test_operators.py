@@ -81,7 +81,8 @@ def test_do_while_over_items_exposes_item_and_index_and_keeps_last_n(worker: Any
     steps = run.steps
     assert [steps[f"each__{n}"].input for n in (1, 2, 3)] == [
         {"file": "a", "at": 0}, {"file": "b", "at": 1}, {"file": "c", "at": 2}]
-    assert steps["lp"].output == {"iteration": 3, "2": {"each": {"file": "b", "at": 1}},
+    assert steps["lp"].output == {"iteration": 3, "loopItem": "c", "loopIndex": 2,
+                                  "2": {"each": {"file": "b", "at": 1}},
                                   "3": {"each": {"file": "c", "at": 2}}}
 
 

@@ -247,7 +247,9 @@ def _spec(
         join_on += tuple(task.default_exclusive_join_task or ())
     # a join reads its fork too: a dynamic fork's record lists the branches it sent
     forks = (fork_ref,) if fork_ref is not None else ()
-    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *forks, *extra_reads]))
+    # a loop's `items` is resolved with its input: the refs it names are read as well
+    items = _reads(parse_parameter(task.items)) if task.type == "DO_WHILE" and task.items else ()
+    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *forks, *extra_reads, *items]))
     return StepSpec(
         ref=task.task_reference_name,
         type=task.type,

@@ -104,13 +104,13 @@ switch = step_task(CONTROL_TASKS["SWITCH"], _switch_work, resend=_switch_resend,
 
 
 def _loop_items(context: StepContext) -> list[Any] | None:
+    """The list a loop iterates over: its `items`, else Conductor's `inputParameters._items`."""
     task, given = context.spec.task, dict(context.input)
-    if "_items" in given:
+    items = parse_parameter(task.items).resolve(context.scope) if task.items else None
+    if items is None and "_items" in given:
         items = given["_items"]
-    elif task.items:
-        items = parse_parameter(task.items).resolve(context.scope)
-    else:
-        return None
+    if items is None:  # as Conductor's: a list that resolves to nothing is empty
+        return [] if task.items or "_items" in given else None
     if not isinstance(items, list):
         raise OperatorError(f"DO_WHILE items must be a list, not {type(items).__name__}")
     return items
@@ -135,7 +135,7 @@ def _loop_work(context: StepContext) -> Outcome:
     if items is not None:
         if not items:
             return Outcome({"iteration": 0})
-        output.update(item=items[0], index=0, items=items)
+        output.update(_current(items, 0), items=items)
     route = _iteration_route(context.plan, context.run_id, stage, 1, context.final)
     return Outcome(output, then=route, status=StepStatus.IN_PROGRESS)
 
@@ -172,13 +172,19 @@ def loop_next(
     _keep_last(output, loop_input)
     items = output.get("items")
     try:
+        bindings = {**loop_input, ref: output}
+        bindings.update({r: (scope.get(r) or {}).get("output") for r in inner})
         if items is not None:
+            # Conductor: over a list, the loop goes on while items are left and, when there
+            # is a loopCondition, while it holds ($.loopItem and $.loopIndex bound)
             again = iteration < len(items)
-        else:
-            bindings = {**loop_input, ref: output}
-            bindings.update({r: (scope.get(r) or {}).get("output") for r in inner})
-            again = bool(javascript.evaluate(spec.task.loop_condition or "false", bindings,
+            if again and (spec.task.loop_condition or "").strip():
+                bindings.update(loopIndex=iteration - 1, loopItem=items[iteration - 1])
+                again = bool(javascript.evaluate(spec.task.loop_condition or "", bindings,
                                                  where="loopCondition"))
+        else:
+            again = bool(javascript.evaluate(spec.task.loop_condition or "false", bindings,
+                                             where="loopCondition"))
     except Exception as exc:
         store.fail_step(run_id, ref, error={"type": type(exc).__name__, "message": str(exc)})
         stop_route(self)
@@ -195,13 +201,14 @@ def loop_next(
     if again:
         output["iteration"] = iteration + 1
         if items is not None:
-            output.update(item=items[iteration], index=iteration)
+            output.update(_current(items, iteration))
         # only if no other delivery of this decision moved the loop on meanwhile
         if not store.record_step(run_id, ref, {"output": json.dumps(output)},
                                  expect_output=records[ref].get("output", "")):
             stop_route(self)
             return None
         return self.replace(_iteration_route(plan, run_id, stage, iteration + 1, final))
+    # like Conductor's, the ended loop's output keeps the last loopItem and loopIndex
     output.pop("items", None)
     output.pop("item", None)
     output.pop("index", None)
@@ -212,6 +219,12 @@ def loop_next(
                            expect=StepStatus.IN_PROGRESS) is None:
         stop_route(self)  # another delivery of this decision ended the loop
     return None
+
+
+def _current(items: list[Any], index: int) -> dict[str, Any]:
+    """The loop output naming the item of iteration index+1: Conductor's `loopItem` and
+    `loopIndex` (zero-based), and Baton's earlier names `item` and `index` for them."""
+    return {"loopItem": items[index], "loopIndex": index, "item": items[index], "index": index}
 
 
 def _keep_last(output: dict[str, Any], given: dict[str, Any]) -> None:

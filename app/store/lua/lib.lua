@@ -79,7 +79,8 @@ end
 -- Every key of the run, for expiring or persisting them together.
 local function run_keys(run)
   local keys = {run, part(run, 'refs'), part(run, 'vars'), part(run, 'dynamic'),
-                part(run, 'parked'), part(run, 'aliases'), part(run, 'blobs')}
+                part(run, 'parked'), part(run, 'aliases'), part(run, 'blobs'),
+                part(run, 'canceled')}
   for _, digest in ipairs(redis.call('SMEMBERS', part(run, 'blobs'))) do
     keys[#keys + 1] = blob_of(run, digest)
   end
@@ -134,9 +135,107 @@ end
 
 local DEFERRED = {'deferredStatus', 'deferredOutput', 'deferredReason', 'deferredFailed'}
 
+local STEP_ENDED = {COMPLETED = true, COMPLETED_WITH_ERRORS = true, FAILED = true,
+  FAILED_WITH_TERMINAL_ERROR = true, TIMED_OUT = true, CANCELED = true, SKIPPED = true}
+
+local function list_of(value) if type(value) == 'table' then return value end return {} end
+
+-- Every task ref nested in a definition's task list, into the set `into`.
+local function nested_refs(tasks, into)
+  for _, task in ipairs(list_of(tasks)) do
+    if type(task) == 'table' and type(task.taskReferenceName) == 'string' then
+      into[task.taskReferenceName] = true
+      for _, branch in ipairs(list_of(task.forkTasks)) do nested_refs(branch, into) end
+      for _, case in pairs(list_of(task.decisionCases)) do nested_refs(case, into) end
+      nested_refs(task.defaultCase, into)
+      nested_refs(task.loopOver, into)
+    end
+  end
+end
+
+-- Each JOIN of the definition as {ref, fork ref, set of refs in the fork's branches}.
+local function joins_of(tasks, found)
+  tasks = list_of(tasks)
+  for i, task in ipairs(tasks) do
+    if type(task) == 'table' then
+      local join = tasks[i + 1]
+      if (task.type == 'FORK_JOIN' or task.type == 'FORK_JOIN_DYNAMIC') and type(join) == 'table'
+         and join.type == 'JOIN' then
+        local inner = {}
+        for _, branch in ipairs(list_of(task.forkTasks)) do nested_refs(branch, inner) end
+        found[#found + 1] = {join.taskReferenceName, task.taskReferenceName, inner}
+      end
+      for _, branch in ipairs(list_of(task.forkTasks)) do joins_of(branch, found) end
+      for _, case in pairs(list_of(task.decisionCases)) do joins_of(case, found) end
+      joins_of(task.defaultCase, found)
+      joins_of(task.loopOver, found)
+    end
+  end
+  return found
+end
+
+-- As Conductor cancels the tasks a workflow has not finished when it ends, a JOIN that
+-- waits (its fork started: a step of its branches, or a dynamic fork, has a record) is
+-- recorded CANCELED when its run ends without completing. The refs go in `<run>:canceled`,
+-- so that a run that runs again (retry) waits on them anew (reopen_run).
+local function cancel_waiting_joins(run, now)
+  local digest = redis.call('HGET', run, 'plan')
+  local text = digest and redis.call('GET', definition_of(digest))
+  if not text then return end
+  local ok, definition = pcall(cjson.decode, text)
+  if not ok or type(definition) ~= 'table' then return end
+  local joins = joins_of(definition.tasks, {})
+  if #joins == 0 then return end
+  -- recorded refs by name, each with the loop iterations it ran in ('' outside a loop)
+  local runs_in = {}
+  for _, ref in ipairs(redis.call('SMEMBERS', part(run, 'refs'))) do
+    local base, n = string.match(ref, '^(.*)__(%d+)$')
+    if not base then base, n = ref, '' end
+    runs_in[base] = runs_in[base] or {}
+    runs_in[base][n] = true
+  end
+  for _, join in ipairs(joins) do
+    local started = {}
+    for n in pairs(runs_in[join[2]] or {}) do
+      local fork = step_of(run, n == '' and join[2] or join[2] .. '__' .. n)
+      if redis.call('HGET', fork, 'status') == 'COMPLETED' then started[n] = true end
+    end
+    for inner in pairs(join[3]) do
+      for n in pairs(runs_in[inner] or {}) do started[n] = true end
+    end
+    for n in pairs(started) do
+      local ref = join[1]
+      if n ~= '' then ref = ref .. '__' .. n end
+      local key = step_of(run, ref)
+      if not STEP_ENDED[redis.call('HGET', key, 'status') or ''] then
+        local fields = {'status', 'CANCELED', 'endTime', now, 'referenceTaskName', ref,
+          'taskType', 'JOIN', 'taskDefName', 'JOIN'}
+        redis.call('HSET', key, unpack(fields))
+        redis.call('SADD', part(run, 'refs'), ref)
+        redis.call('SADD', part(run, 'canceled'), ref)
+        if n ~= '' then
+          -- a step of a loop iteration: its unsuffixed ref holds the latest iteration
+          redis.call('DEL', step_of(run, join[1]))
+          redis.call('HSET', step_of(run, join[1]), unpack(fields))
+          redis.call('SADD', part(run, 'aliases'), join[1])
+        end
+      end
+    end
+  end
+end
+
 -- Make an ended run RUNNING again: its keys lose their expiry, and what its end wrote goes.
 local function reopen_run(run)
   persist_run(run)
+  -- the JOINs its end cancelled wait again
+  local canceled = part(run, 'canceled')
+  for _, ref in ipairs(redis.call('SMEMBERS', canceled)) do
+    redis.call('DEL', step_of(run, ref))
+    redis.call('SREM', part(run, 'refs'), ref)
+    local base = string.match(ref, '^(.*)__%d+$')
+    if base then redis.call('DEL', step_of(run, base)) end
+  end
+  redis.call('DEL', canceled)
   redis.call('HSET', run, 'status', 'RUNNING')
   redis.call('HDEL', run, 'reasonForIncompletion', 'failedReferenceTaskName', 'endTime',
     'permissiveFailure', 'output', unpack(DEFERRED))
@@ -155,6 +254,7 @@ local function close(run, status, output, reason, failed, now, retention)
     if reason ~= '' then redis.call('HSET', run, 'reasonForIncompletion', reason) end
     if failed ~= '' then redis.call('HSET', run, 'failedReferenceTaskName', failed) end
   end
+  if redis.call('HGET', run, 'status') ~= 'COMPLETED' then cancel_waiting_joins(run, now) end
   redis.call('HDEL', run, unpack(DEFERRED))
   expire_run(run, retention)
   return ended(run)

@@ -26,6 +26,7 @@ from app.dsl.expressions import (
     ParseFailure,
     parse_parameter,
 )
+from app.dsl.fields import unhonoured_fields
 from app.dsl.model import WorkflowDef, WorkflowTask
 from app.errors import DefinitionError, Problem
 from app.payloads import InvalidPayload, check_payload
@@ -78,7 +79,7 @@ def find_problems(
 ) -> list[Problem]:
     checker = _Checker(definition, transformations, prefix)
     checker.run()
-    return checker.problems
+    return [*checker.problems, *unhonoured_fields(definition, prefix)]
 
 
 def _check_size(count: int) -> None:

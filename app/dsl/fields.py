@@ -1,0 +1,174 @@
+"""Fields Baton accepts in a definition but does not honour, refused when they would act.
+
+The models mirror Conductor's field for field, so every definition Conductor accepts loads.
+A field Baton does not carry out is refused here once it is set to a value that changes
+behaviour in Conductor; its default, or any value Conductor treats as "off", stays
+accepted (`rateLimitPerFrequency: 0`, `workflowStatusListenerEnabled: false`,
+`maskedFields: []`). docs/conductor-fields.md lists every field and what Baton does with it.
+
+Inline sub-workflows are checked by the validator's own recursion (it calls this with
+their path as `prefix`), so only the definition's own tasks are walked here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from app.dsl.model import (
+    CacheConfig,
+    SchemaDef,
+    SubWorkflowParams,
+    TaskDef,
+    WorkflowDef,
+    WorkflowTask,
+)
+from app.errors import Problem
+
+# Conductor's default: a worker that sends no update for an hour is timed out.
+_RESPONSE_TIMEOUT_DEFAULT = 3600
+_SCHEMAS = ("inputSchema", "outputSchema")
+# Types whose failed step Conductor retries but Baton does not: only transformations (SIMPLE,
+# DYNAMIC) and HTTP steps have a retry policy. Control-flow operators are left out.
+_NOT_RETRIED = frozenset({
+    "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "SUB_WORKFLOW", "START_WORKFLOW", "EVENT",
+    "SET_VARIABLE", "WAIT", "HUMAN",
+})
+
+
+def unhonoured_fields(definition: WorkflowDef, prefix: str = "") -> list[Problem]:
+    """A problem for each field set to a value whose effect Baton would not carry out."""
+
+    def path(suffix: str) -> str:
+        return f"{prefix}.{suffix}" if prefix else suffix
+
+    problems: list[Problem] = []
+    for where, message in _workflow(definition):
+        problems.append(Problem(path(where), message))
+    for where, task in _tasks(definition.tasks, "tasks"):
+        for field, message in _task(task):
+            problems.append(Problem(path(f"{where}.{field}"), message))
+    return problems
+
+
+def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
+    if definition.workflow_status_listener_enabled:
+        yield ("workflowStatusListenerEnabled",
+               "not supported yet (Baton has no workflow status listener); remove it or set "
+               "false")
+    yield from _schemas(definition.input_schema, definition.output_schema,
+                        definition.enforce_schema)
+    yield from _cache(definition.cache_config, "cacheConfig")
+    if definition.masked_fields:
+        yield ("maskedFields",
+               "not supported yet (Baton records inputs and outputs as they are); remove it "
+               "or set []")
+    # rateLimitConfig is accepted and not enforced, as in Conductor OSS (no reader in its
+    # core): see docs/conductor-fields.md.
+
+
+def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
+    if task.async_complete:
+        yield ("asyncComplete",
+               "not supported yet (a step completes when its work returns); remove it or set "
+               "false")
+    if any(task.on_state_change.values()):
+        yield ("onStateChange",
+               "not supported yet (Baton publishes no task state events); remove it or set {}")
+    yield from _cache(task.cache_config, "cacheConfig")
+    yield from _retries(task)
+    if task.dynamic_fork_join_tasks_param:
+        yield ("dynamicForkJoinTasksParam",
+               "not supported (the deprecated form of a dynamic fork); use "
+               "dynamicForkTasksParam and dynamicForkTasksInputParamName")
+    if task.task_definition is not None:
+        for field, message in _task_definition(task.task_definition):
+            yield (f"taskDefinition.{field}", message)
+    if task.sub_workflow_param is not None:
+        for field, message in _sub_workflow(task.sub_workflow_param):
+            yield (f"subWorkflowParam.{field}", message)
+
+
+def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:
+    if definition.rate_limit_per_frequency:
+        yield ("rateLimitPerFrequency",
+               "not supported yet (rate limits are planned); remove it or set 0")
+    if definition.concurrent_exec_limit:
+        yield ("concurrentExecLimit",
+               "not supported yet (concurrency limits are planned); remove it or set 0")
+    if definition.poll_timeout_seconds:
+        yield ("pollTimeoutSeconds",
+               "not supported yet (a queued step waits for a worker however long it takes); "
+               "remove it or set 0")
+    if definition.total_timeout_seconds:
+        yield ("totalTimeoutSeconds",
+               "not supported yet (timeoutSeconds limits each attempt); remove it or set 0")
+    timeout = definition.timeout_seconds
+    response = definition.response_timeout_seconds
+    if response != _RESPONSE_TIMEOUT_DEFAULT and not 0 < timeout <= response:
+        yield ("responseTimeoutSeconds",
+               "not supported yet (a running step sends no heartbeat to time out); remove it "
+               "and set timeoutSeconds to limit how long an attempt may run")
+    if timeout > 0 and definition.timeout_policy == "ALERT_ONLY":
+        yield ("timeoutPolicy",
+               "ALERT_ONLY is not supported yet (a step is stopped at its timeoutSeconds); "
+               "remove timeoutSeconds to let it run, or set RETRY or TIME_OUT_WF")
+    if definition.isolation_group_id:
+        yield ("isolationGroupId",
+               "not supported (steps run on the queues of their workers); remove it")
+    if definition.execution_name_space:
+        yield ("executionNameSpace",
+               "not supported (steps run on the queues of their workers); remove it")
+    yield from _schemas(definition.input_schema, definition.output_schema,
+                        definition.enforce_schema)
+
+
+def _retries(task: WorkflowTask) -> Iterator[tuple[str, str]]:
+    if task.type not in _NOT_RETRIED:
+        return
+    message = (f"not supported yet for a {task.type} task (only SIMPLE, DYNAMIC and HTTP "
+               "steps are retried); remove it or set 0")
+    if task.retry_count:
+        yield ("retryCount", message)
+    definition = task.task_definition
+    if definition is not None and "retry_count" in definition.model_fields_set \
+            and definition.retry_count and task.retry_count is None:
+        yield ("taskDefinition.retryCount", message)
+
+
+def _sub_workflow(params: SubWorkflowParams) -> Iterator[tuple[str, str]]:
+    if params.task_to_domain:
+        yield ("taskToDomain",
+               "not supported (Baton has no task domains); remove it or set {}")
+    if params.priority not in (None, 0):
+        yield ("priority",
+               "not supported yet (runs are not prioritised); remove it or set 0")
+    if params.idempotency_key:
+        yield ("idempotencyKey",
+               "not supported yet (each step starts its sub-workflow once, under a key of its "
+               "own); remove it")
+
+
+def _schemas(
+    input_schema: SchemaDef | None, output_schema: SchemaDef | None, enforce: bool
+) -> Iterator[tuple[str, str]]:
+    if not enforce:
+        return  # a schema that is not enforced only documents the data
+    for name, schema in zip(_SCHEMAS, (input_schema, output_schema), strict=True):
+        if schema is not None:
+            yield (name,
+                   "not supported yet (Baton does not validate data against schemas); remove "
+                   "it or set enforceSchema false")
+
+
+def _cache(config: CacheConfig | None, field: str) -> Iterator[tuple[str, str]]:
+    if config is not None and (config.key or config.ttl_in_second > 0):
+        yield (field, "not supported yet (outputs are not cached); remove it")
+
+
+def _tasks(tasks: Iterable[WorkflowTask], path: str) -> Iterator[tuple[str, WorkflowTask]]:
+    """Every task with its path, nested ones included; the same paths as the validator's."""
+    for index, task in enumerate(tasks):
+        here = f"{path}[{index}]"
+        yield here, task
+        for suffix, children in task.children():
+            yield from _tasks(children, f"{here}.{suffix}")

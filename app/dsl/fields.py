@@ -34,6 +34,11 @@ _NOT_RETRIED = frozenset({
     "SET_VARIABLE", "WAIT", "HUMAN",
 })
 
+# Types whose task Conductor keeps IN_PROGRESS while it waits (for an outside completion, a
+# sub-workflow, branches, iterations), so that taskDefinition.timeoutSeconds bounds the
+# wait; in Baton it bounds only the short step that starts or closes the wait.
+_WAITS = frozenset({"WAIT", "HUMAN", "SUB_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
+
 
 def unhonoured_fields(definition: WorkflowDef, prefix: str = "") -> list[Problem]:
     """A problem for each field set to a value whose effect Baton would not carry out."""
@@ -81,6 +86,10 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
                "not supported (the deprecated form of a dynamic fork); use "
                "dynamicForkTasksParam and dynamicForkTasksInputParamName")
     if task.task_definition is not None:
+        if task.type in _WAITS and task.task_definition.timeout_seconds > 0:
+            yield ("taskDefinition.timeoutSeconds",
+                   f"not supported yet for a {task.type} task (it limits how long a step "
+                   "runs, not how long it waits); remove it or set 0")
         for field, message in _task_definition(task.task_definition):
             yield (f"taskDefinition.{field}", message)
     if task.sub_workflow_param is not None:

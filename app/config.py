@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     )
     """Broker, result backend and run store (all three live in one Redis)."""
 
+    strict: bool = False
+    """Refuse definitions with warnings too (a `${ref...}` naming an unknown task, which
+    Conductor reads as null): `baton validate --strict` and `submit --strict` for all."""
+
     transformations: str = ""
     """Comma-separated modules of user transformations imported beside `tasks`."""
 

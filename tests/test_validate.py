@@ -59,15 +59,17 @@ def join(ref: str, *on: str) -> dict[str, Any]:
 def problems(
     data: dict[str, Any], transformations: dict[str, Transformation] | None = None
 ) -> list[str]:
-    """Every problem found, as `path: message` strings, in the order reported."""
+    """Every problem found, warnings included (strict), as `path: message` strings, in the
+    order reported."""
     with pytest.raises(DefinitionError) as caught:
-        check_definition(parse_definition(data), transformations)
+        check_definition(parse_definition(data, transformations, strict=True), transformations,
+                         strict=True)
     return [str(p) for p in caught.value.problems]
 
 
 def valid(data: dict[str, Any]) -> WorkflowDef:
     definition = parse_definition(data)
-    check_definition(definition)
+    assert check_definition(definition) == []
     return definition
 
 

@@ -2,10 +2,16 @@
 
 Checks what the schema alone cannot: unique reference names that Baton does not reserve
 (loop iteration records, expression roots, expression or Redis key syntax), known
-transformations and the input they take, fork/join shape, and that every `${ref...}` names
-a task that is guaranteed to have completed before the task that reads it. Knows nothing
-of Celery or Redis (beyond the names they reserve); the transformations to check against
-are passed in.
+transformations and the input they take, fork/join shape, scripts that do not compile, and
+that every `${ref...}` names a task that is guaranteed to have completed before the task
+that reads it. A definition with schema errors is still checked, task by task, wherever it
+is well-formed, so one DefinitionError names every problem.
+
+What Conductor accepts and runs is a warning, not an error: a `${ref...}` naming a task
+that is not in the definition, runs later or runs only in another SWITCH case resolves to
+null at run time. Strict mode (BATON_STRICT, or `strict=True`) makes warnings errors.
+Knows nothing of Celery or Redis (beyond the names they reserve); the transformations to
+check against are passed in.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.config import get_settings
+from app.dsl import scripts
 from app.dsl.expressions import (
     TASK_ID_ROOT,
     WORKFLOW_ROOT,
@@ -28,6 +35,7 @@ from app.dsl.expressions import (
 )
 from app.dsl.fields import unhonoured_fields
 from app.dsl.model import WorkflowDef, WorkflowTask
+from app.dsl.partial import Repair, repair
 from app.errors import DefinitionError, Problem
 from app.payloads import InvalidPayload, check_payload
 from app.registry import Transformation
@@ -47,29 +55,53 @@ _EXPRESSION_SYNTAX = ".[]${}"
 _KEY_SEPARATOR = ":"
 
 
-def parse_definition(data: Mapping[str, Any]) -> WorkflowDef:
+def parse_definition(
+    data: Mapping[str, Any],
+    transformations: Mapping[str, Transformation] | None = None,
+    *,
+    strict: bool | None = None,
+) -> WorkflowDef:
     """Validate raw JSON data against the schema; DefinitionError lists every problem.
 
     The tasks are counted first, on the raw data: a definition over the task limit is
-    refused before the schema builds a model of every one of its tasks.
+    refused before the schema builds a model of every one of its tasks. With schema
+    errors, the definition's well-formed parts are checked as check_definition would
+    (`transformations` and `strict` as there), so the error names every problem at once.
     """
     _check_size(_count_raw_tasks(data))
     _check_shape(data)
     try:
         return WorkflowDef.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError(_schema_problems(exc.errors())) from None
+        errors = exc.errors()
+    problems = _schema_problems(errors)
+    problems += partial_problems(data, errors, transformations, is_strict(strict))
+    raise DefinitionError(problems) from None
+
+
+def is_strict(strict: bool | None) -> bool:
+    """`strict`, or the setting BATON_STRICT when it is None."""
+    return get_settings().strict if strict is None else strict
 
 
 def check_definition(
     definition: WorkflowDef,
     transformations: Mapping[str, Transformation] | None = None,
-) -> None:
-    """Raise DefinitionError listing every problem; `transformations=None` skips name checks."""
+    *,
+    strict: bool | None = None,
+    warnings: Sequence[Problem] = (),
+) -> list[Problem]:
+    """Raise DefinitionError listing every problem; otherwise return the warnings.
+
+    `transformations=None` skips name checks. `warnings` are found earlier (by the loader)
+    and returned with the checks' own. In strict mode (`strict`, or BATON_STRICT when
+    None) every warning is an error.
+    """
     _check_size(sum(1 for _ in _walk_all(definition.tasks)))
-    problems = find_problems(definition, transformations)
-    if problems:
-        raise DefinitionError(problems)
+    checker = _Checker(definition, transformations, "")
+    checker.run()
+    found = [*((w, True) for w in warnings), *checker.found]
+    return _split(found, is_strict(strict))
 
 
 def find_problems(
@@ -77,9 +109,34 @@ def find_problems(
     transformations: Mapping[str, Transformation] | None = None,
     prefix: str = "",
 ) -> list[Problem]:
+    """Every error and warning, in the order found (as strict mode reports them)."""
     checker = _Checker(definition, transformations, prefix)
     checker.run()
-    return [*checker.problems, *unhonoured_fields(definition, prefix)]
+    return [problem for problem, _ in checker.found]
+
+
+def partial_problems(
+    data: Mapping[str, Any],
+    errors: Sequence[Any],
+    transformations: Mapping[str, Transformation] | None,
+    strict: bool,
+) -> list[Problem]:
+    """What the checks find in the parts of a definition the schema accepted (`errors`)."""
+    repaired = repair(data, errors)
+    if repaired is None:
+        return []
+    definition, covered = repaired
+    checker = _Checker(definition, transformations, "", covered)
+    checker.run()
+    return [problem for problem, warning in checker.found if strict or not warning]
+
+
+def _split(found: Sequence[tuple[Problem, bool]], strict: bool) -> list[Problem]:
+    """Raise DefinitionError for the errors (warnings too when strict); return the warnings."""
+    errors = [problem for problem, warning in found if strict or not warning]
+    if errors:
+        raise DefinitionError(errors)
+    return [problem for problem, _ in found]
 
 
 def _check_size(count: int) -> None:
@@ -182,16 +239,25 @@ class _Checker:
         definition: WorkflowDef,
         transformations: Mapping[str, Transformation] | None,
         prefix: str,
+        repaired: Repair | None = None,
+        *,
+        fields: bool = True,
     ) -> None:
         self.definition = definition
+        self.fields = fields
         self.transformations = transformations
         self.prefix = prefix
-        self.problems: list[Problem] = []
+        self.found: list[tuple[Problem, bool]] = []
+        """Every problem in the order found, each with whether it is only a warning."""
+        self.repaired = repaired or Repair()
         self.first_seen: dict[str, str] = {}
         self.branch_of: dict[str, tuple[str, int]] = {}
         """Ref of a task inside a fork branch -> (fork ref, branch index)."""
 
     def run(self) -> None:
+        if self.fields:  # an inline sub-workflow's fields are reported by its parent's walk
+            for problem in unhonoured_fields(self.definition, self.prefix):
+                self._add(problem.path, problem.message)
         self._collect(self.definition.tasks, self._path("tasks"))
         scope = self._sequence(self.definition.tasks, self._path("tasks"), _Scope())
         where = self._path("outputParameters")
@@ -202,8 +268,13 @@ class _Checker:
     def _path(self, suffix: str) -> str:
         return f"{self.prefix}.{suffix}" if self.prefix else suffix
 
-    def _add(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message))
+    def _add(self, path: str, message: str, *, warning: bool = False) -> None:
+        if not self.repaired.covers(path):
+            self.found.append((Problem(path, message), warning))
+
+    def _warn(self, path: str, message: str) -> None:
+        """Something Conductor accepts, but that is likely a mistake (an error when strict)."""
+        self._add(path, message, warning=True)
 
     def _collect(self, tasks: Sequence[WorkflowTask], path: str) -> None:
         for index, task in enumerate(tasks):
@@ -243,6 +314,7 @@ class _Checker:
         inputs = self._parse(task.input_parameters or {}, f"{path}.inputParameters")
         if inputs is not None:
             self._check_roots(inputs, f"{path}.inputParameters", scope, own_ref=ref)
+        self._scripts(task, path)
         if task.type == "SIMPLE":
             self._simple(task, path, inputs)
         elif task.type == "FORK_JOIN":
@@ -287,6 +359,35 @@ class _Checker:
                 reached |= inner.done | inner.maybe
             scope.maybe |= reached
         self._inline_subworkflow(task, path)
+
+    def _scripts(self, task: WorkflowTask, path: str) -> None:
+        """Compile the task's literal scripts (JavaScript, jq) without running them."""
+        given = task.input_parameters or {}
+        found: list[tuple[str, Any]] = []
+        if task.type == "DO_WHILE":
+            found.append(("loopCondition", task.loop_condition))
+        elif task.type == "DECISION":
+            found.append(("caseExpression", task.case_expression))
+        elif task.type == "SWITCH" and task.evaluator_type in scripts.JAVASCRIPT_EVALUATORS:
+            found.append(("expression", task.expression))
+        elif task.type == "INLINE":
+            evaluator = given.get("evaluatorType", task.evaluator_type) or "javascript"
+            if evaluator in scripts.JAVASCRIPT_EVALUATORS:
+                found.append(_script_field(given, "expression", task.expression))
+        elif task.type == "LAMBDA":
+            found.append(_script_field(given, "scriptExpression", task.script_expression))
+        elif task.type == "JSON_JQ_TRANSFORM":
+            query = scripts.literal(given.get("queryExpression"))
+            if query is not None and query.strip():
+                message = scripts.jq_problem(query)
+                if message is not None:
+                    self._add(f"{path}.inputParameters.queryExpression", message)
+        for where, source in found:
+            source = scripts.literal(source)
+            if source is not None:
+                message = scripts.javascript_problem(source)
+                if message is not None:
+                    self._add(f"{path}.{where}", message)
 
     def _simple(self, task: WorkflowTask, path: str, inputs: Parameter | None) -> None:
         if self.transformations is None:
@@ -351,7 +452,10 @@ class _Checker:
         inline = getattr(params, "workflow_definition", None) if params is not None else None
         if isinstance(inline, WorkflowDef):
             prefix = f"{path}.subWorkflowParam.workflowDefinition"
-            self.problems += find_problems(inline, self.transformations, prefix)
+            checker = _Checker(inline, self.transformations, prefix, self.repaired,
+                               fields=False)
+            checker.run()
+            self.found += checker.found
 
     def _parse(self, value: Any, path: str) -> Parameter | None:
         try:
@@ -368,6 +472,8 @@ class _Checker:
             root = expression.static_root
             if root is None or root in (WORKFLOW_ROOT, TASK_ID_ROOT):
                 continue
+            if root in self.repaired.refs:
+                continue  # a task whose own schema failed: reported there
             if root in scope.done or root in scope.maybe:
                 continue
             text = "${" + "".join(p if isinstance(p, str) else "${...}" for p in expression.parts)
@@ -375,16 +481,23 @@ class _Checker:
             if root == own_ref:
                 self._add(where, f"{text} reads the task's own record")
             elif root in scope.apart:
-                self._add(where, f"{text} names task '{root}', which {scope.apart[root]}")
+                # Conductor resolves it to null, as Baton does: the other case never ran
+                self._warn(where, f"{text} names task '{root}', which {scope.apart[root]}")
             elif self._sibling(root, scope):
                 fork, other = self.branch_of[root]
                 self._add(where, f"{text} names task '{root}', which runs in a parallel branch "
                                  f"of fork '{fork}' (forkTasks[{other}])")
             elif root in self.first_seen:
-                self._add(where, f"{text} names task '{root}', which runs later")
+                self._warn(where, f"{text} names task '{root}', which runs later")
             else:
+                # Conductor resolves a ref it does not know to null at run time
                 hint = _did_you_mean(root, [*self.first_seen, WORKFLOW_ROOT])
-                self._add(where, f"{text} names unknown task reference '{root}'{hint}")
+                self._warn(where, f"{text} names unknown task reference '{root}'{hint}")
+
+
+def _script_field(given: Mapping[str, Any], key: str, field: Any) -> tuple[str, Any]:
+    """Where a script is (input parameter first, as the operator reads it) and its text."""
+    return (f"inputParameters.{key}", given[key]) if key in given else (key, field)
 
 
 def ref_problems(ref: str) -> list[str]:

@@ -14,7 +14,8 @@ fresh one.
 Protocol, both ways: a header of two big-endian 32-bit lengths, then that many bytes of
 each part. A request is (JSON `[program, time limit, result byte limit]`, input JSON text);
 an answer is (one-letter kind, text): `R` the JSON array of results, `E` a jq error, `M`
-memory exhausted. The evaluator writes one `ready` answer once it has started.
+memory exhausted. The evaluator writes one `ready` answer once it has started. A request
+whose JSON has a fourth element, true, only compiles the program (answer `R` `null` or `E`).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def evaluate(program, text, max_bytes):
 send(b'R', 'ready')
 while True:
     head_size, input_size = HEADER.unpack(read(HEADER.size))
-    program, time_limit, max_bytes = json.loads(read(head_size))
+    program, time_limit, max_bytes, *compile_only = json.loads(read(head_size))
     text = read(input_size).decode('utf-8', 'replace')
     usage = resource.getrusage(resource.RUSAGE_SELF)
     seconds = int(usage.ru_utime + usage.ru_stime) + int(-(-time_limit // 1)) + 1
@@ -136,7 +137,11 @@ while True:
         seconds = min(seconds, cpu_hard)
     resource.setrlimit(resource.RLIMIT_CPU, (seconds, cpu_hard))
     try:
-        kind, answer = evaluate(program, text, max_bytes)
+        if compile_only:
+            found = compiled(program)
+            kind, answer = (b'E', found) if isinstance(found, str) else (b'R', 'null')
+        else:
+            kind, answer = evaluate(program, text, max_bytes)
     except MemoryError:
         kind, answer = b'M', ''
     except ValueError as exc:
@@ -196,9 +201,13 @@ class _Evaluator:
             self.kill()
             raise ScriptError("the jq evaluator did not start")
 
-    def send(self, program: str, text: str, time_limit: float, max_bytes: int) -> float:
-        """Hand over an evaluation; returns the deadline of its answer."""
-        head = json.dumps([program, time_limit, max_bytes]).encode()
+    def send(
+        self, program: str, text: str, time_limit: float, max_bytes: int,
+        compile_only: bool = False,
+    ) -> float:
+        """Hand over an evaluation (or a compilation); returns the deadline of its answer."""
+        request = [program, time_limit, max_bytes, *([True] if compile_only else [])]
+        head = json.dumps(request).encode()
         data = text.encode("utf-8", "surrogatepass")
         deadline = time.monotonic() + time_limit + _MARGIN_SECONDS
         self._send(_HEADER.pack(len(head), len(data)) + head + data, deadline)
@@ -368,15 +377,37 @@ def evaluate(
     return results
 
 
-def _run(program: str, text: str, time_limit: float, memory_mib: int, max_bytes: int) -> _Answer:
+def compile_check(program: str) -> str | None:
+    """Why `program` does not compile, or None; compiled in an evaluator, never run.
+
+    ScriptError if the evaluator fails (past the time limit, or it did not start).
+    """
+    try:
+        refuse_module_directives(program)
+    except JqError as exc:
+        return str(exc)
+    settings = get_settings()
+    answer = _run(program, "null", settings.script_time_limit, settings.jq_memory_mib,
+                  settings.max_output_bytes, compile_only=True)
+    if answer.kind == b"M":
+        raise ScriptError(f"jq went past its memory limit of {settings.jq_memory_mib} MiB")
+    if answer.kind == b"E":
+        return answer.text.removeprefix("jq: ").strip() or "the program does not compile"
+    return None
+
+
+def _run(
+    program: str, text: str, time_limit: float, memory_mib: int, max_bytes: int,
+    compile_only: bool = False,
+) -> _Answer:
     evaluator = _pool.take(memory_mib)
     try:
         try:
-            deadline = evaluator.send(program, text, time_limit, max_bytes)
+            deadline = evaluator.send(program, text, time_limit, max_bytes, compile_only)
         except _EvaluatorDied:  # it ended while idle (killed from outside): start another
             evaluator.close()
             evaluator = _Evaluator(memory_mib)
-            deadline = evaluator.send(program, text, time_limit, max_bytes)
+            deadline = evaluator.send(program, text, time_limit, max_bytes, compile_only)
         answer = evaluator.receive(deadline)
     except TimeoutError:
         evaluator.kill()

@@ -6,6 +6,7 @@ run by its id.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -14,11 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app import registry
 from app.definitions import get_workflow
-from app.dsl.load import DefinitionSource, load_definition
+from app.dsl.load import DefinitionSource, Loaded, read_definition
 from app.dsl.model import WorkflowDef
 from app.errors import (
     BatonError,
+    Problem,
     RunNotFound,
     StoreUnavailable,
     WaitTimeout,
@@ -115,6 +118,14 @@ class WorkflowRun:
     def output(self) -> Any:
         return self.record().get("output")
 
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        """What validation found in the run's definition that Conductor accepts (a `${ref...}`
+        naming an unknown task, read as null), as `path: message` problems."""
+        text = self.record().get("warnings")
+        found = json.loads(text) if isinstance(text, str) and text else []
+        return tuple(Problem(item["path"], item["message"]) for item in found)
+
     def pause(self) -> None:
         """Start no new step until `resume()`; steps already running finish."""
         lifecycle.pause(self.id)
@@ -194,6 +205,7 @@ def submit_workflow(
     version: int | None = None,
     correlation_id: str | None = None,
     idempotency_key: str | None = None,
+    strict: bool | None = None,
 ) -> WorkflowRun:
     """Validate, record and start a run; returns at once with a handle on it.
 
@@ -201,12 +213,15 @@ def submit_workflow(
     registered workflow (its highest version, or `version`). Raises DefinitionError
     (nothing is written), InvalidInput, StoreUnavailable or BrokerUnavailable (the run is
     removed again). With an `idempotency_key` seen before, the earlier run is returned and
-    nothing new starts.
+    nothing new starts. What Conductor accepts but is likely a mistake is kept as the run's
+    `warnings`; `strict=True` (default: BATON_STRICT) refuses it as a DefinitionError.
     """
     ensure_loaded()
-    workflow = resolve_definition(definition, version)
+    loaded = read_workflow(definition, version, strict=strict)
+    workflow = loaded.definition
     new = create_run(workflow, input, correlation_id=correlation_id,
-                     idempotency_key=idempotency_key)
+                     idempotency_key=idempotency_key, strict=strict,
+                     warnings=loaded.warnings)
     store = get_store()
     if new.plan is None:
         return WorkflowRun(new.run_id, store)
@@ -226,14 +241,21 @@ _REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 def resolve_definition(definition: DefinitionSource, version: int | None = None) -> WorkflowDef:
     """A registered workflow's name, or a definition as load_definition takes it."""
+    return read_workflow(definition, version).definition
+
+
+def read_workflow(
+    definition: DefinitionSource, version: int | None = None, *, strict: bool | None = None
+) -> Loaded:
+    """resolve_definition's definition, with the warnings of reading it (read_definition)."""
     if (
         isinstance(definition, str)
         and _REGISTERED_NAME.fullmatch(definition)
         and not definition.endswith((".json", ".yaml", ".yml"))
         and not Path(definition).exists()
     ):
-        return get_workflow(definition, version)
-    return load_definition(definition)
+        return Loaded(get_workflow(definition, version))
+    return read_definition(definition, registry.transformations(), strict=strict)
 
 
 def get_run(run_id: str) -> WorkflowRun:

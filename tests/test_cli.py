@@ -44,7 +44,10 @@ def test_validate_prints_each_problem_as_path_and_message(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["validate", str(bad)])
 
     assert result.exit_code == 2
-    assert result.stderr.splitlines() == ["tasks[0].bogus: unknown field"]
+    assert result.stderr.splitlines() == [
+        "tasks[0].bogus: unknown field",
+        "tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",
+    ]
 
 
 def test_validate_names_a_missing_file() -> None:
@@ -305,7 +308,8 @@ def test_status_json_is_a_stable_document(worker: Any, tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert list(document) == [
         "id", "name", "version", "status", "correlationId", "createTime", "startTime",
-        "endTime", "durationMs", "reason", "failedStep", "input", "output", "steps",
+        "endTime", "durationMs", "reason", "failedStep", "input", "output", "warnings",
+        "steps",
     ]
     assert {k: document[k] for k in ("id", "name", "version", "status", "correlationId",
                                      "reason", "failedStep", "input", "output")} == {

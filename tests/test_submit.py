@@ -38,7 +38,7 @@ def test_invalid_definition_is_refused_with_every_problem_and_nothing_written(
     }
 
     with pytest.raises(DefinitionError) as caught:
-        submit_workflow(definition)
+        submit_workflow(definition, strict=True)  # the unknown reference is an error too
 
     assert [str(p) for p in caught.value.problems] == [
         "tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",

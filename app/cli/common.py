@@ -17,10 +17,11 @@ import click
 
 from app import registry
 from app.celery_app import reload_settings
-from app.client import resolve_definition
+from app.client import read_workflow
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
-from app.errors import BatonError, DefinitionError
+from app.dsl.validate import check_definition
+from app.errors import BatonError, DefinitionError, Problem
 from app.loader import ensure_loaded
 from app.payloads import InvalidPayload
 from app.runtime.state import get_store
@@ -87,10 +88,28 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def load_plan(file: str, version: int | None = None) -> Plan:
-    """The definition in a file (or registered under a name), validated."""
+def load_checked(
+    file: str, version: int | None = None, strict: bool | None = None
+) -> tuple[Plan, list[Problem]]:
+    """The definition in a file (or registered under a name), validated, as a plan; and
+    its warnings (errors when `strict`)."""
     ensure_loaded()
-    return build_plan(resolve_definition(file, version), registry.transformations())
+    loaded = read_workflow(file, version, strict=strict)
+    transformations = registry.transformations()
+    warnings = check_definition(loaded.definition, transformations, strict=strict,
+                                warnings=loaded.warnings)
+    return build_plan(loaded.definition, transformations, validated=True), warnings
+
+
+strict_option = option(
+    "--strict", is_flag=True, envvar="BATON_STRICT",
+    help="Refuse a definition with warnings too (e.g. a ${ref...} naming an unknown task, "
+    "which Conductor reads as null).",
+)
+
+
+def warning_line(problem: Problem) -> str:
+    return f"warning: {problem}"
 
 
 def _too_deep() -> str:

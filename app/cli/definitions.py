@@ -17,10 +17,12 @@ from app.cli.common import (
     emit_json,
     fail,
     guard,
-    load_plan,
+    load_checked,
     option,
     redis_option,
+    strict_option,
     use_redis,
+    warning_line,
 )
 from app.client import WorkflowRun
 from app.dsl.load import load_definition
@@ -35,8 +37,13 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 @click.command()
 @click.argument("files", nargs=-1, required=True)
-def validate(files: tuple[str, ...]) -> None:
+@strict_option
+def validate(files: tuple[str, ...], strict: bool) -> None:
     """Check definitions; print each problem as `path: message` (exit 2 on any).
+
+    Warnings (`warning: path: message`) name what Conductor accepts but is likely a
+    mistake, such as a ${ref...} naming an unknown task (read as null); they leave the
+    exit code 0 unless --strict.
 
     \b
     Example:
@@ -45,14 +52,19 @@ def validate(files: tuple[str, ...]) -> None:
     bad = False
     guard(ensure_loaded)
     for file in files:
+        where = f"{file}: " if len(files) > 1 else ""
         try:
-            load_plan(file)
+            _, warnings = load_checked(file, strict=strict or None)
         except DefinitionError as exc:
             bad = True
             for problem in exc.problems:
-                click.echo(f"{file}: {problem}" if len(files) > 1 else str(problem), err=True)
+                click.echo(f"{where}{problem}", err=True)
         else:
-            click.echo(f"{file}: ok")
+            for warning in warnings:
+                click.echo(f"{where}{warning_line(warning)}", err=True)
+            count = len(warnings)
+            noted = f" ({count} warning{'s' if count > 1 else ''})" if count else ""
+            click.echo(f"{file}: ok{noted}")
     if bad:
         sys.exit(EXIT_INVALID)
 

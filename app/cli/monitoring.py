@@ -6,6 +6,7 @@ output is printed from the same documents. Only reads: nothing here changes a ru
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from app.cli.common import (
     use_redis,
 )
 from app.client import RunSummary, Step, WorkflowRun, list_runs
+from app.errors import Problem
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
 from app.store import RunStatus, StepStatus
@@ -57,6 +59,8 @@ def status(run_id: str, as_json: bool, redis_url: str | None) -> None:
       when not known yet; reason and failedStep are null unless the run ended
       without completing;
       input, output: the workflow's input and output;
+      warnings: what validation found that Conductor accepts (a ${ref...} naming an
+      unknown task, read as null), each an object with path and message;
       steps: an array, in the order the steps started, of objects with ref, type,
       name, status, attempts, worker, taskId, startTime, endTime, durationMs,
       input, output and error (null, or an object with type, message, traceback);
@@ -138,10 +142,12 @@ def summary_document(run: RunSummary) -> dict[str, Any]:
 def run_document(fields: Mapping[str, str], steps: Iterable[Step]) -> dict[str, Any]:
     """A run's record and its steps as the stable JSON document of `baton status --json`."""
     record = record_document(fields)
+    warnings = json.loads(fields.get("warnings") or "[]")
     return {
         **summary_document(RunSummary.from_record(fields)),
         "input": record.get("input"),
         "output": record.get("output"),
+        "warnings": warnings,
         "steps": [step_document(step) for step in steps],
     }
 
@@ -191,6 +197,8 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
         fields.append(("running for", human_duration(span_ms(started, at))))
     fields += [("reason", document["reason"]), ("failed step", document["failedStep"])]
     lines = [f"{name:<12} {one_line(str(value))}" for name, value in fields if value is not None]
+    lines += [f"{'warning':<12} {one_line(str(Problem(w['path'], w['message'])))}"
+              for w in document.get("warnings") or []]
     lines.append("")
     if not document["steps"]:
         return [*lines, "no step has started yet"]

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ from app.cli.common import (
     guard,
     input_options,
     json_option,
-    load_plan,
+    load_checked,
     option,
     parse_input,
     redis_option,
     stderr_is_tty,
+    strict_option,
     timeout_option,
     use_redis,
+    warning_line,
 )
 from app.client import Step, WorkflowRun, submit_workflow
 from app.compiler.plan import Plan
@@ -48,10 +51,11 @@ _POLL_SECONDS = 0.05
 @option("--state-dir", default=".baton", metavar="DIR", envvar="BATON_STATE_DIR",
         show_default=True, help="Where the embedded Redis keeps its data (when no Redis URL "
         "is set).")
+@strict_option
 @redis_option
 def run(
     file: str, input_json: str | None, items: tuple[str, ...], timeout: float | None,
-    state_dir: str, redis_url: str | None,
+    state_dir: str, strict: bool, redis_url: str | None,
 ) -> None:
     """Run a workflow and print its output as JSON.
 
@@ -64,10 +68,12 @@ def run(
       baton run workflows/encode_and_deploy.json -i fileLocation=s3://in/movie.mov
     """
     workflow_input = parse_input(input_json, items)
-    plan = guard(lambda: load_plan(file))
+    plan = _checked(file, None, strict)
+    source = _Source(file, None, strict or None)
     if redis_url:
         use_redis(redis_url, "run")
-        _finish(_start(plan, workflow_input), len(plan.steps), time.monotonic(), timeout)
+        _finish(_start(plan, source, workflow_input), len(plan.steps), time.monotonic(),
+                timeout)
         return
     try:
         with embedded_redis(Path(state_dir) / "redis") as url:
@@ -76,7 +82,8 @@ def run(
             get_store.cache_clear()
             with local_worker(all_queues()):
                 started = time.monotonic()
-                _finish(_start(plan, workflow_input), len(plan.steps), started, timeout)
+                _finish(_start(plan, source, workflow_input), len(plan.steps), started,
+                        timeout)
     except BatonError as exc:
         fail(str(exc), EXIT_FAILED)
 
@@ -97,12 +104,13 @@ also "output" (the workflow's output, null unless COMPLETED)."""
 @option("--wait", is_flag=True, envvar="BATON_WAIT",
         help="Follow the run to its end and print its output.")
 @timeout_option
+@strict_option
 @json_option(SUBMIT_KEYS)
 @redis_option
 def submit(
     file: str, input_json: str | None, items: tuple[str, ...], correlation_id: str | None,
     idempotency_key: str | None, version: int | None, wait: bool, timeout: float | None,
-    as_json: bool, redis_url: str | None,
+    strict: bool, as_json: bool, redis_url: str | None,
 ) -> None:
     """Start a run on the workers of a Redis and print its id.
 
@@ -118,9 +126,10 @@ def submit(
     """
     workflow_input = parse_input(input_json, items)
     use_redis(redis_url, "submit")
-    plan = guard(lambda: load_plan(file, version))
+    plan = _checked(file, version, strict)
     started = time.monotonic()
-    handle = _start(plan, workflow_input, correlation_id, idempotency_key, announce=wait)
+    handle = _start(plan, _Source(file, version, strict or None), workflow_input,
+                    correlation_id, idempotency_key, announce=wait)
     if not wait:
         if as_json:
             emit_json({"id": handle.id, "status": guard(lambda: handle.status).value})
@@ -130,15 +139,34 @@ def submit(
     _finish(handle, len(plan.steps), started, timeout, as_json)
 
 
+@dataclass(frozen=True)
+class _Source:
+    """The definition as given on the command line, read again when the run is submitted
+    (so the run keeps the warnings of reading it too)."""
+
+    file: str
+    version: int | None
+    strict: bool | None
+
+
+def _checked(file: str, version: int | None, strict: bool) -> Plan:
+    """The validated plan; each warning on stderr (errors, and exit 2, when `strict`)."""
+    plan, warnings = guard(lambda: load_checked(file, version, strict or None))
+    for warning in warnings:
+        click.echo(warning_line(warning), err=True)
+    return plan
+
+
 def _start(
     plan: Plan,
+    source: _Source,
     workflow_input: dict[str, Any],
     correlation_id: str | None = None,
     idempotency_key: str | None = None,
     announce: bool = True,
 ) -> WorkflowRun:
     handle = guard(lambda: submit_workflow(
-        plan.definition, workflow_input,
+        source.file, workflow_input, version=source.version, strict=source.strict,
         correlation_id=correlation_id, idempotency_key=idempotency_key,
     ))
     if announce:

@@ -4,27 +4,89 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from app.dsl.model import WorkflowDef
-from app.dsl.validate import parse_definition
+from app.dsl.validate import is_strict, parse_definition
 from app.errors import DefinitionError, Problem
+from app.registry import Transformation
 
 DefinitionSource = WorkflowDef | Mapping[str, Any] | str | Path
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A definition as read, and what reading it found that Conductor accepts."""
+
+    definition: WorkflowDef
+    warnings: tuple[Problem, ...] = ()
+
+
 def load_definition(source: DefinitionSource) -> WorkflowDef:
     """The definition as a model; DefinitionError for anything unreadable or malformed."""
+    return read_definition(source).definition
+
+
+def read_definition(
+    source: DefinitionSource,
+    transformations: Mapping[str, Transformation] | None = None,
+    *,
+    strict: bool | None = None,
+) -> Loaded:
+    """The definition and the warnings of reading it; DefinitionError lists every problem.
+
+    A workflow execution (what Conductor's `GET /workflow/{id}` returns) is read as the
+    definition it carries, with a warning (an error in strict mode), or refused in one line
+    when it carries none. With schema errors, `transformations` and `strict` are used to
+    check the rest of the definition as check_definition would.
+    """
     if isinstance(source, WorkflowDef):
-        return source
+        return Loaded(source)
     if isinstance(source, Mapping):
-        return parse_definition(source)
-    if isinstance(source, Path) or not _looks_like_text(source):
-        return parse_definition(_read_file(Path(source)))
-    return parse_definition(_parse_text(source, "definition"))
+        data: Mapping[str, Any] = source
+    elif isinstance(source, Path) or not _looks_like_text(source):
+        data = _read_file(Path(source))
+    else:
+        data = _parse_text(source, "definition")
+    warnings: tuple[Problem, ...] = ()
+    execution = _execution(data)
+    if execution is not None:
+        data, warning = execution
+        warnings = (warning,)
+        if is_strict(strict):
+            try:
+                parse_definition(data, transformations, strict=True)
+            except DefinitionError as exc:
+                raise DefinitionError([warning, *exc.problems]) from None
+            raise DefinitionError([warning])
+    return Loaded(parse_definition(data, transformations, strict=strict), warnings)
+
+
+def _execution(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], Problem] | None:
+    """The definition a workflow execution carries, and a warning that says so.
+
+    A definition has no `workflowId` (nor any field Conductor gives an execution only), so
+    this never mistakes a definition for an execution. DefinitionError for an execution
+    that carries no definition.
+    """
+    run_id = data.get("workflowId")
+    if not isinstance(run_id, str) or "status" not in data:
+        return None
+    what = f"this is a workflow execution (workflowId {run_id}, status {data['status']})"
+    inner = data.get("workflowDefinition")
+    if isinstance(inner, Mapping):
+        return inner, Problem("", f'{what}, not a definition: read the definition under '
+                                  '"workflowDefinition" instead')
+    name = data.get("workflowName") or data.get("workflowType") or "<name>"
+    version = data.get("workflowVersion") or data.get("version")
+    where = f"/metadata/workflow/{name}" + (f"?version={version}" if version else "")
+    raise DefinitionError([Problem("", f'{what}, not a definition, and it has no '
+                                       f'"workflowDefinition": export the definition '
+                                       f"itself (Conductor's GET {where})")])
 
 
 def _looks_like_text(source: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,8 @@ from app.compiler.canvas import compile_route
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
+from app.dsl.validate import check_definition
+from app.errors import Problem
 from app.payloads import InvalidPayload, check_payload
 from app.runtime.state import get_store, plans
 from app.store import RunStatus, now_ms
@@ -56,9 +58,17 @@ def create_run(
     correlation_id: str | None = None,
     idempotency_key: str | None = None,
     parent: Parent | None = None,
+    strict: bool | None = None,
+    warnings: Sequence[Problem] = (),
 ) -> NewRun:
-    """Validate and record a run (status RUNNING); sending its route is the caller's part."""
-    plan = build_plan(workflow, registry.transformations())
+    """Validate and record a run (status RUNNING); sending its route is the caller's part.
+
+    The run keeps the definition's warnings (with `warnings` found when it was read) under
+    `warnings`; in strict mode (`strict`, or BATON_STRICT when None) they are errors.
+    """
+    transformations = registry.transformations()
+    found = check_definition(workflow, transformations, strict=strict, warnings=warnings)
+    plan = build_plan(workflow, transformations, validated=True)
     run_input = input_text(given, workflow.input_template)
     correlation_id = check_label(correlation_id, "correlationId")
     idempotency_key = check_label(idempotency_key, "idempotencyKey")
@@ -75,6 +85,8 @@ def create_run(
         "createTime": created,
         "startTime": created,
     }
+    if found:
+        fields["warnings"] = json.dumps([{"path": w.path, "message": w.message} for w in found])
     if parent is None:
         fields["root"] = run_id  # send_run sends the first route with this root id
     else:

@@ -330,7 +330,9 @@ def test_script_failures_name_their_field(worker: Any) -> None:
             "loopCondition": "$.lp.nothing.here",
             "loopOver": [{"name": "noop", "taskReferenceName": "tick", "type": "NOOP"}]}
     loop_run = submit_workflow(wf(loop))
-    jq_run = submit_workflow(wf(jq_step("bad", 'import "x" as $x; .')))
+    # a literal program is compiled at validation: one given as input is known at run time only
+    jq_run = submit_workflow(wf(jq_step("bad", "${workflow.input.q}")),
+                             {"q": 'import "x" as $x; .'})
     assert loop_run.wait(timeout=30) is RunStatus.FAILED
     assert jq_run.wait(timeout=30) is RunStatus.FAILED
     assert loop_run.steps["lp"].error["message"].startswith(

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from app import DefinitionError, submit_workflow
 from app.cli import main
 from app.dsl.load import read_definition
-from app.dsl.validate import check_definition, parse_definition
+from app.dsl.validate import check_definition, find_problems, parse_definition
 from app.errors import Problem
 from tests.support import baton_settings
 
@@ -213,6 +213,8 @@ def test_script_syntax_errors_are_located() -> None:
         task("q", "JSON_JQ_TRANSFORM", inputParameters={"queryExpression": ".a | | .b"}),
         task("p", "DECISION", caseExpression="}); (function () {",
              decisionCases={"x": [task("x")]}),
+        task("r", "INLINE", inputParameters={"expression": "return 1"}),
+        task("g", "LAMBDA", scriptExpression="}); (function () {"),
     )
 
     assert errors(data) == [
@@ -224,16 +226,22 @@ def test_script_syntax_errors_are_located() -> None:
         "expecting ';'",
         "tasks[4].inputParameters.queryExpression: jq: syntax error, unexpected '|' at line 1, "
         "column 6",
-        "tasks[5].caseExpression: SyntaxError: a '}' or ')' closes more than the script opens",
+        "tasks[5].caseExpression: SyntaxError at line 1: unexpected token in expression: ')'",
+        "tasks[6].inputParameters.expression: SyntaxError at line 1: return not in a function",
+        "tasks[7].scriptExpression: SyntaxError: a '}' or ')' closes more than the script opens",
     ]
 
 
-def test_valid_and_templated_scripts_pass_without_running() -> None:
-    # An endless loop that would never end if run, scripts known only at run time (${...}),
-    # and a value-param SWITCH whose expression is not JavaScript
+def test_scripts_are_compiled_without_running() -> None:
+    # Endless loops that would never end if run (one of them only if it escaped its wrapper),
+    # a LAMBDA's `return`, scripts known only at run time (${...}), and a value-param SWITCH
+    # whose expression is not JavaScript
     data = workflow(
         task("i", "INLINE", inputParameters={"evaluatorType": "javascript",
                                              "expression": "while (true) {}"}),
+        task("e", "LAMBDA", inputParameters={
+            "scriptExpression": "}, (() => { while (true) {} })(), function () {"}),
+        task("l", "LAMBDA", inputParameters={"scriptExpression": "return $.v"}),
         task("t", "INLINE", inputParameters={"evaluatorType": "javascript",
                                              "expression": "${workflow.input.script}"}),
         task("v", "INLINE", inputParameters={"evaluatorType": "value-param",
@@ -243,7 +251,11 @@ def test_valid_and_templated_scripts_pass_without_running() -> None:
              inputParameters={"k": 1}, defaultCase=[task("c")]),
     )
 
-    assert check_definition(parse_definition(data)) == []
+    # (had the loop run, its time limit would have interrupted it: a different message)
+    assert [str(p) for p in find_problems(parse_definition(data))] == [
+        "tasks[1].inputParameters.scriptExpression: SyntaxError: a '}' or ')' closes more than "
+        "the script opens"
+    ]
 
 
 # --- a workflow execution given as a definition ----------------------------------------------

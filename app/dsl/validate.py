@@ -385,7 +385,7 @@ class _Checker:
         for where, source in found:
             source = scripts.literal(source)
             if source is not None:
-                message = scripts.javascript_problem(source)
+                message = scripts.javascript_problem(source, function_body=task.type == "LAMBDA")
                 if message is not None:
                     self._add(f"{path}.{where}", message)
 

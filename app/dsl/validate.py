@@ -240,11 +240,8 @@ class _Checker:
         transformations: Mapping[str, Transformation] | None,
         prefix: str,
         repaired: Repair | None = None,
-        *,
-        fields: bool = True,
     ) -> None:
         self.definition = definition
-        self.fields = fields
         self.transformations = transformations
         self.prefix = prefix
         self.found: list[tuple[Problem, bool]] = []
@@ -255,9 +252,8 @@ class _Checker:
         """Ref of a task inside a fork branch -> (fork ref, branch index)."""
 
     def run(self) -> None:
-        if self.fields:  # an inline sub-workflow's fields are reported by its parent's walk
-            for problem in unhonoured_fields(self.definition, self.prefix):
-                self._add(problem.path, problem.message)
+        for problem in unhonoured_fields(self.definition, self.prefix):
+            self._add(problem.path, problem.message)
         self._collect(self.definition.tasks, self._path("tasks"))
         scope = self._sequence(self.definition.tasks, self._path("tasks"), _Scope())
         where = self._path("outputParameters")
@@ -452,8 +448,7 @@ class _Checker:
         inline = getattr(params, "workflow_definition", None) if params is not None else None
         if isinstance(inline, WorkflowDef):
             prefix = f"{path}.subWorkflowParam.workflowDefinition"
-            checker = _Checker(inline, self.transformations, prefix, self.repaired,
-                               fields=False)
+            checker = _Checker(inline, self.transformations, prefix, self.repaired)
             checker.run()
             self.found += checker.found
 

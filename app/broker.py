@@ -8,18 +8,43 @@ stops consuming while it stays alive. Counted as connection errors instead, a re
 acknowledgement is logged (the message comes back after the visibility timeout, and the
 step's claim keeps a completed step from running again) and the consumer reconnects with
 backoff until Redis takes writes again.
+
+A message the worker rejects back to its queue while Redis refuses writes stays in the
+transport's unacknowledged set, to come back after the visibility timeout; its local
+prefetch slot is freed all the same, or a worker whose prefetch is full (one message per
+pool process) would never take another message.
 """
 
 from __future__ import annotations
 
-from kombu.transport import TRANSPORT_ALIASES
+from typing import Any
+
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 
 from app.store.connection import REFUSALS
 
+_LOST = kombu_redis.Transport.connection_errors + REFUSALS
+
+
+class QoS(kombu_redis.QoS):
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        except _LOST:
+            # Redis kept the message as unacknowledged: it is restored after the
+            # visibility timeout; here only the local slot is given back
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            raise
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
 
 class Transport(kombu_redis.Transport):
-    connection_errors = kombu_redis.Transport.connection_errors + REFUSALS
+    Channel = Channel
+    connection_errors = _LOST
 
 
 def install() -> None:

@@ -296,7 +296,11 @@ def test_a_delay_longer_than_the_visibility_timeout_runs_its_step_once(
         worker.stop()
 
 
-def test_a_full_redis_loses_no_step_and_the_worker_keeps_consuming(tmp_path: Path) -> None:
+@pytest.mark.parametrize("full_until", ["Redis refuses writes", "Couldn't reject"],
+                         ids=["step refused", "reject refused too"])
+def test_a_full_redis_loses_no_step_and_the_worker_keeps_consuming(
+    tmp_path: Path, full_until: str
+) -> None:
     binary = redis_binary()
     assert binary is not None
     server = RedisServer(binary, appendonly=False)
@@ -328,8 +332,11 @@ def test_a_full_redis_loses_no_step_and_the_worker_keeps_consuming(tmp_path: Pat
         wait_for(lambda: client.get(f"test:attempts:{key}"), timeout=30,
                  what="the step to start")
         client.config_set("maxmemory", "1")  # every write refused from now on, as when full
-        wait_for(lambda: worker_logged(tmp_path / "worker.log", "Redis refuses writes"),
-                 timeout=30, what="the step to meet the full Redis")
+        # full until the step has met it, or until the worker's reject of the step's
+        # message (back to its queue) has met it too: the message then comes back after
+        # the visibility timeout, and the worker's prefetch slot must not stay taken
+        wait_for(lambda: worker_logged(tmp_path / "worker.log", full_until),
+                 timeout=30, what=f"the full Redis to be met ({full_until})")
         assert status(run_id) == "RUNNING"
 
         client.config_set("maxmemory", "0")  # an operator gives Redis room again

@@ -54,46 +54,88 @@ def _check_shape(
     value: Any, where: str, max_depth: int, error: type[InvalidPayload], max_bytes: int | None,
 ) -> int:
     """Walk the value; returns a lower bound of its serialised size, which stops the walk
-    as soon as it passes `max_bytes`."""
+    as soon as it passes `max_bytes`.
+
+    A node's path is kept as a link to its parent's (made into text only for an error), and
+    scalars are checked where their container is, so the walk costs little more per node
+    than serialising does.
+    """
     budget = max_bytes if max_bytes is not None else -1
     least = 0
-    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    stack: list[tuple[Any, Trail, int]] = [(value, None, 0)]
     open_containers: set[int] = set()
     exits: list[tuple[int, int]] = []  # (stack height at entry, id) to close containers
+
+    def fail(trail: Trail, message: str) -> InvalidPayload:
+        return error(f"{_short(_path(where, trail))}: {message}")
+
+    def scalar(item: Any, trail: Trail, step: str | int | None) -> int:
+        """The least size of a scalar (`step` leads to it from `trail`), or -1 for a
+        container, to walk."""
+        if isinstance(item, str):
+            return len(item) + 2
+        if item is None or isinstance(item, bool | int):
+            return 1
+        here = trail if step is None else (trail, step)
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise fail(here, f"{item} is not a JSON number")
+            return 1
+        if not isinstance(item, Mapping | list | tuple):
+            raise fail(here, f"{_kind(item)} is not JSON data")
+        return -1
+
+    first = scalar(value, None, None)
+    if first >= 0:
+        return first
     while stack:
         while exits and len(stack) <= exits[-1][0]:
             open_containers.discard(exits.pop()[1])
         if 0 <= budget < least:
             return least
-        node, path, depth = stack.pop()
-        least += 1  # a separator, or a scalar's shortest form
-        if isinstance(node, str):
-            least += len(node) + 2
-            continue
-        if node is None or isinstance(node, bool | int):
-            continue
-        if isinstance(node, float):
-            if not math.isfinite(node):
-                raise error(f"{_short(path)}: {node} is not a JSON number")
-            continue
-        if not isinstance(node, Mapping | list | tuple):
-            raise error(f"{_short(path)}: {_kind(node)} is not JSON data")
+        node, trail, depth = stack.pop()
+        least += 2  # its brackets
         if depth >= max_depth:
-            raise error(f"{_short(path)}: nested more than {max_depth} deep")
+            raise fail(trail, f"nested more than {max_depth} deep")
         if id(node) in open_containers:
-            raise error(f"{_short(path)}: refers to itself (a cycle)")
+            raise fail(trail, "refers to itself (a cycle)")
         open_containers.add(id(node))
         exits.append((len(stack), id(node)))
-        if isinstance(node, Mapping):
-            for key, item in node.items():
+        is_map = isinstance(node, Mapping)
+        for key, item in (node.items() if is_map else enumerate(node)):
+            if is_map:
                 if not isinstance(key, str):
-                    raise error(f"{_short(path)}: key {key!r} is not a string")
+                    raise fail(trail, f"key {key!r} is not a string")
                 least += len(key) + 3
-                stack.append((item, f"{path}.{key}", depth + 1))
-        else:
-            for index, item in enumerate(node):
-                stack.append((item, f"{path}[{index}]", depth + 1))
+            kind = type(item)
+            if kind is str:
+                least += len(item) + 2
+            elif kind is int or kind is bool or item is None:
+                least += 1
+            elif kind is dict or kind is list:
+                stack.append((item, (trail, key), depth + 1))
+            else:
+                size = scalar(item, trail, key)  # the rarer kinds: subclasses, floats, ...
+                if size < 0:
+                    stack.append((item, (trail, key), depth + 1))
+                else:
+                    least += size
     return least
+
+
+Trail = tuple["Trail", "str | int"] | None
+"""Where a node is: its parent's trail and its key or index (None for the value itself)."""
+
+
+def _path(where: str, trail: Trail) -> str:
+    steps: list[str | int] = []
+    while trail is not None:
+        trail, step = trail
+        steps.append(step)
+    text = [where]
+    for step in reversed(steps):
+        text.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    return "".join(text)
 
 
 def _kind(node: Any) -> str:

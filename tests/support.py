@@ -254,3 +254,18 @@ class CeleryWorker:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=scaled(30))
+
+
+def failure_run(failed: Any, name: str) -> Any:
+    """The run of failureWorkflow `name` that `failed` (a WorkflowRun) started, once it is
+    recorded (waits for it)."""
+    from app import WorkflowRun, list_runs
+
+    def started() -> WorkflowRun | None:
+        for summary in list_runs(name=name, limit=50):
+            candidate = WorkflowRun(summary.id)
+            if candidate.record()["input"].get("workflowId") == failed.id:
+                return candidate
+        return None
+
+    return wait_for(started, timeout=30, what=f"failure workflow {name} to start")

@@ -9,7 +9,7 @@ import pytest
 
 from app import LifecycleError, RunStatus, StepStatus, WorkflowRun, submit_workflow
 from app.runtime.state import get_store
-from tests.support import wait_for
+from tests.support import failure_run, wait_for
 
 
 def wf(*tasks: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def test_a_workflow_timeout_times_the_run_out_while_a_step_runs(worker: Any) -> 
 
 
 def test_a_failed_run_starts_its_failure_workflow(worker: Any) -> None:
-    from app import list_runs, register_workflow
+    from app import register_workflow
 
     register_workflow(wf(task("handle", v="${workflow.input.failureStatus}",
                               failed="${workflow.input.workflowId}"))
@@ -132,15 +132,16 @@ def test_a_failed_run_starts_its_failure_workflow(worker: Any) -> None:
     run = submit_workflow(definition, input={"order": 3})
     assert run.wait(timeout=30) is RunStatus.FAILED
 
-    def handler() -> WorkflowRun | None:
-        for summary in list_runs(name="on_failure", limit=20):
-            candidate = WorkflowRun(summary.id)
-            if candidate.record()["input"].get("workflowId") == run.id:
-                return candidate
-        return None
-
-    started = wait_for(handler, timeout=30, what="the failure workflow to start")
+    started = failure_run(run, "on_failure")
     assert started.result(timeout=30) == {"v": "FAILED", "failed": run.id}
     given = started.record()["input"]
     assert given["order"] == 3 and given["reason"] == "Refused: boom"
     assert given["failureTaskId"] == run.steps["bad"].task_id
+    # Conductor also gives the failed run's execution, which compensation reads
+    failed = given["failedWorkflow"]
+    assert (failed["workflowId"], failed["status"], failed["input"]) == \
+        (run.id, "FAILED", {"order": 3})
+    assert [(t["referenceTaskName"], t["status"], t["inputData"]) for t in failed["tasks"]] \
+        == [("bad", "FAILED", {"reason": "boom"})]
+    assert failed["failedReferenceTaskNames"] == ["bad"]
+    assert failed["workflowDefinition"]["failureWorkflow"] == "on_failure"

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from app.definitions import get_workflow
 from app.dsl.expressions import parse_parameter
+from app.dsl.model import WorkflowDef
 from app.errors import BatonError
-from app.runtime.runs import create_run, send_run
+from app.payloads import PayloadTooLarge
+from app.runtime.execution import workflow_execution
+from app.runtime.runs import NewRun, create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
 from app.store import OPEN_RUN_STATUSES, Ended, RunStatus, StepStatus
@@ -75,9 +79,30 @@ def _start_failure_workflow(ended: Ended) -> None:
         given = {**(record_document(run).get("input") or {}), "workflowId": run_id,
                  "reason": ended.reason, "failureStatus": ended.status.value,
                  "failureTaskId": failed.get("taskId")}
-        new = create_run(failure, given, correlation_id=run.get("correlationId") or None,
-                         idempotency_key=f"failure:{run_id}")
+        new = _create_failure_run(failure, given, run_id, run.get("correlationId") or None)
         if new.plan is not None:
             send_run(new, failure)
     except BatonError as exc:
         log.warning("run %s: failureWorkflow %r not started: %s", run_id, name, exc)
+
+
+def _create_failure_run(
+    failure: WorkflowDef, given: dict[str, Any], run_id: str, correlation_id: str | None
+) -> NewRun:
+    """The failure run, given the failed run's execution as `failedWorkflow` as Conductor
+    does. An execution over the input limit goes without its tasks' data (`inputData`,
+    `outputData`), so that compensation still starts and can read which tasks completed."""
+    def start(execution: dict[str, Any] | None) -> NewRun:
+        return create_run(failure, {**given, "failedWorkflow": execution},
+                          correlation_id=correlation_id, idempotency_key=f"failure:{run_id}")
+
+    execution = workflow_execution(get_store(), run_id)
+    try:
+        return start(execution)
+    except PayloadTooLarge:
+        if execution is None:
+            raise
+        return start({**execution, "input": {}, "output": {}, "variables": {},
+                      "workflowDefinition": None, "truncated": True,
+                      "tasks": [{**task, "inputData": {}, "outputData": {}}
+                                for task in execution["tasks"]]})

@@ -103,7 +103,7 @@ def test_a_dynamic_fork_wider_than_the_limit_fails_before_any_branch(
     assert "fork: 4 branches are over the limit of 3" in error["message"]
     assert "BATON_MAX_FORK_WIDTH" in error["message"]
     assert set(run.steps) == {"fan"}  # no branch was defined or sent
-    assert get_store().get_dynamic_step(run.id, "fan_0") is None
+    assert get_store().get_dynamic_step(run.id, "_echo_0") is None
 
 
 def test_a_definition_over_the_task_limit_is_refused_before_it_is_parsed(

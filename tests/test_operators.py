@@ -133,7 +133,7 @@ def test_a_dynamic_fork_of_1000_branches_completes(worker: Any) -> None:
 
     assert run.wait(timeout=180) is RunStatus.COMPLETED
     joined = run.steps["fan_join"].output
-    assert len(joined) == 1000 and joined["fan_999"] == {"i": 999}
+    assert len(joined) == 1000 and joined["_echo_999"] == {"i": 999, "__index": 999}
 
 
 def test_start_delay_and_task_definition_input_template(worker: Any) -> None:

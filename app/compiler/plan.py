@@ -32,7 +32,7 @@ STEP_TYPES: Final = frozenset({
 })
 """Task types that run as one Celery task each."""
 
-_READS_RUN: Final = frozenset({"SUB_WORKFLOW", "DO_WHILE", "START_WORKFLOW", "EVENT"})
+READS_RUN: Final = frozenset({"SUB_WORKFLOW", "DO_WHILE", "START_WORKFLOW", "EVENT"})
 """Operators that read the run's record beyond their input (correlation id, items)."""
 
 SUPPORTED_TYPES: Final = STEP_TYPES | {
@@ -193,7 +193,7 @@ class _Builder:
                 else:
                     stages.append(self.control(self.loop(task, here)))
             else:
-                self.steps[ref] = _spec(task)
+                self.steps[ref] = step_spec(task)
                 stages.append(StepStage(ref))
             index += 1
         self.sequences[sequence_id] = tuple(stages)
@@ -206,8 +206,8 @@ class _Builder:
         self, fork: WorkflowTask, join: WorkflowTask, path: str, loop: str | None
     ) -> ForkStage | DynamicForkStage:
         ref = fork.task_reference_name
-        self.steps[ref] = _spec(fork)
-        self.steps[join.task_reference_name] = _spec(join, fork_ref=ref)
+        self.steps[ref] = step_spec(fork)
+        self.steps[join.task_reference_name] = step_spec(join, fork_ref=ref)
         if fork.type == "FORK_JOIN_DYNAMIC":
             return DynamicForkStage(ref, join.task_reference_name)
         branch_ids = []
@@ -219,7 +219,7 @@ class _Builder:
 
     def switch(self, task: WorkflowTask, path: str, loop: str | None) -> SwitchStage:
         ref = task.task_reference_name
-        self.steps[ref] = _spec(task)
+        self.steps[ref] = step_spec(task)
         cases = {}
         for index, (value, tasks) in enumerate((task.decision_cases or {}).items()):
             case_id = f"{ref}.cases[{index}]"
@@ -234,13 +234,14 @@ class _Builder:
         body_id = f"{ref}.loop"
         self.sequence(body_id, task.loop_over or [], f"{path}.loopOver", loop=ref)
         inner = tuple(t.task_reference_name for t in task.loop_over or [])
-        self.steps[ref] = _spec(task, extra_reads=inner)
+        self.steps[ref] = step_spec(task, extra_reads=inner)
         return LoopStage(ref, body_id)
 
 
-def _spec(
+def step_spec(
     task: WorkflowTask, fork_ref: str | None = None, extra_reads: tuple[str, ...] = ()
 ) -> StepSpec:
+    """The spec of one task (a fork's join names its fork; a loop reads its body too)."""
     inputs = parse_parameter(task.input_parameters or {})
     join_on = tuple(task.join_on or ()) if task.type in ("JOIN", "EXCLUSIVE_JOIN") else ()
     if task.type == "EXCLUSIVE_JOIN":
@@ -260,7 +261,7 @@ def _spec(
         join_on=join_on,
         fork_ref=fork_ref,
         policy_overrides=task_overrides(task.task_definition, task.retry_count),
-        reads_run=task.type in _READS_RUN or any(
+        reads_run=task.type in READS_RUN or any(
             e.static_root in (WORKFLOW_ROOT, None) for e in inputs.expressions()),
     )
 

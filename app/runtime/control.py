@@ -24,6 +24,12 @@ from app.dsl.validate import ref_problems
 from app.registry import TASK_PREFIX, transformations
 from app.runtime import javascript
 from app.runtime.containment import contained
+from app.runtime.dynamic_branches import (
+    TRANSFORMATION_TYPES,
+    Branch,
+    item_branches,
+    listed_branches,
+)
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.scope import build_scope, record_document
@@ -238,28 +244,31 @@ def _keep_last(output: dict[str, Any], given: dict[str, Any]) -> None:
 # -- FORK_JOIN_DYNAMIC and DYNAMIC ---------------------------------------------------------------
 
 
-def _dynamic_branches(context: StepContext) -> list[tuple[str, str, dict[str, Any]]]:
-    """(ref, transformation name, input) of each branch a dynamic fork was given."""
+def _dynamic_branches(context: StepContext) -> list[Branch]:
+    """The branches a dynamic fork was given (see app/runtime/dynamic_branches.py)."""
     task, given = context.spec.task, dict(context.input)
     if task.dynamic_fork_tasks_param:
-        listed = given.get(task.dynamic_fork_tasks_param)
-        inputs = given.get(task.dynamic_fork_tasks_input_param_name or "") or {}
-        if not isinstance(listed, list) or not isinstance(inputs, dict):
-            raise OperatorError(f"'{task.dynamic_fork_tasks_param}' must be a list of tasks "
-                                "and its inputs a map of ref to input")
-        _check_width(len(listed))
-        branches = []
-        for index, item in enumerate(listed):
-            if not isinstance(item, dict) or not item.get("name"):
-                raise OperatorError(f"dynamic task {index} has no name")
-            branch_ref = str(item.get("taskReferenceName") or f"{item['name']}_{index}")
-            branches.append((branch_ref, str(item["name"]), dict(inputs.get(branch_ref) or {})))
-        return branches
-    name, inputs = given.get("forkTaskName"), given.get("forkTaskInputs")
-    if not isinstance(name, str) or not isinstance(inputs, list):
-        raise OperatorError("give dynamicForkTasksParam, or forkTaskName and forkTaskInputs")
-    _check_width(len(inputs))
-    return [(f"{context.spec.ref}_{i}", name, dict(v or {})) for i, v in enumerate(inputs)]
+        branches = listed_branches(task, given)
+    else:
+        branches = item_branches(context.spec.ref, given,
+                                 lambda first: _another_fork_ran(context, first))
+    _check_width(len(branches))
+    return branches
+
+
+def _another_fork_ran(context: StepContext, first_ref: str) -> bool:
+    """Whether the run ran a dynamic fork before this one (Conductor then names item
+    branches after their fork too). A redelivered fork keeps its first delivery's answer:
+    the short-named first branch is its own exactly when that delivery chose short names."""
+    if context.iteration is not None and context.iteration > 1:
+        return True  # this fork ran in the loop's earlier iterations
+    defined = get_store().get_dynamic_step(context.run_id, first_ref)
+    if defined is not None:
+        return bool(defined.get("fork") != context.spec.ref)
+    plan, own = context.plan, context.record_ref
+    forks = {ref for ref, spec in plan.steps.items() if spec.type == "FORK_JOIN_DYNAMIC"}
+    return any(ref != own and ref.split("__")[0] in forks
+               for ref in get_store().recorded_refs(context.run_id))
 
 
 def _check_width(count: int) -> None:
@@ -270,10 +279,11 @@ def _check_width(count: int) -> None:
                             "(BATON_MAX_FORK_WIDTH)")
 
 
-def _check_branch_refs(plan: Plan, branches: list[tuple[str, str, dict[str, Any]]]) -> None:
+def _check_branch_refs(plan: Plan, branches: list[Branch]) -> None:
     """A branch defined at run time may not take a ref of the plan, or another branch's."""
     known, seen = transformations(), set()
-    for branch_ref, name, _ in branches:
+    for branch in branches:
+        branch_ref, name = branch.ref, branch.name
         problems = ref_problems(branch_ref)
         if problems:
             raise OperatorError(f"dynamic task '{branch_ref}': {problems[0]}")
@@ -283,7 +293,7 @@ def _check_branch_refs(plan: Plan, branches: list[tuple[str, str, dict[str, Any]
         if branch_ref in seen:
             raise OperatorError(f"dynamic task '{branch_ref}' is listed twice")
         seen.add(branch_ref)
-        if name not in known:
+        if branch.type in TRANSFORMATION_TYPES and name not in known:
             raise OperatorError(f"dynamic task '{branch_ref}' names unknown transformation "
                                 f"'{name}'")
 
@@ -292,21 +302,23 @@ def _fork_work(context: StepContext) -> Outcome:
     branches = _dynamic_branches(context)
     _check_branch_refs(context.plan, branches)
     taken = get_store().define_branches(context.run_id, context.spec.ref, {
-        ref: {"name": name, "input": given} for ref, name, given in branches})
+        branch.ref: {"name": branch.name, "input": branch.input, "task": branch.task}
+        for branch in branches})
     if taken is not None:
         raise OperatorError(f"dynamic task '{taken[0]}' takes the ref of {taken[1]}; give it "
                             "a taskReferenceName of its own")
     frame = {"iteration": context.iteration} if context.iteration is not None else {}
     signatures = [
-        celery_app.signature(TASK_PREFIX + name, args=(context.run_id, ref, context.plan.digest),
+        celery_app.signature(CONTROL_TASKS.get(branch.type, TASK_PREFIX + branch.name),
+                             args=(context.run_id, branch.ref, context.plan.digest),
                              kwargs=frame, immutable=True)
-        for ref, name, _ in branches
+        for branch in branches
     ]
     stage = context.plan.controls[context.spec.ref]
     assert isinstance(stage, DynamicForkStage)
     join = step_signature(context.plan, context.run_id, stage.join_ref,
                           final=context.final, iteration=context.iteration)
-    output = {"forkedTasks": [ref for ref, _, _ in branches]}
+    output = {"forkedTasks": [branch.ref for branch in branches]}
     if not signatures:
         return Outcome(output, then=join)
     return Outcome(output, then=fork_signature(signatures, join))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Task
@@ -19,7 +19,7 @@ from celery.canvas import Signature
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 from app.celery_app import celery_app
-from app.compiler.plan import Plan, StepSpec
+from app.compiler.plan import READS_RUN, Plan, StepSpec, step_spec
 from app.config import get_settings
 from app.delays import split_delay
 from app.dsl.expressions import Parameter
@@ -321,9 +321,11 @@ def _dynamic_spec(run_id: str, ref: str) -> StepSpec:
     defined = get_store().get_dynamic_step(run_id, ref)
     if defined is None:
         raise KeyError(f"run {run_id} defines no step '{ref}'")
-    task = WorkflowTask.model_validate({"name": defined["name"], "taskReferenceName": ref})
-    return StepSpec(ref=ref, type="SIMPLE", name=defined["name"],
-                    inputs=Parameter(defined["input"], dynamic=False), reads=(), task=task)
+    task = WorkflowTask.model_validate(
+        defined.get("task") or {"name": defined["name"], "taskReferenceName": ref})
+    # its input was resolved when the fork ran: it is data, not expressions
+    return replace(step_spec(task), inputs=Parameter(defined["input"], dynamic=False),
+                   reads=(), reads_run=task.type in READS_RUN)
 
 
 # An output that is not JSON data, or too large, comes out the same when tried again.

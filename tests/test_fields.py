@@ -44,8 +44,10 @@ SUB = {"type": "SUB_WORKFLOW"}
 
 REFUSED = [
     (workflow(workflowStatusListenerEnabled=True), "workflowStatusListenerEnabled"),
+    # a schema kept in a registry (no inline data), or not JSON Schema
     (workflow(inputSchema={"name": "s", "type": "JSON"}), "inputSchema"),
     (workflow(outputSchema={"name": "s", "type": "JSON"}, enforceSchema=True), "outputSchema"),
+    (workflow(outputSchema={"name": "s", "type": "AVRO", "data": {}}), "outputSchema.type"),
     (workflow(cacheConfig={"key": "${workflow.input.k}", "ttlInSecond": 60}), "cacheConfig"),
     (workflow(maskedFields=["password"]), "maskedFields"),
     (workflow(task(asyncComplete=True)), "tasks[0].asyncComplete"),
@@ -125,6 +127,8 @@ ACCEPTED = [
     workflow(workflowStatusListenerEnabled=False, workflowStatusListenerSink="s"),
     workflow(enforceSchema=True),
     workflow(inputSchema={"name": "s", "type": "JSON"}, enforceSchema=False),
+    workflow(inputSchema={"name": "s", "type": "JSON", "data": {"type": "object"}},
+             outputSchema={"name": "s", "type": "JSON", "data": {}}),
     workflow(cacheConfig={"ttlInSecond": 0}),
     workflow(maskedFields=[]),
     workflow(rateLimitConfig={"rateLimitKey": "k", "concurrentExecLimit": 4}),
@@ -150,6 +154,7 @@ ACCEPTED = [
     workflow(task(type="INLINE", taskDefinition={"name": "i", "timeoutSeconds": 5},
                   inputParameters={"evaluatorType": "graaljs", "expression": "1"})),
     workflow(task_def(inputSchema={"name": "s", "type": "JSON"})),
+    workflow(task_def(enforceSchema=True, inputSchema={"name": "s", "type": "JSON", "data": {}})),
     workflow(task(subWorkflowParam={"name": "w", "taskToDomain": {}, "priority": 0,
                                     "idempotencyStrategy": "FAIL"}, **SUB)),
 ]

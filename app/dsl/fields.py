@@ -16,17 +16,16 @@ from collections.abc import Iterable, Iterator
 
 from app.dsl.model import (
     CacheConfig,
-    SchemaDef,
     SubWorkflowParams,
     TaskDef,
     WorkflowDef,
     WorkflowTask,
 )
+from app.dsl.schemas import task_schema_problems, workflow_schema_problems
 from app.errors import Problem
 
 # Conductor's default: a worker that sends no update for an hour is timed out.
 _RESPONSE_TIMEOUT_DEFAULT = 3600
-_SCHEMAS = ("inputSchema", "outputSchema")
 # Types whose failed step Conductor retries but Baton does not: only transformations (SIMPLE,
 # DYNAMIC) and HTTP steps have a retry policy. Control-flow operators are left out.
 _NOT_RETRIED = frozenset({
@@ -60,8 +59,7 @@ def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
         yield ("workflowStatusListenerEnabled",
                "not supported yet (Baton has no workflow status listener); remove it or set "
                "false")
-    yield from _schemas(definition.input_schema, definition.output_schema,
-                        definition.enforce_schema)
+    yield from workflow_schema_problems(definition)
     yield from _cache(definition.cache_config, "cacheConfig")
     if definition.masked_fields:
         yield ("maskedFields",
@@ -85,6 +83,7 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
         yield ("dynamicForkJoinTasksParam",
                "not supported (the deprecated form of a dynamic fork); use "
                "dynamicForkTasksParam and dynamicForkTasksInputParamName")
+    yield from task_schema_problems(task)
     if task.task_definition is not None:
         if task.type in _WAITS and task.task_definition.timeout_seconds > 0:
             yield ("taskDefinition.timeoutSeconds",
@@ -127,8 +126,6 @@ def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:
     if definition.execution_name_space:
         yield ("executionNameSpace",
                "not supported (steps run on the queues of their workers); remove it")
-    yield from _schemas(definition.input_schema, definition.output_schema,
-                        definition.enforce_schema)
 
 
 def _retries(task: WorkflowTask) -> Iterator[tuple[str, str]]:
@@ -155,18 +152,6 @@ def _sub_workflow(params: SubWorkflowParams) -> Iterator[tuple[str, str]]:
         yield ("idempotencyKey",
                "not supported yet (each step starts its sub-workflow once, under a key of its "
                "own); remove it")
-
-
-def _schemas(
-    input_schema: SchemaDef | None, output_schema: SchemaDef | None, enforce: bool
-) -> Iterator[tuple[str, str]]:
-    if not enforce:
-        return  # a schema that is not enforced only documents the data
-    for name, schema in zip(_SCHEMAS, (input_schema, output_schema), strict=True):
-        if schema is not None:
-            yield (name,
-                   "not supported yet (Baton does not validate data against schemas); remove "
-                   "it or set enforceSchema false")
 
 
 def _cache(config: CacheConfig | None, field: str) -> Iterator[tuple[str, str]]:

@@ -23,6 +23,7 @@ from app.compiler.plan import MAIN, DynamicForkStage, ForkStage, Plan, Stage, re
 from app.config import get_settings
 from app.runtime.lifecycle import LifecycleError
 from app.runtime.runs import check_input, send_deadline
+from app.runtime.schemas import check_run_input
 from app.runtime.state import get_store, plans
 from app.store import DONE_STEP_STATUSES, OPEN_STEP_STATUSES, RunStatus
 
@@ -40,6 +41,7 @@ def rerun(run_id: str, from_step: str, given: Mapping[str, Any] | None = None) -
     new_input = None
     if given is not None:
         new_input = check_input(given, plan.definition.input_template)
+        check_run_input(plan, new_input)
     _start_again(run_id, plan, position, new_input)
 
 

@@ -70,6 +70,9 @@ def create_run(
     found = check_definition(workflow, transformations, strict=strict, warnings=warnings)
     plan = build_plan(workflow, transformations, validated=True)
     run_input = input_text(given, workflow.input_template)
+    from app.runtime.schemas import check_run_input  # it builds on InvalidInput, defined here
+
+    check_run_input(plan, run_input)
     correlation_id = check_label(correlation_id, "correlationId")
     idempotency_key = check_label(idempotency_key, "idempotencyKey")
     run_id = str(uuid.uuid4())

@@ -30,6 +30,7 @@ from app.policy import StepPolicy
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import drop, hold_back
 from app.runtime.messages import message_of
+from app.runtime.schemas import check_step_input, check_step_output, checked_run_output
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
 from app.runtime.step_task import StepTask, stop_route
@@ -187,9 +188,11 @@ def _execute_step(
             resolved = {**template, **resolved}  # the task definition's defaults
         check_input(resolved)  # before it is recorded: a failed step keeps no input then
         step_input = resolved
+        check_step_input(plan, spec, step_input)
         context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
                               claim.attempts)
         outcome = _outcome(work(context))
+        check_step_output(plan, spec, outcome.output, outcome.status)
         ends = final and outcome.then is None and outcome.end_run is None and not outcome.stop
         run_output = _workflow_output(plan, scope, ref, step_input, outcome.output) if ends \
             else None
@@ -344,10 +347,10 @@ def _workflow_output(
     plan: Plan, scope: Mapping[str, Any], ref: str, step_input: Any, output: dict[str, Any]
 ) -> Any:
     if plan.output is None:
-        return output
+        return checked_run_output(plan, output)
     own = dict(scope.get(ref) or {})
     own.update(input=step_input, output=output, status=StepStatus.COMPLETED.value)
-    return plan.output.resolve({**scope, ref: own})
+    return checked_run_output(plan, plan.output.resolve({**scope, ref: own}))
 
 
 def _finish_again(plan: Plan, run_id: str) -> None:
@@ -360,4 +363,4 @@ def _finish_again(plan: Plan, run_id: str) -> None:
     scope = build_scope(run, records, None, variables)
     last = scope.get(plan.last_ref) or {}
     output = plan.output.resolve(scope) if plan.output is not None else last.get("output")
-    store.complete_run(run_id, output)
+    store.complete_run(run_id, checked_run_output(plan, output))

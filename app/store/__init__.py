@@ -6,7 +6,7 @@ script of `lua/` behind a method of RunStore. No Celery here.
 
 from app.store.base import ROUTE_ROOT
 from app.store.connection import connect
-from app.store.records import Claim, Ended, now_ms
+from app.store.records import Claim, Ended, RefusedOutput, now_ms
 from app.store.status import (
     DONE_STEP_STATUSES,
     FAILED_STEP_STATUSES,
@@ -23,7 +23,7 @@ __all__ = [
     # The store
     "RunStore", "ROUTE_ROOT", "connect",
     # Records
-    "Claim", "Ended", "now_ms",
+    "Claim", "Ended", "RefusedOutput", "now_ms",
     # Statuses
     "ClaimVerdict", "RunStatus", "StepStatus", "DONE_STEP_STATUSES", "FAILED_STEP_STATUSES",
     "OPEN_RUN_STATUSES", "OPEN_STEP_STATUSES", "OVER_RUN_STATUSES",

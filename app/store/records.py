@@ -48,6 +48,15 @@ class Ended:
         return cls(run_id, RunStatus(status), reason, parent, parent_ref, root)
 
 
+@dataclass(frozen=True)
+class RefusedOutput:
+    """A run's output that ends the run FAILED, with `reason`, where it would complete (it
+    breaks the workflow's outputSchema); the run keeps the output."""
+
+    output: Any
+    reason: str
+
+
 def pairs(flat: Sequence[Any]) -> dict[str, str]:
     it = iter(flat)
     return {str(k): str(v) for k, v in zip(it, it, strict=True)}

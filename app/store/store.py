@@ -30,7 +30,7 @@ from app.store.keys import (
     vars_key,
 )
 from app.store.lifecycle import Lifecycle
-from app.store.records import Claim, dumps, now_ms, pairs
+from app.store.records import Claim, RefusedOutput, dumps, now_ms, pairs
 from app.store.status import OPEN_RUN_STATUSES, ClaimVerdict, RunStatus, StepStatus
 
 _PAYLOAD_FIELDS = frozenset({"input", "output"})
@@ -196,7 +196,10 @@ class RunStore(Lifecycle, Catalogue):
         return self._ended(self.call("end_run", [run_key(run_id)], args), run_id)
 
     def complete_run(self, run_id: str, output: Any) -> bool:
-        """Mark a RUNNING run COMPLETED with its output; False if it had already ended."""
+        """Mark a RUNNING run COMPLETED with its output (FAILED for a RefusedOutput); False
+        if it had already ended."""
+        if isinstance(output, RefusedOutput):
+            return self.end_run(run_id, RunStatus.FAILED, output.output, reason=output.reason)
         return self.end_run(run_id, RunStatus.COMPLETED, output)
 
     # -- steps ------------------------------------------------------------------------------
@@ -250,15 +253,19 @@ class RunStore(Lifecycle, Catalogue):
         `alias` is a second ref the record is copied to (a loop step's unsuffixed ref).
         With `expect`, the step is completed only if it has that status: None when it has
         not (another caller completed it first). Returns True when this call ended the run.
+        A RefusedOutput as `run_output` ends the run FAILED with its reason.
         """
         key = step_key(run_id, ref)
         keys = [run_key(run_id), key, step_key(run_id, alias) if alias else key]
+        refused = run_output if isinstance(run_output, RefusedOutput) else None
+        if refused is not None:
+            run_output = refused.output
         ending = dumps(run_output) if final else ""
         given_error = dumps(error) if error else ""
         # the run's recorded bytes are capped here, where every output is recorded
         args = [now_ms(), self.retention, dumps(input), dumps(output), ending, status,
                 given_error, expect or "", alias or "", ROUTE_ROOT.get(),
-                get_settings().max_run_bytes, ref]
+                get_settings().max_run_bytes, ref, refused.reason if refused else ""]
         reply = self.call("complete_step", keys, args)
         if reply == -1:
             return None

@@ -2,7 +2,8 @@
 -- KEYS: run, step, alias step (or the step again)
 -- ARGV: now, retention, input, output, run output ('' unless the run ends here), status,
 --       error ('' for none), the status the step must have ('' for any), alias ref, route root,
---       the most bytes the run may record (0 for no limit), ref
+--       the most bytes the run may record (0 for no limit), ref, the reason the run output
+--       is refused ('' for none: the run completes; else it ends FAILED with it)
 -- Replies -1 when a status is required and the step is not in it (another caller completed
 -- it, or its run was cancelled) or the write is fenced off. An output that takes the run's
 -- recorded bytes over the limit is not recorded: the step and its run fail instead.
@@ -47,4 +48,7 @@ if KEYS[3] ~= KEYS[2] then
   keep(KEYS[1], KEYS[3], ARGV[2])
 end
 if ARGV[5] == '' then return 0 end
-return finish(KEYS[1], 'COMPLETED', stash(KEYS[1], ARGV[5], ARGV[2]), '', '', ARGV[1], ARGV[2])
+local ending = 'COMPLETED'
+if ARGV[13] ~= '' then ending = 'FAILED' end
+return finish(KEYS[1], ending, stash(KEYS[1], ARGV[5], ARGV[2]), ARGV[13], '', ARGV[1],
+  ARGV[2])

@@ -83,6 +83,14 @@ def test_a_bad_schema_is_refused_with_its_path_among_the_definitions_other_probl
     }
 
 
+def test_schema_problems_come_with_those_the_model_finds() -> None:
+    found = problems(wf({"name": "noop", "taskReferenceName": "n", "type": "NOOP", "bogus": 1},
+                        inputSchema=schema({"type": "objec"}),
+                        outputSchema=schema(TOTAL, type="XML")))
+
+    assert set(found) == {"tasks[0].bogus", "inputSchema.data.type", "outputSchema.type"}
+
+
 def test_a_schema_is_checked_against_the_dialect_its_schema_keyword_names() -> None:
     draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
               "properties": {"n": {"type": "integer", "minimum": 0, "exclusiveMinimum": True}}}

@@ -43,7 +43,6 @@ def task_def(**fields: Any) -> dict[str, Any]:
 SUB = {"type": "SUB_WORKFLOW"}
 
 REFUSED = [
-    (workflow(workflowStatusListenerEnabled=True), "workflowStatusListenerEnabled"),
     # a schema kept in a registry (no inline data), or not JSON Schema
     (workflow(inputSchema={"name": "s", "type": "JSON"}), "inputSchema"),
     (workflow(outputSchema={"name": "s", "type": "JSON"}, enforceSchema=True), "outputSchema"),
@@ -51,7 +50,10 @@ REFUSED = [
     (workflow(cacheConfig={"key": "${workflow.input.k}", "ttlInSecond": 60}), "cacheConfig"),
     (workflow(maskedFields=["password"]), "maskedFields"),
     (workflow(task(asyncComplete=True)), "tasks[0].asyncComplete"),
-    (workflow(task(onStateChange={"onStart": [{"type": "q"}]})), "tasks[0].onStateChange"),
+    (workflow(task(onStateChange={"onCancelled": [{"type": "q"}]})),
+     "tasks[0].onStateChange.onCancelled"),
+    (workflow(task(type="WAIT", onStateChange={"onStart": [{"type": "q"}]})),
+     "tasks[0].onStateChange"),
     (workflow(task(cacheConfig={"key": "k", "ttlInSecond": 5})), "tasks[0].cacheConfig"),
     (workflow(task(type="FORK_JOIN_DYNAMIC", dynamicForkJoinTasksParam="x",
                    dynamicForkTasksParam="d", dynamicForkTasksInputParamName="i"),
@@ -125,6 +127,8 @@ def test_every_refusal_comes_with_the_other_problems() -> None:
 
 ACCEPTED = [
     workflow(workflowStatusListenerEnabled=False, workflowStatusListenerSink="s"),
+    workflow(workflowStatusListenerEnabled=True, workflowStatusListenerSink="s"),
+    workflow(task(onStateChange={"onScheduled,onStart,onSuccess,onFailed": [{"type": "q"}]})),
     workflow(enforceSchema=True),
     workflow(inputSchema={"name": "s", "type": "JSON"}, enforceSchema=False),
     workflow(inputSchema={"name": "s", "type": "JSON", "data": {"type": "object"}},

@@ -3,7 +3,7 @@
 The models mirror Conductor's field for field, so every definition Conductor accepts loads.
 A field Baton does not carry out is refused here once it is set to a value that changes
 behaviour in Conductor; its default, or any value Conductor treats as "off", stays
-accepted (`rateLimitPerFrequency: 0`, `workflowStatusListenerEnabled: false`,
+accepted (`rateLimitPerFrequency: 0`, `asyncComplete: false`,
 `maskedFields: []`). docs/conductor-fields.md lists every field and what Baton does with it.
 
 Inline sub-workflows are checked by the validator's own recursion (it calls this with
@@ -22,6 +22,7 @@ from app.dsl.model import (
     WorkflowTask,
 )
 from app.dsl.schemas import task_schema_problems, workflow_schema_problems
+from app.dsl.state_changes import state_change_problems
 from app.errors import Problem
 
 # Conductor's default: a worker that sends no update for an hour is timed out.
@@ -55,10 +56,6 @@ def unhonoured_fields(definition: WorkflowDef, prefix: str = "") -> list[Problem
 
 
 def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
-    if definition.workflow_status_listener_enabled:
-        yield ("workflowStatusListenerEnabled",
-               "not supported yet (Baton has no workflow status listener); remove it or set "
-               "false")
     yield from workflow_schema_problems(definition)
     yield from _cache(definition.cache_config, "cacheConfig")
     if definition.masked_fields:
@@ -74,9 +71,7 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
         yield ("asyncComplete",
                "not supported yet (a step completes when its work returns); remove it or set "
                "false")
-    if any(task.on_state_change.values()):
-        yield ("onStateChange",
-               "not supported yet (Baton publishes no task state events); remove it or set {}")
+    yield from state_change_problems(task)
     yield from _cache(task.cache_config, "cacheConfig")
     yield from _retries(task)
     if task.dynamic_fork_join_tasks_param:

@@ -36,6 +36,7 @@ from app.dsl.expressions import (
 from app.dsl.fields import unhonoured_fields
 from app.dsl.model import WorkflowDef, WorkflowTask
 from app.dsl.partial import Repair, repair
+from app.dsl.state_changes import payloads
 from app.errors import DefinitionError, Problem
 from app.payloads import InvalidPayload, check_payload
 from app.registry import Transformation
@@ -310,6 +311,7 @@ class _Checker:
         inputs = self._parse(task.input_parameters or {}, f"{path}.inputParameters")
         if inputs is not None:
             self._check_roots(inputs, f"{path}.inputParameters", scope, own_ref=ref)
+        self._state_changes(task, path, scope)
         self._scripts(task, path)
         if task.type == "SIMPLE":
             self._simple(task, path, inputs)
@@ -355,6 +357,15 @@ class _Checker:
                 reached |= inner.done | inner.maybe
             scope.maybe |= reached
         self._inline_subworkflow(task, path)
+
+    def _state_changes(self, task: WorkflowTask, path: str, scope: _Scope) -> None:
+        """Event payloads read what the task's input may, and the task's own record."""
+        own = scope.copy()
+        own.done.add(task.task_reference_name)
+        for suffix, payload in payloads(task):
+            parsed = self._parse(payload, f"{path}.{suffix}")
+            if parsed is not None:
+                self._check_roots(parsed, f"{path}.{suffix}", own, own_ref=None)
 
     def _scripts(self, task: WorkflowTask, path: str) -> None:
         """Compile the task's literal scripts (JavaScript, jq) without running them."""

@@ -17,6 +17,7 @@ from app.compiler.canvas import compile_route
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
+from app.dsl.state_changes import status_sink
 from app.dsl.validate import check_definition
 from app.errors import Problem
 from app.payloads import InvalidPayload, check_payload
@@ -88,6 +89,8 @@ def create_run(
         "createTime": created,
         "startTime": created,
     }
+    if sink := status_sink(workflow):
+        fields["statusSink"] = sink  # the run's end is published there (lua/lib.lua)
     if found:
         fields["warnings"] = json.dumps([{"path": w.path, "message": w.message} for w in found])
     if parent is None:

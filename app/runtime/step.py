@@ -27,6 +27,7 @@ from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
 from app.payloads import InvalidPayload, PayloadTooLarge, check_payload
 from app.policy import StepPolicy
+from app.runtime import state_events
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import drop, hold_back
 from app.runtime.messages import message_of
@@ -172,6 +173,7 @@ def _execute_step(
                  "message": f"step delivered {claim.detail} times without finishing "
                             "(does it kill its worker?)"}
         store.fail_step(run_id, recorded_as, error=error)
+        state_events.ended(run_id, spec, recorded_as)
         stop_route(task)
         return None
     if claim.verdict is not ClaimVerdict.RUN:
@@ -189,6 +191,7 @@ def _execute_step(
         check_input(resolved)  # before it is recorded: a failed step keeps no input then
         step_input = resolved
         check_step_input(plan, spec, step_input)
+        state_events.started(run_id, spec, recorded_as, step_input)
         context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
                               claim.attempts)
         outcome = _outcome(work(context))
@@ -199,9 +202,11 @@ def _execute_step(
     except Exception as exc:
         return _failed(task, run_id, plan, spec, claim, step_input, exc, final, iteration,
                        policy)
-    if store.complete_step(run_id, recorded_as, input=step_input, output=outcome.output,
-                           run_output=run_output, final=ends, status=outcome.status,
-                           alias=ref if iteration is not None else None) and not ends:
+    over_limit = store.complete_step(
+        run_id, recorded_as, input=step_input, output=outcome.output, run_output=run_output,
+        final=ends, status=outcome.status, alias=ref if iteration is not None else None)
+    state_events.ended(run_id, spec, recorded_as)
+    if over_limit and not ends:
         stop_route(task)  # the output took the run over its size limit: the run failed
         return None
     if outcome.end_run is not None:
@@ -275,6 +280,7 @@ def _failed(
         chosen = policy.merged(spec.policy_overrides)
         if claim.attempts <= chosen.retry_count:
             store.retry_step(run_id, recorded_as, error=error, input=step_input)
+            state_events.ended(run_id, spec, recorded_as, _status(exc))
             # Celery sends the same message again after the delay, route and all; a long
             # delay goes in hops, each shorter than the visibility timeout
             countdown, left = split_delay(chosen.delay(claim.attempts - 1))
@@ -286,15 +292,18 @@ def _failed(
         store.complete_step(run_id, recorded_as, input=step_input, output={},
                             run_output=run_output, final=final, alias=alias,
                             status=StepStatus.COMPLETED_WITH_ERRORS, error=error)
+        state_events.ended(run_id, spec, recorded_as)
         return None
     if spec.task.permissive:
         store.fail_step(run_id, recorded_as, error=error, input=step_input,
                         step_status=_status(exc), run_status="")
+        state_events.ended(run_id, spec, recorded_as)
         if final:
             store.complete_run(run_id, {})  # ends FAILED: a permissive step failed
         return None
     store.fail_step(run_id, recorded_as, error=error, input=step_input,
                     step_status=_status(exc), message=message_of(task))
+    state_events.ended(run_id, spec, recorded_as)
     if task.request.chord:
         # A chord counts a failed member and never fires again: an ignored one is not
         # counted, so a retried step can still close its fork.

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from app.store.base import StoreBase
-from app.store.keys import WORKFLOWS_INDEX, event_stream, workflow_key
-
-EVENT_STREAM_LENGTH: Final = 100_000
-"""Streams are trimmed to about this many events."""
+from app.store.keys import EVENT_STREAM_LENGTH, WORKFLOWS_INDEX, event_stream, workflow_key
 
 
 class Catalogue(StoreBase):

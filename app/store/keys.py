@@ -83,3 +83,7 @@ def aliases_key(run_id: str) -> str:
 def event_stream(sink: str) -> str:
     """The Redis stream a sink publishes to (`conductor`, `kafka:orders` -> baton:events:...)."""
     return f"{PREFIX}:events:{sink}"
+
+
+EVENT_STREAM_LENGTH: Final = 100_000
+"""Event streams are trimmed to about this many events (lua/lib.lua names them too)."""

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import redis
 
-from app.store.keys import PREFIX
+from app.store.keys import EVENT_STREAM_LENGTH, PREFIX
 
 NAMES: Final = (
     "claim_step", "complete_step", "create_run", "define_branches", "end_run", "fail_step",
@@ -26,7 +26,8 @@ NAMES: Final = (
 def source(name: str) -> str:
     """The text of a script as Redis runs it: the shared helpers, then the script."""
     folder = resources.files("app.store") / "lua"
-    lib = (folder / "lib.lua").read_text().replace("__PREFIX__", PREFIX)
+    lib = (folder / "lib.lua").read_text().replace("__PREFIX__", PREFIX).replace(
+        "__EVENT_STREAM_LENGTH__", str(EVENT_STREAM_LENGTH))
     return lib + "\n" + (folder / f"{name}.lua").read_text()
 
 

@@ -6,6 +6,8 @@
 
 local PREFIX = '__PREFIX__'
 local RUN_PREFIX = PREFIX .. ':run:'
+-- Event streams (`<prefix>:events:<sink>`, keys.py event_stream) are trimmed to about this.
+local EVENT_STREAM_LENGTH = __EVENT_STREAM_LENGTH__
 
 local function part(run, name) return run .. ':' .. name end
 
@@ -241,6 +243,67 @@ local function reopen_run(run)
     'permissiveFailure', 'output', unpack(DEFERRED))
 end
 
+-- A time in ms as Conductor's summaries write it: `2024-05-01T12:00:00.000Z` (UTC).
+local function iso_time(value)
+  local ms = tonumber(value)
+  if not ms then return nil end
+  local seconds = math.floor(ms / 1000)
+  local days = math.floor(seconds / 86400)
+  local left = seconds - days * 86400
+  -- the civil date of a day count since 1970-01-01 (proleptic Gregorian calendar)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400
+  if month <= 2 then year = year + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month, day,
+    math.floor(left / 3600), math.floor(left % 3600 / 60), left % 60, ms % 1000)
+end
+
+-- Publish a run's end to the stream of its workflow status listener (the definition's
+-- workflowStatusListenerSink, kept on the run as `statusSink` when the listener is on), in
+-- the call that ends the run: once per end, whichever path ends it. The entry carries
+-- Conductor's WorkflowSummary of the run as `payload`; `eventType` is Conductor's
+-- listener event, `completed` or `terminated` (FAILED, TIMED_OUT and TERMINATED runs).
+local function publish_status(run)
+  local sink = redis.call('HGET', run, 'statusSink')
+  if not sink then return end
+  local get = function(name) return redis.call('HGET', run, name) or nil end
+  local status = get('status')
+  local failed = get('failedReferenceTaskName') or ''
+  local start, ended = tonumber(get('startTime')), tonumber(get('endTime'))
+  local summary = {
+    workflowType = get('workflowType'), version = tonumber(get('version')) or 1,
+    workflowId = get('workflowId'), correlationId = get('correlationId') or '',
+    startTime = iso_time(get('createTime')), updateTime = iso_time(get('endTime')),
+    endTime = iso_time(get('endTime')), status = status,
+    input = unstash(run, get('input')) or '{}', output = unstash(run, get('output')),
+    reasonForIncompletion = get('reasonForIncompletion'),
+    executionTime = (start and ended) and ended - start or 0,
+    failedReferenceTaskNames = failed, priority = 0,
+    parentWorkflowId = get('parentWorkflowId') or '',
+  }
+  local names = '[]'
+  if failed ~= '' then
+    local name = redis.call('HGET', step_of(run, failed), 'taskDefName')
+    if name then names = cjson.encode({name}) end
+  end
+  -- a Lua table that is empty encodes as an object: the one list is written here
+  local text = cjson.encode(summary)
+  text = string.sub(text, 1, -2) .. ',"failedTaskNames":' .. names .. '}'
+  local kind = 'terminated'
+  if status == 'COMPLETED' then kind = 'completed' end
+  redis.call('XADD', PREFIX .. ':events:' .. sink, 'MAXLEN', '~', EVENT_STREAM_LENGTH, '*',
+    'workflowId', summary.workflowId, 'workflowType', summary.workflowType,
+    'eventType', kind, 'status', status, 'payload', text)
+end
+
 -- End an open run now. A run asked to COMPLETE after a permissive step failed ends FAILED.
 -- `output`, `reason` and `failed` ('' for none) are written when given.
 local function close(run, status, output, reason, failed, now, retention)
@@ -256,6 +319,7 @@ local function close(run, status, output, reason, failed, now, retention)
   end
   if redis.call('HGET', run, 'status') ~= 'COMPLETED' then cancel_waiting_joins(run, now) end
   redis.call('HDEL', run, unpack(DEFERRED))
+  publish_status(run)
   expire_run(run, retention)
   return ended(run)
 end

@@ -55,9 +55,9 @@ def _publish(
     overlay: Mapping[str, Any],
 ) -> None:
     store = get_store()
-    templates = [parse_parameter(event.payload or {}) for key in spec.task.on_state_change
-                 for event in spec.task.on_state_change[key]]
-    roots = set().union(*(t.roots() for t in templates)) - {WORKFLOW_ROOT, TASK_ID_ROOT}
+    templates = {id(event): parse_parameter(event.payload or {})
+                 for events in spec.task.on_state_change.values() for event in events}
+    roots = set().union(*(t.roots() for t in templates.values())) - {WORKFLOW_ROOT, TASK_ID_ROOT}
     reads = [recorded_as, *sorted(roots - {spec.ref, recorded_as})]
     run, variables, records = store.read_state(run_id, reads)
     own = record_document(records.pop(recorded_as, {}))
@@ -72,13 +72,12 @@ def _publish(
             fields = {"workflowId": run_id, "taskReferenceName": recorded_as,
                       "workflowType": run.get("workflowType", ""), "state": state,
                       "status": str(own.get("status") or "")}
-            fields.update(_payload(event.payload, scope))
+            fields.update(_payload(templates[id(event)].resolve(scope)))
             store.publish_event(event.type, fields)
 
 
-def _payload(template: Any, scope: Mapping[str, Any]) -> dict[str, str]:
+def _payload(value: Any) -> dict[str, str]:
     """The entry's `payload` (JSON text), or its `error` when the payload cannot be sent."""
-    value = parse_parameter(template or {}).resolve(scope)
     settings = get_settings()
     try:
         return {"payload": check_payload(value, "payload", max_depth=settings.max_json_depth,

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from app.dsl.cache import key_reads
 from app.dsl.expressions import TASK_ID_ROOT, WORKFLOW_ROOT, Parameter, parse_parameter
 from app.dsl.model import WorkflowDef, WorkflowTask
 from app.dsl.validate import check_definition
@@ -250,7 +251,11 @@ def step_spec(
     forks = (fork_ref,) if fork_ref is not None else ()
     # a loop's `items` is resolved with its input: the refs it names are read as well
     items = _reads(parse_parameter(task.items)) if task.type == "DO_WHILE" and task.items else ()
-    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *forks, *extra_reads, *items]))
+    # a cache key is resolved with the input: the refs it names beyond the input are read too
+    key_roots = key_reads(task)
+    cached = sorted(key_roots - {WORKFLOW_ROOT, TASK_ID_ROOT})
+    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *forks, *extra_reads, *items,
+                                 *cached]))
     return StepSpec(
         ref=task.task_reference_name,
         type=task.type,
@@ -262,7 +267,8 @@ def step_spec(
         fork_ref=fork_ref,
         policy_overrides=task_overrides(task.task_definition, task.retry_count),
         reads_run=task.type in READS_RUN or any(
-            e.static_root in (WORKFLOW_ROOT, None) for e in inputs.expressions()),
+            e.static_root in (WORKFLOW_ROOT, None) for e in inputs.expressions())
+        or WORKFLOW_ROOT in key_roots,
     )
 
 

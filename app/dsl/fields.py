@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from app.dsl import cache
 from app.dsl.model import (
-    CacheConfig,
     SubWorkflowParams,
     TaskDef,
     WorkflowDef,
@@ -57,7 +57,7 @@ def unhonoured_fields(definition: WorkflowDef, prefix: str = "") -> list[Problem
 
 def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
     yield from workflow_schema_problems(definition)
-    yield from _cache(definition.cache_config, "cacheConfig")
+    yield from cache.workflow_problems(definition.cache_config)
     if definition.masked_fields:
         yield ("maskedFields",
                "not supported yet (Baton records inputs and outputs as they are); remove it "
@@ -72,7 +72,7 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
                "not supported yet (a step completes when its work returns); remove it or set "
                "false")
     yield from state_change_problems(task)
-    yield from _cache(task.cache_config, "cacheConfig")
+    yield from cache.task_problems(task)
     yield from _retries(task)
     if task.dynamic_fork_join_tasks_param:
         yield ("dynamicForkJoinTasksParam",
@@ -149,9 +149,6 @@ def _sub_workflow(params: SubWorkflowParams) -> Iterator[tuple[str, str]]:
                "own); remove it")
 
 
-def _cache(config: CacheConfig | None, field: str) -> Iterator[tuple[str, str]]:
-    if config is not None and (config.key or config.ttl_in_second > 0):
-        yield (field, "not supported yet (outputs are not cached); remove it")
 
 
 def _tasks(tasks: Iterable[WorkflowTask], path: str) -> Iterator[tuple[str, WorkflowTask]]:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from app.config import get_settings
 from app.dsl import scripts
+from app.dsl.cache import cache_key, input_names
 from app.dsl.expressions import (
     TASK_ID_ROOT,
     WORKFLOW_ROOT,
@@ -312,6 +313,7 @@ class _Checker:
         if inputs is not None:
             self._check_roots(inputs, f"{path}.inputParameters", scope, own_ref=ref)
         self._state_changes(task, path, scope)
+        self._cache_key(task, f"{path}.cacheConfig.key", scope)
         self._scripts(task, path)
         if task.type == "SIMPLE":
             self._simple(task, path, inputs)
@@ -366,6 +368,15 @@ class _Checker:
             parsed = self._parse(payload, f"{path}.{suffix}")
             if parsed is not None:
                 self._check_roots(parsed, f"{path}.{suffix}", own, own_ref=None)
+
+    def _cache_key(self, task: WorkflowTask, path: str, scope: _Scope) -> None:
+        """A cache key reads the task's input parameters by name, and the run's scope as
+        inputParameters do (app.dsl.cache)."""
+        key = cache_key(task.cache_config)
+        if key is not None:
+            known = scope.copy()
+            known.done |= input_names(task)
+            self._check_roots(key, path, known, own_ref=task.task_reference_name)
 
     def _scripts(self, task: WorkflowTask, path: str) -> None:
         """Compile the task's literal scripts (JavaScript, jq) without running them."""

@@ -58,6 +58,8 @@ class Step:
     ended_at: datetime | None
     failed_attempts: tuple[dict[str, Any], ...] = ()
     """Each earlier attempt that failed: attempt, startTime, endTime (epoch ms), error."""
+    cached: bool = False
+    """Its output was taken from the output cache (its cacheConfig): it did not run."""
 
     @classmethod
     def from_record(
@@ -78,6 +80,7 @@ class Step:
             started_at=_time(doc.get("startTime")),
             ended_at=_time(doc.get("endTime")),
             failed_attempts=failed,
+            cached=doc.get("cached") == "true",
         )
 
 

@@ -309,7 +309,7 @@ def test_status_json_is_a_stable_document(worker: Any, tmp_path: Path) -> None:
     assert list(document) == [
         "id", "name", "version", "status", "correlationId", "createTime", "startTime",
         "endTime", "durationMs", "reason", "failedStep", "input", "output", "warnings",
-        "steps",
+        "steps", "cached",
     ]
     assert {k: document[k] for k in ("id", "name", "version", "status", "correlationId",
                                      "reason", "failedStep", "input", "output")} == {
@@ -321,7 +321,7 @@ def test_status_json_is_a_stable_document(worker: Any, tmp_path: Path) -> None:
     ok, bad = document["steps"]
     assert list(ok) == [
         "ref", "type", "name", "status", "attempts", "worker", "taskId", "startTime",
-        "endTime", "durationMs", "input", "output", "error", "failedAttempts",
+        "endTime", "durationMs", "input", "output", "error", "failedAttempts", "cached",
     ]
     assert {k: ok[k] for k in ("ref", "type", "name", "status", "attempts", "input", "output",
                                "error")} == {

@@ -64,7 +64,9 @@ def status(run_id: str, as_json: bool, redis_url: str | None) -> None:
       steps: an array, in the order the steps started, of objects with ref, type,
       name, status, attempts, worker, taskId, startTime, endTime, durationMs,
       input, output and error (null, or an object with type, message, traceback);
-      failedAttempts: each failed attempt (attempt, startTime, endTime, error).
+      failedAttempts: each failed attempt (attempt, startTime, endTime, error);
+      cached: true when the step's output came from the output cache (cacheConfig);
+      cached: true when the run completed at once with a cached output.
     """
     use_redis(redis_url, "status")
     fields = guard(lambda: get_store().get_run(run_id))
@@ -149,6 +151,7 @@ def run_document(fields: Mapping[str, str], steps: Iterable[Step]) -> dict[str, 
         "output": record.get("output"),
         "warnings": warnings,
         "steps": [step_document(step) for step in steps],
+        "cached": fields.get("cached") == "true",
     }
 
 
@@ -177,6 +180,7 @@ def step_document(step: Step) -> dict[str, Any]:
             "traceback": error.get("traceback"),
         },
         "failedAttempts": list(step.failed_attempts),
+        "cached": step.cached,
     }
 
 
@@ -186,7 +190,7 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
     fields = [
         ("run", document["id"]),
         ("workflow", _workflow(document)),
-        ("status", document["status"]),
+        ("status", _status(document)),
         ("correlation", document["correlationId"]),
         ("started", human_time(started)),
     ]
@@ -203,7 +207,7 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
     if not document["steps"]:
         return [*lines, "no step has started yet"]
     rows = [
-        [step["ref"], step["type"] or "-", step["status"], str(step["attempts"]),
+        [step["ref"], step["type"] or "-", _status(step), str(step["attempts"]),
          step["worker"] or "-", human_duration(step["durationMs"]), _error(step["error"])]
         for step in document["steps"]
     ]
@@ -213,6 +217,12 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
         for step in document["steps"] for failed in step.get("failedAttempts") or []
     ]
     return [*lines, *table(headers, rows), *(["", *history] if history else [])]
+
+
+def _status(document: Mapping[str, Any]) -> str:
+    """A run's or step's status, marked when its output came from the output cache."""
+    status = str(document["status"])
+    return f"{status} (cached)" if document.get("cached") else status
 
 
 def _workflow(document: Mapping[str, Any]) -> str:

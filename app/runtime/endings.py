@@ -16,6 +16,7 @@ from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
 from app.payloads import PayloadTooLarge
+from app.runtime.cache import keep_run_output
 from app.runtime.execution import workflow_execution
 from app.runtime.runs import NewRun, create_run, send_run
 from app.runtime.scope import record_document
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def run_ended(ended: Ended) -> None:
     if ended.status is RunStatus.COMPLETED:
+        keep_run_output(ended.run_id)
         return
     if ended.parent_id:
         error = {"type": "SubWorkflowFailed",

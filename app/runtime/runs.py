@@ -21,6 +21,7 @@ from app.dsl.state_changes import status_sink
 from app.dsl.validate import check_definition
 from app.errors import Problem
 from app.payloads import InvalidPayload, check_payload
+from app.runtime.cache import cached_run_output
 from app.runtime.state import get_store, plans
 from app.store import RunStatus, now_ms
 
@@ -50,6 +51,9 @@ class NewRun:
     run_id: str
     plan: Plan | None
     """None when an idempotency key named a run that already exists."""
+    cached: bool = False
+    """The run was recorded COMPLETED with a cached output (its workflow's cacheConfig):
+    it has no route to send."""
 
 
 def create_run(
@@ -91,6 +95,10 @@ def create_run(
     }
     if sink := status_sink(workflow):
         fields["statusSink"] = sink  # the run's end is published there (lua/lib.lua)
+    cached = cached_run_output(workflow, fields)
+    if cached is not None:
+        fields.update(status=RunStatus.COMPLETED.value, output=cached, endTime=created,
+                      cached="true")
     if found:
         fields["warnings"] = json.dumps([{"path": w.path, "message": w.message} for w in found])
     if parent is None:
@@ -111,7 +119,7 @@ def create_run(
     if standing != run_id:
         return NewRun(standing, None)
     plans.put(plan)
-    return NewRun(run_id, plan)
+    return NewRun(run_id, plan, cached is not None)
 
 
 def first_route(new: NewRun) -> Any:
@@ -178,6 +186,8 @@ def _object_text(value: Any, where: str, max_bytes: int) -> str:
 
 def send_run(new: NewRun, workflow: WorkflowDef) -> None:
     """Send a new run's first route, and the timer of its timeoutSeconds if it has one."""
+    if new.cached:
+        return  # completed from the output cache when it was recorded
     first_route(new).apply_async(root_id=new.run_id)
     send_deadline(new.run_id, workflow, new.run_id)
 

@@ -27,7 +27,7 @@ from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
 from app.payloads import InvalidPayload, PayloadTooLarge, check_payload
 from app.policy import StepPolicy
-from app.runtime import state_events
+from app.runtime import cache, state_events
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import drop, hold_back
 from app.runtime.messages import message_of
@@ -194,21 +194,27 @@ def _execute_step(
         state_events.started(run_id, spec, recorded_as, step_input)
         context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
                               claim.attempts)
-        outcome = _outcome(work(context))
+        hit = cache.look_up(spec, step_input, scope)
+        outcome = _outcome(hit.output if hit.found else work(context))
         check_step_output(plan, spec, outcome.output, outcome.status)
         ends = final and outcome.then is None and outcome.end_run is None and not outcome.stop
         run_output = _workflow_output(plan, scope, ref, step_input, outcome.output) if ends \
             else None
+    except cache.CacheUnreachable:
+        raise  # nothing was decided: the message goes back to its queue (guarded)
     except Exception as exc:
         return _failed(task, run_id, plan, spec, claim, step_input, exc, final, iteration,
                        policy)
     over_limit = store.complete_step(
         run_id, recorded_as, input=step_input, output=outcome.output, run_output=run_output,
-        final=ends, status=outcome.status, alias=ref if iteration is not None else None)
+        final=ends, status=outcome.status, alias=ref if iteration is not None else None,
+        cached=hit.found)
     state_events.ended(run_id, spec, recorded_as)
     if over_limit and not ends:
         stop_route(task)  # the output took the run over its size limit: the run failed
         return None
+    if outcome.status is StepStatus.COMPLETED:
+        cache.keep(hit, outcome.output)
     if outcome.end_run is not None:
         status, reason = outcome.end_run
         failed_ref = ref if status != RunStatus.COMPLETED else ""

@@ -76,6 +76,8 @@ def _sub_workflow(context: StepContext) -> Outcome:
         frame["iteration"] = context.iteration
     done = celery_app.signature(SUB_WORKFLOW_DONE, args=(context.run_id, context.spec.ref,
                                 context.plan.digest), kwargs=frame, immutable=True)
+    if new.cached:  # the child completed from the output cache: the parent goes on
+        return Outcome(output, then=done, status=StepStatus.IN_PROGRESS)
     send_deadline(new.run_id, child, root)
     return Outcome(output, then=chain(first_route(new), done), status=StepStatus.IN_PROGRESS)
 

@@ -87,3 +87,10 @@ def event_stream(sink: str) -> str:
 
 EVENT_STREAM_LENGTH: Final = 100_000
 """Event streams are trimmed to about this many events (lua/lib.lua names them too)."""
+
+
+def output_cache_key(kind: str, name: str, digest: str) -> str:
+    """A cached output (JSON text, with the TTL of its cacheConfig): `kind` is `task:<type>`
+    or `workflow`, `name` the task's name or the workflow's `name:version`, `digest` the
+    SHA-256 of the resolved key. Shared by every run, so it has no run's hash tag."""
+    return f"{PREFIX}:cache:{kind}:{name}:{digest}"

@@ -15,6 +15,7 @@ from typing import Any
 
 from app.config import get_settings
 from app.store.base import ROUTE_ROOT
+from app.store.cache import OutputCache
 from app.store.catalogue import Catalogue
 from app.store.keys import (
     RUNS_INDEX,
@@ -38,7 +39,7 @@ _STASH_MARK = "@"
 """A recorded payload held by digest starts with it (JSON text never does)."""
 
 
-class RunStore(Lifecycle, Catalogue):
+class RunStore(Lifecycle, Catalogue, OutputCache):
     """Reads and writes runs, steps and definitions; one instance per process and Redis URL.
 
     `on_end` is called with every run that a call of this store ended (see StoreBase).
@@ -247,10 +248,12 @@ class RunStore(Lifecycle, Catalogue):
         status: str = StepStatus.COMPLETED,
         error: Mapping[str, Any] | None = None,
         expect: StepStatus | None = None,
+        cached: bool = False,
     ) -> bool | None:
         """Record a step's input and output; with `final`, complete the run in the same call.
 
         `alias` is a second ref the record is copied to (a loop step's unsuffixed ref).
+        `cached` marks an output taken from the output cache (the step did not run).
         With `expect`, the step is completed only if it has that status: None when it has
         not (another caller completed it first). Returns True when this call ended the run.
         A RefusedOutput as `run_output` ends the run FAILED with its reason.
@@ -265,7 +268,8 @@ class RunStore(Lifecycle, Catalogue):
         # the run's recorded bytes are capped here, where every output is recorded
         args = [now_ms(), self.retention, dumps(input), dumps(output), ending, status,
                 given_error, expect or "", alias or "", ROUTE_ROOT.get(),
-                get_settings().max_run_bytes, ref, refused.reason if refused else ""]
+                get_settings().max_run_bytes, ref, refused.reason if refused else "",
+                "1" if cached else ""]
         reply = self.call("complete_step", keys, args)
         if reply == -1:
             return None

@@ -3,7 +3,8 @@
 -- ARGV: now, retention, input, output, run output ('' unless the run ends here), status,
 --       error ('' for none), the status the step must have ('' for any), alias ref, route root,
 --       the most bytes the run may record (0 for no limit), ref, the reason the run output
---       is refused ('' for none: the run completes; else it ends FAILED with it)
+--       is refused ('' for none: the run completes; else it ends FAILED with it), '1' when the output
+--       was taken from the output cache (recorded as `cached`)
 -- Replies -1 when a status is required and the step is not in it (another caller completed
 -- it, or its run was cancelled) or the write is fenced off. An output that takes the run's
 -- recorded bytes over the limit is not recorded: the step and its run fail instead.
@@ -36,6 +37,11 @@ if ARGV[7] == '' then
   redis.call('HDEL', KEYS[2], 'error', 'reasonForIncompletion')
 else
   redis.call('HSET', KEYS[2], 'error', ARGV[7])
+end
+if ARGV[14] == '1' then
+  redis.call('HSET', KEYS[2], 'cached', 'true')
+else
+  redis.call('HDEL', KEYS[2], 'cached')
 end
 keep(KEYS[1], KEYS[2], ARGV[2])
 if KEYS[3] ~= KEYS[2] then

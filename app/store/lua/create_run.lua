@@ -1,5 +1,6 @@
 -- Write a new run: its record, variables, definition and index entry, or nothing when an
--- idempotency key names a run that exists.
+-- idempotency key names a run that exists. A run written ended (its output taken from the
+-- output cache) gets the retention of an ended run at once.
 -- KEYS: run, idempotency (the run key again when there is none), definition, runs index,
 --       vars
 -- ARGV: run id, retention, definition json, idempotency key ('' for none), now,
@@ -15,7 +16,7 @@ local n = tonumber(ARGV[6])
 local fields = {unpack(ARGV, 7, 6 + n)}
 local bytes = 0
 for i = 1, #fields - 1, 2 do
-  if fields[i] == 'input' then
+  if fields[i] == 'input' or fields[i] == 'output' then
     bytes = bytes + #fields[i + 1]
     fields[i + 1] = stash(KEYS[1], fields[i + 1], ARGV[2])
   end
@@ -26,4 +27,5 @@ hset_from(KEYS[5], 7 + n)
 hold_definition(KEYS[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5] - ARGV[2] * 1000)
+if is_ended(KEYS[1]) then expire_run(KEYS[1], ARGV[2]) end
 return ARGV[1]

@@ -177,3 +177,9 @@ def stubborn(seconds: float) -> dict[str, Any]:
         except SoftTimeLimitExceeded:
             pass
     return {"slept": seconds}
+
+
+@transformation(queue="echo")
+def counted(counter: str, value: Any = None) -> dict[str, Any]:
+    """Count this execution under `counter` (test:attempts:<counter>) and return the count."""
+    return {"value": value, "calls": _count(counter)}

@@ -17,6 +17,8 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from app import broker, registry
 from app.config import Settings, get_settings
+from app.queue_variants import routed
+from app.routing import PRIORITY_STEPS
 
 CONTROL_PREFIX = "baton."
 IO_TASKS: Final = frozenset({"baton.http", "baton.event"})
@@ -33,6 +35,8 @@ def _configure(app: Celery, settings: Settings) -> None:
         **transport,
         "unacked_restore_interval": settings.unacked_restore_interval,
         "unacked_restore_throttle": settings.unacked_restore_throttle,
+        # ten lists per queue, one per priority, step 0 served first (app.routing)
+        "priority_steps": list(PRIORITY_STEPS),
     }
     app.conf.update(
         broker_url=settings.redis_url,
@@ -59,23 +63,26 @@ def _configure(app: Celery, settings: Settings) -> None:
         task_default_queue=settings.control_queue,
         task_routes=(route_task,),
         task_annotations=(ControlTimeLimits(),),
-        task_queues=[_queue(name) for name in dict.fromkeys(
+        task_queues=[make_queue(name) for name in dict.fromkeys(
             [settings.control_queue, settings.io_queue])],
         worker_hijack_root_logger=False,
         broker_connection_retry=True,
     )
 
 
-def route_task(name: str, *args: Any, **kwargs: Any) -> dict[str, str] | None:
+def route_task(name: str, args: Any = None, *_: Any, **__: Any) -> dict[str, Any] | None:
     """Celery router: a transformation's task to its queue, HTTP and EVENT to the I/O
-    queue, the other control tasks to Baton's control queue."""
+    queue, the other control tasks to Baton's control queue; each to its run's queue
+    variant and with its run's priority (app.queue_variants)."""
     if name.startswith(registry.TASK_PREFIX):
         found = registry.transformations().get(name[len(registry.TASK_PREFIX) :])
-        return {"queue": found.queue} if found is not None else None
+        if found is None:
+            return None
+        return routed(name, {"queue": found.queue}, args, domain=True, isolation=True)
     if name in IO_TASKS:
-        return {"queue": get_settings().io_queue}
+        return routed(name, {"queue": get_settings().io_queue}, args, isolation=True)
     if name.startswith(CONTROL_PREFIX):
-        return {"queue": get_settings().control_queue}
+        return routed(name, {"queue": get_settings().control_queue}, args)
     return None
 
 
@@ -118,15 +125,15 @@ def declare_queues() -> None:
     table (the first send or worker start does), new queues are added to that table too.
     """
     names = all_queues()
-    celery_app.conf.task_queues = [_queue(name) for name in names]
+    celery_app.conf.task_queues = [make_queue(name) for name in names]
     built = celery_app.amqp.__dict__.get("queues")
     if built is not None:
         for name in names:
             if name not in built:
-                built.add(_queue(name))
+                built.add(make_queue(name))
 
 
-def _queue(name: str) -> Queue:
+def make_queue(name: str) -> Queue:
     # Exchange and routing key of its own: a bare Queue(name) is bound to the default
     # exchange with the default key, and every queue would receive every message.
     exchange = Exchange(name, type="direct")  # type: ignore[no-untyped-call]
@@ -141,7 +148,7 @@ def reload_settings() -> None:
 
 
 broker.install()  # Redis refusing writes must not stop a worker consuming (app.broker)
-celery_app = Celery("baton")
+celery_app = Celery("baton", amqp="app.queue_variants:VariantAMQP")
 _configure(celery_app, get_settings())
 
 

@@ -209,6 +209,8 @@ def submit_workflow(
     correlation_id: str | None = None,
     idempotency_key: str | None = None,
     strict: bool | None = None,
+    task_to_domain: Mapping[str, str] | None = None,
+    priority: int | None = None,
 ) -> WorkflowRun:
     """Validate, record and start a run; returns at once with a handle on it.
 
@@ -218,13 +220,16 @@ def submit_workflow(
     removed again). With an `idempotency_key` seen before, the earlier run is returned and
     nothing new starts. What Conductor accepts but is likely a mistake is kept as the run's
     `warnings`; `strict=True` (default: BATON_STRICT) refuses it as a DefinitionError.
+    Conductor's `task_to_domain` ({"encode": "gpu"} sends step `encode` to queue
+    `encode:gpu`) and `priority` (0-99, higher first) route every message of the run.
     """
     ensure_loaded()
     loaded = read_workflow(definition, version, strict=strict)
     workflow = loaded.definition
     new = create_run(workflow, input, correlation_id=correlation_id,
                      idempotency_key=idempotency_key, strict=strict,
-                     warnings=loaded.warnings)
+                     warnings=loaded.warnings, task_to_domain=task_to_domain,
+                     priority=priority)
     store = get_store()
     if new.plan is None:
         return WorkflowRun(new.run_id, store)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
+from app.queue_variants import queue_length, queue_lists
 from bench.harness import BenchFailure, Counters, Snapshot
 
 if TYPE_CHECKING:
@@ -159,12 +160,16 @@ def first_messages(
     from bench.shapes import QUEUE
 
     client = redis.Redis.from_url(redis_url)
-    if client.llen(QUEUE):
+    if queue_length(client, QUEUE):
         raise BenchFailure(f"queue '{QUEUE}' is not empty before the benchmark")
     sizes, sent = {}, []
+    seen: dict[str, int] = {}
     for side in sides:
         sent.append((side, side.submit(shape)))
-        newest = client.lindex(QUEUE, 0)  # kombu's Redis transport LPUSHes onto one list
+        # kombu's Redis transport LPUSHes onto the list of the message's priority
+        grown = [key for key in queue_lists(QUEUE) if client.llen(key) > seen.get(key, 0)]
+        newest = client.lindex(grown[0], 0) if grown else None
+        seen = {key: client.llen(key) for key in queue_lists(QUEUE)}
         if newest is None:
             raise BenchFailure(f"{side.name}: no message on '{QUEUE}' after sending a run")
         sizes[side.name] = len(newest)

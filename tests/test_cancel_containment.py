@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from app import RunStatus, StepStatus, submit_workflow
+from app.queue_variants import queue_length, queue_lists
 from app.runtime.state import get_store
 from tests.support import CeleryWorker, RedisServer, scaled, wait_for
 
@@ -152,7 +153,7 @@ def test_a_cancelled_wide_fork_stops_sending_and_its_queued_branches_are_dropped
     # the fork's control task runs on a worker of the control queue only: the branches it
     # sends stay queued, so what was sent can be counted
     start(workers, tmp_path / "control.log", "baton")
-    client().delete("echo")
+    client().delete(*queue_lists("echo"))
     before = _redis_figures()
     fork = {"name": "fan", "taskReferenceName": "fan", "type": "FORK_JOIN_DYNAMIC",
             "inputParameters": {"forkTaskName": "echo",
@@ -160,16 +161,17 @@ def test_a_cancelled_wide_fork_stops_sending_and_its_queued_branches_are_dropped
     join = {"name": "join", "taskReferenceName": "fan_join", "type": "JOIN"}
     run = submit_workflow(wf(fork, join), input={"inputs": [{"i": i}
                                                             for i in range(FORK_WIDTH)]})
-    wait_for(lambda: client().llen("echo") > 0, timeout=30, what="the fork to send branches")
+    wait_for(lambda: queue_length(client(), "echo") > 0, timeout=30,
+             what="the fork to send branches")
     run.cancel("not needed")
     control = workers[0]
     wait_for(control.idle, timeout=30, what="the fork's task to end")
-    sent = int(client().llen("echo"))
+    sent = queue_length(client(), "echo")
 
     # the branches that were sent reach a worker of their own queue and are dropped there
     drain_start = time.monotonic()
     start(workers, tmp_path / "echo.log", "echo")
-    wait_for(lambda: client().llen("echo") == 0 and client().hlen("unacked") == 0,
+    wait_for(lambda: queue_length(client(), "echo") == 0 and client().hlen("unacked") == 0,
              timeout=60, what="the queued branches to be delivered")
     drained = time.monotonic() - drain_start
     after = _redis_figures()

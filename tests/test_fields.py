@@ -80,16 +80,13 @@ REFUSED = [
      "tasks[0].taskDefinition.responseTimeoutSeconds"),
     (workflow(task_def(timeoutSeconds=10, timeoutPolicy="ALERT_ONLY")),
      "tasks[0].taskDefinition.timeoutPolicy"),
-    (workflow(task_def(isolationGroupId="g")), "tasks[0].taskDefinition.isolationGroupId"),
-    (workflow(task_def(executionNameSpace="n")), "tasks[0].taskDefinition.executionNameSpace"),
+    (workflow(task(type="INLINE", inputParameters={"evaluatorType": "graaljs", "expression": "1"},
+                   taskDefinition={"name": "i", "isolationGroupId": "g"})),
+     "tasks[0].taskDefinition.isolationGroupId"),
+    (workflow(task(type="SET_VARIABLE", taskDefinition={"name": "s", "executionNameSpace": "n"})),
+     "tasks[0].taskDefinition.executionNameSpace"),
     (workflow(task_def(inputSchema={"name": "s", "type": "JSON"}, enforceSchema=True)),
      "tasks[0].taskDefinition.inputSchema"),
-    (workflow(task(subWorkflowParam={"name": "w", "taskToDomain": {"*": "d"}}, **SUB)),
-     "tasks[0].subWorkflowParam.taskToDomain"),
-    (workflow(task(subWorkflowParam={"name": "w", "priority": 5}, **SUB)),
-     "tasks[0].subWorkflowParam.priority"),
-    (workflow(task(subWorkflowParam={"name": "w", "priority": "${workflow.input.p}"}, **SUB)),
-     "tasks[0].subWorkflowParam.priority"),
     (workflow(task(subWorkflowParam={"name": "w", "idempotencyKey": "k"}, **SUB)),
      "tasks[0].subWorkflowParam.idempotencyKey"),
     # nested tasks, and an inline sub-workflow's own fields, carry their full path
@@ -163,6 +160,12 @@ ACCEPTED = [
     workflow(task_def(enforceSchema=True, inputSchema={"name": "s", "type": "JSON", "data": {}})),
     workflow(task(subWorkflowParam={"name": "w", "taskToDomain": {}, "priority": 0,
                                     "idempotencyStrategy": "FAIL"}, **SUB)),
+    # routing fields are honoured (tests/test_routing.py)
+    workflow(task_def(isolationGroupId="g", executionNameSpace="n")),
+    workflow(task(subWorkflowParam={"name": "w", "taskToDomain": {"*": "d,NO_DOMAIN"},
+                                    "priority": 5}, **SUB)),
+    workflow(task(subWorkflowParam={"name": "w", "taskToDomain": {"echo": "${workflow.input.d}"},
+                                    "priority": "${workflow.input.p}"}, **SUB)),
 ]
 
 

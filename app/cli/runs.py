@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from app.cli.common import (
     use_redis,
     warning_line,
 )
+from app.cli.routing import local_queues, parse_routing, routing_options
 from app.client import Step, WorkflowRun, submit_workflow
 from app.compiler.plan import Plan
 from app.embedded import embedded_redis, local_worker
@@ -48,6 +49,7 @@ _POLL_SECONDS = 0.05
 @click.argument("file")
 @input_options
 @timeout_option
+@routing_options
 @option("--state-dir", default=".baton", metavar="DIR", envvar="BATON_STATE_DIR",
         show_default=True, help="Where the embedded Redis keeps its data (when no Redis URL "
         "is set).")
@@ -55,7 +57,8 @@ _POLL_SECONDS = 0.05
 @redis_option
 def run(
     file: str, input_json: str | None, items: tuple[str, ...], timeout: float | None,
-    state_dir: str, strict: bool, redis_url: str | None,
+    domains: tuple[str, ...], priority: int | None, state_dir: str, strict: bool,
+    redis_url: str | None,
 ) -> None:
     """Run a workflow and print its output as JSON.
 
@@ -68,8 +71,9 @@ def run(
       baton run workflows/encode_and_deploy.json -i fileLocation=s3://in/movie.mov
     """
     workflow_input = parse_input(input_json, items)
+    routing = parse_routing(domains, priority)
     plan = _checked(file, None, strict)
-    source = _Source(file, None, strict or None)
+    source = _Source(file, None, strict or None, routing)
     if redis_url:
         use_redis(redis_url, "run")
         _finish(_start(plan, source, workflow_input), len(plan.steps), time.monotonic(),
@@ -80,7 +84,8 @@ def run(
             os.environ["REDIS_URL"] = url
             reload_settings()
             get_store.cache_clear()
-            with local_worker(all_queues()):
+            queues = all_queues() + local_queues(plan, routing["task_to_domain"])
+            with local_worker(queues):
                 started = time.monotonic()
                 _finish(_start(plan, source, workflow_input), len(plan.steps), started,
                         timeout)
@@ -104,13 +109,15 @@ also "output" (the workflow's output, null unless COMPLETED)."""
 @option("--wait", is_flag=True, envvar="BATON_WAIT",
         help="Follow the run to its end and print its output.")
 @timeout_option
+@routing_options
 @strict_option
 @json_option(SUBMIT_KEYS)
 @redis_option
 def submit(
     file: str, input_json: str | None, items: tuple[str, ...], correlation_id: str | None,
     idempotency_key: str | None, version: int | None, wait: bool, timeout: float | None,
-    strict: bool, as_json: bool, redis_url: str | None,
+    domains: tuple[str, ...], priority: int | None, strict: bool, as_json: bool,
+    redis_url: str | None,
 ) -> None:
     """Start a run on the workers of a Redis and print its id.
 
@@ -125,10 +132,11 @@ def submit(
       baton submit workflows/encode_and_deploy.json -i fileLocation=s3://in/movie.mov
     """
     workflow_input = parse_input(input_json, items)
+    routing = parse_routing(domains, priority)
     use_redis(redis_url, "submit")
     plan = _checked(file, version, strict)
     started = time.monotonic()
-    handle = _start(plan, _Source(file, version, strict or None), workflow_input,
+    handle = _start(plan, _Source(file, version, strict or None, routing), workflow_input,
                     correlation_id, idempotency_key, announce=wait)
     if not wait:
         if as_json:
@@ -147,6 +155,8 @@ class _Source:
     file: str
     version: int | None
     strict: bool | None
+    routing: dict[str, Any] = field(default_factory=dict)
+    """submit_workflow's task_to_domain and priority (app.cli.routing)."""
 
 
 def _checked(file: str, version: int | None, strict: bool) -> Plan:
@@ -167,7 +177,7 @@ def _start(
 ) -> WorkflowRun:
     handle = guard(lambda: submit_workflow(
         source.file, workflow_input, version=source.version, strict=source.strict,
-        correlation_id=correlation_id, idempotency_key=idempotency_key,
+        correlation_id=correlation_id, idempotency_key=idempotency_key, **source.routing,
     ))
     if announce:
         definition = plan.definition

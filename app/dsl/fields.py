@@ -21,6 +21,7 @@ from app.dsl.model import (
     WorkflowDef,
     WorkflowTask,
 )
+from app.dsl.routing_fields import queue_parts, sub_workflow_routing
 from app.dsl.schemas import task_schema_problems, workflow_schema_problems
 from app.dsl.state_changes import state_change_problems
 from app.errors import Problem
@@ -86,6 +87,8 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
                    "runs, not how long it waits); remove it or set 0")
         for field, message in _task_definition(task.task_definition):
             yield (f"taskDefinition.{field}", message)
+        for field, message in queue_parts(task.type, task.task_definition):
+            yield (f"taskDefinition.{field}", message)
     if task.sub_workflow_param is not None:
         for field, message in _sub_workflow(task.sub_workflow_param):
             yield (f"subWorkflowParam.{field}", message)
@@ -115,12 +118,6 @@ def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:
         yield ("timeoutPolicy",
                "ALERT_ONLY is not supported yet (a step is stopped at its timeoutSeconds); "
                "remove timeoutSeconds to let it run, or set RETRY or TIME_OUT_WF")
-    if definition.isolation_group_id:
-        yield ("isolationGroupId",
-               "not supported (steps run on the queues of their workers); remove it")
-    if definition.execution_name_space:
-        yield ("executionNameSpace",
-               "not supported (steps run on the queues of their workers); remove it")
 
 
 def _retries(task: WorkflowTask) -> Iterator[tuple[str, str]]:
@@ -137,12 +134,7 @@ def _retries(task: WorkflowTask) -> Iterator[tuple[str, str]]:
 
 
 def _sub_workflow(params: SubWorkflowParams) -> Iterator[tuple[str, str]]:
-    if params.task_to_domain:
-        yield ("taskToDomain",
-               "not supported (Baton has no task domains); remove it or set {}")
-    if params.priority not in (None, 0):
-        yield ("priority",
-               "not supported yet (runs are not prioritised); remove it or set 0")
+    yield from sub_workflow_routing(params)
     if params.idempotency_key:
         yield ("idempotencyKey",
                "not supported yet (each step starts its sub-workflow once, under a key of its "

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from app.celery_app import all_queues, celery_app
+from app.celery_app import celery_app
 from app.compiler.canvas import compile_route
 from app.compiler.plan import MAIN, Plan
 from app.config import get_settings
+from app.queue_variants import queue_lists, used_queues
 from app.runtime.lifecycle import DEADLINE_TASK
 from app.runtime.state import get_store, plans
 from app.store import DONE_STEP_STATUSES, OPEN_RUN_STATUSES, RunStatus, StepStatus, now_ms
@@ -91,13 +92,13 @@ def _check(run_id: str, alive: Mapping[str, set[str]], min_idle: float) -> Stuck
 
 def _runs_in_flight() -> dict[str, set[str]]:
     """Run id -> root ids of the messages queued or taken for it (timers left out)."""
-    queues = all_queues()
     found: dict[str, set[str]] = {}
     with celery_app.connection_for_read() as connection:
         client = connection.default_channel.client
         pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.lrange(queue, 0, -1)
+        for queue in used_queues(client):  # variants and priority lists included
+            for key in queue_lists(queue):
+                pipe.lrange(key, 0, -1)
         pipe.hvals(_UNACKED)
         *queued, taken = pipe.execute()
     for raw in [*(m for q in queued for m in q), *taken]:

@@ -21,6 +21,7 @@ from app.dsl.state_changes import status_sink
 from app.dsl.validate import check_definition
 from app.errors import Problem
 from app.payloads import InvalidPayload, check_payload
+from app.routing import routing_fields
 from app.runtime.cache import cached_run_output
 from app.runtime.state import get_store, plans
 from app.store import RunStatus, now_ms
@@ -65,11 +66,14 @@ def create_run(
     parent: Parent | None = None,
     strict: bool | None = None,
     warnings: Sequence[Problem] = (),
+    task_to_domain: Mapping[str, str] | None = None,
+    priority: int | None = None,
 ) -> NewRun:
     """Validate and record a run (status RUNNING); sending its route is the caller's part.
 
     The run keeps the definition's warnings (with `warnings` found when it was read) under
     `warnings`; in strict mode (`strict`, or BATON_STRICT when None) they are errors.
+    `task_to_domain` and `priority` route every message of the run (app.routing).
     """
     transformations = registry.transformations()
     found = check_definition(workflow, transformations, strict=strict, warnings=warnings)
@@ -80,6 +84,7 @@ def create_run(
     check_run_input(plan, run_input)
     correlation_id = check_label(correlation_id, "correlationId")
     idempotency_key = check_label(idempotency_key, "idempotencyKey")
+    routing = routing_fields(task_to_domain, priority)
     run_id = str(uuid.uuid4())
     created = str(now_ms())
     fields = {
@@ -92,6 +97,7 @@ def create_run(
         "plan": plan.digest,
         "createTime": created,
         "startTime": created,
+        **routing,
     }
     if sink := status_sink(workflow):
         fields["statusSink"] = sink  # the run's end is published there (lua/lib.lua)

@@ -19,6 +19,7 @@ from app.definitions import get_workflow
 from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.dsl.validate import parse_definition
+from app.runtime.child_routing import start_workflow_routing, sub_workflow_routing
 from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
@@ -66,8 +67,11 @@ def _sub_workflow(context: StepContext) -> Outcome:
     parent = Parent(context.run_id, context.record_ref, context.plan.digest, root, depth)
     correlation = (context.scope.get("workflow") or {}).get("correlationId") or None
     child = _child_definition(context)
+    params = context.spec.task.sub_workflow_param
+    assert params is not None  # _child_definition refused a task without
     new = create_run(child, context.input, correlation_id=correlation,
-                     idempotency_key=_started_by(context), parent=parent)
+                     idempotency_key=_started_by(context), parent=parent,
+                     **sub_workflow_routing(context.run_id, params, context.scope))
     output = {"subWorkflowId": new.run_id}
     if new.plan is None:  # a redelivery: the child was started by the first delivery
         return Outcome(output, status=StepStatus.IN_PROGRESS, stop=True)
@@ -132,7 +136,8 @@ def _start_workflow(context: StepContext) -> dict[str, Any]:
     workflow = get_workflow(str(request["name"]), request.get("version"))
     new = create_run(workflow, request.get("input") or {},
                      correlation_id=request.get("correlationId"),
-                     idempotency_key=_started_by(context))
+                     idempotency_key=_started_by(context),
+                     **start_workflow_routing(context.run_id, request))
     if new.plan is not None:
         send_run(new, workflow)
     return {"workflowId": new.run_id}

@@ -193,3 +193,19 @@ def test_a_high_priority_run_overtakes_a_backlog(
           f"{rank}th ({time.monotonic() - started:.1f}s for the backlog)")
     assert all(r.status == RunStatus.COMPLETED for r in runs)
     assert rank <= 2, rank  # without priority it would complete last
+
+
+def test_the_command_line_takes_domains_and_priority() -> None:
+    from click.exceptions import Exit
+
+    from app.cli.routing import parse_routing
+    from app.cli.workers import worker_command
+
+    assert parse_routing(("echo=gpu", "*= cpu,NO_DOMAIN"), 7) == {
+        "task_to_domain": {"echo": "gpu", "*": "cpu,NO_DOMAIN"}, "priority": 7}
+    assert parse_routing((), None) == {"task_to_domain": None, "priority": None}
+    with pytest.raises((SystemExit, Exit)):
+        parse_routing(("echo",), None)
+    command = worker_command(["echo:gpu+grp"], 1, "INFO", "5000")
+    assert command[command.index("-Q") + 1] == "echo:gpu+grp"
+    assert command[command.index("-n") + 1] == "echo-gpu-grp.5000@%h"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 
 import click
@@ -15,6 +16,7 @@ import click
 from app.celery_app import all_queues
 from app.cli.common import EXIT_INVALID, fail, guard, option, redis_option
 from app.loader import ensure_loaded
+from app.routing import base_queue
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -37,7 +39,7 @@ def worker(
     where <unique> is $PORT when set (process managers such as honcho set one per
     copy), else the process id, so that several copies have distinct node names.
     Queues are the control queue, the I/O queue (HTTP, EVENT) and those of the
-    registered transformations.
+    registered transformations, or their variants (`encode:gpu`, see README).
 
     \b
     Example:
@@ -47,7 +49,7 @@ def worker(
     wanted = list(dict.fromkeys(q.strip() for arg in queues for q in arg.split(",") if q.strip()))
     known = all_queues()
     for queue in wanted:
-        if queue not in known:
+        if queue not in known and base_queue(queue) not in known:  # a variant is welcome
             close = difflib.get_close_matches(queue, known, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
             fail(f"unknown queue '{queue}' ({hint})", EXIT_INVALID)
@@ -67,7 +69,7 @@ def worker_command(queues: list[str], concurrency: int, loglevel: str, unique: s
     return [
         sys.executable, "-m", "celery", "-A", "app", "worker",
         "-Q", ",".join(queues),
-        "-n", f"{queues[0]}.{unique}@%h",
+        "-n", f"{re.sub(r'[^A-Za-z0-9_.-]', '-', queues[0])}.{unique}@%h",
         "-c", str(concurrency),
         "-l", loglevel,
     ]

@@ -111,7 +111,7 @@ def assert_time_limit_ends_fork_member(spin: dict[str, Any], message: str) -> No
     next_run = submit_workflow(wf({"name": "echo", "taskReferenceName": "e",
                                    "inputParameters": {"v": 1}}))
     assert next_run.result(timeout=scaled(20)) == {"v": 1}
-    wait_for(lambda: client().hlen("unacked") == 0, timeout=10, what="no unacked message")
+    wait_for(lambda: client().hlen("unacked") == 0, timeout=scaled(10), what="no unacked message")
     assert run.steps["spin"].attempts == 1
 
 
@@ -134,7 +134,7 @@ def test_cancelling_a_run_kills_its_running_step_and_frees_the_process_at_once(
 
     assert slow.status is RunStatus.TERMINATED
     assert slow.steps["slow"].status is StepStatus.CANCELED
-    wait_for(lambda: client().hlen("unacked") == 0, timeout=10,
+    wait_for(lambda: client().hlen("unacked") == 0, timeout=scaled(10),
              what="the killed step's message to be acknowledged")
     assert count(key) == 1  # not delivered again
     print(f"\ncancel -> pool process free for the next run's step: {freed_after:.2f}s")

@@ -56,6 +56,12 @@ def unhonoured_fields(definition: WorkflowDef, prefix: str = "") -> list[Problem
     return problems
 
 
+def unhonoured_task_fields(task: WorkflowTask) -> list[Problem]:
+    """The problems of one task defined at run time (a dynamic fork's branch), with paths
+    relative to the task."""
+    return [Problem(field, message) for field, message in _task(task)]
+
+
 def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
     yield from workflow_schema_problems(definition)
     yield from cache.workflow_problems(definition.cache_config)

@@ -25,6 +25,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from app.compiler.plan import STEP_TYPES
+from app.dsl.fields import unhonoured_task_fields
 from app.dsl.model import WorkflowTask
 from app.runtime.operators import OperatorError
 
@@ -112,6 +113,9 @@ def _task_json(item: dict[str, Any], where: str) -> dict[str, Any]:
         first = exc.errors()[0]
         path = ".".join(str(part) for part in first["loc"])
         raise OperatorError(f"{where}: {path}: {first['msg']}") from None
+    # what validation refuses in a definition is refused in a task given at run time too
+    for problem in unhonoured_task_fields(task):
+        raise OperatorError(f"{where}: {problem.path}: {problem.message}")
     return task.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 

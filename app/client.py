@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.loader import ensure_loaded
 from app.runtime import lifecycle, rerun
+from app.runtime.masking import masked_run_fields, run_mask
 from app.runtime.runs import check_label, create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
@@ -95,11 +96,14 @@ class WorkflowRun:
         return f"WorkflowRun({self.id!r})"
 
     def record(self) -> dict[str, Any]:
-        """The run's record as a JSON document (input, output, status, times, ...)."""
+        """The run's record as a JSON document (input, output, status, times, ...).
+
+        The definition's maskedFields are shown masked ("***"), here and in `steps`.
+        """
         fields = self._store.get_run(self.id)
         if fields is None:
             raise RunNotFound(f"no run {self.id} (never submitted, or expired)")
-        return record_document(fields)
+        return record_document(masked_run_fields(self._store, fields))
 
     @property
     def status(self) -> RunStatus:
@@ -113,7 +117,9 @@ class WorkflowRun:
         """Every step recorded so far, in the order they started."""
         records = self._store.get_steps(self.id)
         failed = self._store.get_attempts(self.id, list(records))
-        found = [Step.from_record(ref, rec, tuple(failed[ref])) for ref, rec in records.items()]
+        mask = run_mask(self._store, self.id)
+        found = [Step.from_record(ref, mask.step_fields(rec), tuple(map(mask.attempt, failed[ref])))
+                 for ref, rec in records.items()]
         found.sort(key=lambda s: (s.started_at or s.ended_at or _EPOCH, s.ref))
         return {s.ref: s for s in found}
 
@@ -195,7 +201,8 @@ class WorkflowRun:
         error = None
         if failed_ref:
             step = self._store.get_step_records(self.id, [failed_ref]).get(failed_ref)
-            error = record_document(step).get("error") if step else None
+            shown = run_mask(self._store, self.id).step_fields(step) if step else None
+            error = record_document(shown).get("error") if shown else None
         raise WorkflowFailed(
             self.id, status.value, failed_ref, error, record.get("reasonForIncompletion")
         )
@@ -337,7 +344,8 @@ def list_runs(
         records = store.list_runs(window)
         found = [
             summary
-            for summary in map(RunSummary.from_record, records)
+            for summary in (RunSummary.from_record(masked_run_fields(store, record))
+                            for record in records)
             if (wanted is None or summary.status is wanted)
             and (name is None or summary.name == name)
         ]

@@ -32,6 +32,7 @@ from app.cli.common import (
 )
 from app.client import RunSummary, Step, WorkflowRun, list_runs
 from app.errors import Problem
+from app.runtime.masking import masked_run_fields
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
 from app.store import RunStatus, StepStatus
@@ -72,8 +73,9 @@ def status(run_id: str, as_json: bool, redis_url: str | None) -> None:
     fields = guard(lambda: get_store().get_run(run_id))
     if fields is None:
         fail(f"no run {run_id} (never submitted, or expired)", EXIT_FAILED)
+    shown = guard(lambda: masked_run_fields(get_store(), fields))
     steps = guard(lambda: WorkflowRun(run_id).steps)
-    document = run_document(fields, steps.values())
+    document = run_document(shown, steps.values())
     if as_json:
         emit_json(document)
         return

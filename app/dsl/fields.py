@@ -3,8 +3,8 @@
 The models mirror Conductor's field for field, so every definition Conductor accepts loads.
 A field Baton does not carry out is refused here once it is set to a value that changes
 behaviour in Conductor; its default, or any value Conductor treats as "off", stays
-accepted (`rateLimitPerFrequency: 0`, `asyncComplete: false`,
-`maskedFields: []`). docs/conductor-fields.md lists every field and what Baton does with it.
+accepted (`rateLimitPerFrequency: 0`, `asyncComplete: false`).
+docs/conductor-fields.md lists every field and what Baton does with it.
 
 Inline sub-workflows are checked by the validator's own recursion (it calls this with
 their path as `prefix`), so only the definition's own tasks are walked here.
@@ -65,10 +65,6 @@ def unhonoured_task_fields(task: WorkflowTask) -> list[Problem]:
 def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
     yield from workflow_schema_problems(definition)
     yield from cache.workflow_problems(definition.cache_config)
-    if definition.masked_fields:
-        yield ("maskedFields",
-               "not supported yet (Baton records inputs and outputs as they are); remove it "
-               "or set []")
     # rateLimitConfig is accepted and not enforced, as in Conductor OSS (no reader in its
     # core): see docs/conductor-fields.md.
 

@@ -22,6 +22,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TaskPredica
 from app.celery_app import control_time_limits
 from app.delays import split_delay
 from app.errors import StoreUnavailable
+from app.runtime.masking import masked_exception
 from app.runtime.messages import message_of, send_message
 from app.runtime.state import get_store
 from app.runtime.step_task import stop_route
@@ -178,8 +179,9 @@ def escaped(task: Task, run_id: str, recorded_as: str | None, exc: Exception) ->
     stop_route(task)
     if task.request.chord:
         raise Ignore() from exc  # counted when it is retried, as in _failed
-    mark_recorded(exc)
-    raise exc
+    shown = masked_exception(get_store(), run_id, exc)  # what Celery (and Flower) see
+    mark_recorded(shown)
+    raise shown
 
 
 def mark_recorded(exc: BaseException) -> None:

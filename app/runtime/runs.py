@@ -23,6 +23,7 @@ from app.errors import Problem
 from app.payloads import InvalidPayload, check_payload
 from app.routing import routing_fields
 from app.runtime.cache import cached_run_output
+from app.runtime.masking import masked_fields_record
 from app.runtime.state import get_store, plans
 from app.store import RunStatus, now_ms
 
@@ -98,6 +99,7 @@ def create_run(
         "createTime": created,
         "startTime": created,
         **routing,
+        **masked_fields_record(workflow),
     }
     if sink := status_sink(workflow):
         fields["statusSink"] = sink  # the run's end is published there (lua/lib.lua)

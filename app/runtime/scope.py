@@ -8,7 +8,7 @@ from typing import Any
 
 from app.dsl.expressions import TASK_ID_ROOT, WORKFLOW_ROOT
 
-_JSON_FIELDS = ("input", "output", "variables", "error")
+_JSON_FIELDS = ("input", "output", "variables", "error", "maskedFields")
 _NUMBER_FIELDS = ("startTime", "endTime", "createTime", "version", "attempts")
 
 

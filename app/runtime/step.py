@@ -30,6 +30,7 @@ from app.policy import StepPolicy
 from app.runtime import cache, state_events
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import drop, hold_back
+from app.runtime.masking import masked_exception
 from app.runtime.messages import message_of
 from app.runtime.schemas import check_step_input, check_step_output, checked_run_output
 from app.runtime.scope import build_scope
@@ -291,7 +292,9 @@ def _failed(
             # delay goes in hops, each shorter than the visibility timeout
             countdown, left = split_delay(chosen.delay(claim.attempts - 1))
             kwargs = {**(task.request.kwargs or {}), "delay_left": left} if left else None
-            raise task.retry(countdown=countdown, kwargs=kwargs, exc=exc) from exc
+            shown = masked_exception(store, run_id, exc)  # what Celery (and Flower) see
+            raise task.retry(countdown=countdown, kwargs=kwargs, exc=shown, throw=False) \
+                from shown
     if spec.task.optional:
         scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
         run_output = _workflow_output(plan, scope, spec.ref, step_input, {}) if final else None
@@ -314,8 +317,9 @@ def _failed(
         # A chord counts a failed member and never fires again: an ignored one is not
         # counted, so a retried step can still close its fork.
         raise Ignore()
-    mark_recorded(exc)
-    raise exc
+    shown = masked_exception(store, run_id, exc)
+    mark_recorded(shown)
+    raise shown
 
 
 def _already_done(

@@ -8,6 +8,7 @@ reads never show it.
 
 from __future__ import annotations
 
+import ast
 import json
 import threading
 from collections.abc import Iterator
@@ -163,11 +164,19 @@ def test_the_step_computes_with_the_password_and_no_reader_shows_it(
     assert document["input"]["password"] == MASK
     assert [s["ref"] for s in document["steps"]][:1] == ["login"]
 
+    # every task of the run, a control task's (baton.jq, baton.join) too, as Flower sees it:
+    # its arguments are pointers and its result None
     task_ids = {step.task_id for step in steps.values() if step.task_id}
-    seen = events.of(task_ids)
-    assert {"task-received", "task-succeeded"} <= {e["type"] for e in seen}
+    assert len(task_ids) == 4
+    wait_for(lambda: {e["uuid"] for e in events.of(task_ids) if e["type"] == "task-succeeded"}
+             == task_ids, what="every task's task-succeeded event")
+    received = [e for e in events.of(task_ids) if e["type"] == "task-received"]
+    assert {e["name"] for e in received} == {"tasks.echo", "baton.jq", "baton.join"}
+    pointers = [tuple(ast.literal_eval(e["args"])) for e in received]
+    assert sorted(ref for _, ref, _ in pointers) == ["check", "fan_join", "left", "login"]
+    assert {run_id for run_id, _, _ in pointers} == {run.id}
     for where in (shown({ref: vars(step) for ref, step in steps.items()}), shown(record),
-                  status_text.output, status_json.output, listed.output, shown(seen),
+                  status_text.output, status_json.output, listed.output, shown(events.seen),
                   celery_keys_text()):
         assert SECRET not in where and NESTED not in where
 
@@ -204,7 +213,7 @@ def test_a_step_error_showing_the_password_is_masked_in_records_results_and_even
     assert result["status"] == "FAILURE"
     assert result["result"]["exc_message"] == [f"wrong password {MASK}"]
     for where in (shown(vars(step)), shown(run.record()), status_text.output,
-                  str(failed.value), shown(events.of({step.task_id})), celery_keys_text()):
+                  str(failed.value), shown(events.seen), celery_keys_text()):
         assert SECRET not in where
 
 

@@ -47,6 +47,7 @@ REFUSED = [
     (workflow(inputSchema={"name": "s", "type": "JSON"}), "inputSchema"),
     (workflow(outputSchema={"name": "s", "type": "JSON"}, enforceSchema=True), "outputSchema"),
     (workflow(outputSchema={"name": "s", "type": "AVRO", "data": {}}), "outputSchema.type"),
+    (workflow(maskedFields=["password"], workflowStatusListenerEnabled=True), "maskedFields"),
     (workflow(task(asyncComplete=True)), "tasks[0].asyncComplete"),
     (workflow(task(onStateChange={"onCancelled": [{"type": "q"}]})),
      "tasks[0].onStateChange.onCancelled"),

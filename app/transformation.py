@@ -9,10 +9,10 @@ from celery import Task
 
 from app import registry
 from app.celery_app import declare_queues
-from app.compiler.canvas import TIME_LIMIT_GRACE
 from app.policy import StepPolicy
 from app.registry import Transformation
 from app.runtime.step import StepContext, step_task
+from app.timeouts import attempt_limit, time_limit_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,9 +81,6 @@ def register_transformation_task(transformation: Transformation) -> Task:
         return func(**given)
 
     work.__name__ = func.__name__
-    limits: dict[str, float] = {}
-    if policy.timeout_seconds:
-        limits = {"soft_time_limit": policy.timeout_seconds,
-                  "time_limit": policy.timeout_seconds + TIME_LIMIT_GRACE}
+    limits = time_limit_options(attempt_limit(policy))
     return step_task(transformation.task_name, work, policy=policy, doc=func.__doc__,
                      options=limits)

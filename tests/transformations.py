@@ -183,3 +183,9 @@ def stubborn(seconds: float) -> dict[str, Any]:
 def counted(counter: str, value: Any = None) -> dict[str, Any]:
     """Count this execution under `counter` (test:attempts:<counter>) and return the count."""
     return {"value": value, "calls": _count(counter)}
+
+
+@transformation(queue="late")
+def late(**values: Any) -> dict[str, Any]:
+    """Echo, on a queue of its own that only a worker started late consumes."""
+    return dict(values)

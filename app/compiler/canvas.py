@@ -28,6 +28,7 @@ from app.compiler.plan import (
     SwitchStage,
 )
 from app.registry import TASK_PREFIX
+from app.timeouts import signature_options
 
 CONTINUE_TASK: Final = "baton.continue"
 CONTROL_TASKS: Final = {
@@ -51,8 +52,6 @@ CONTROL_TASKS: Final = {
     "HTTP": "baton.http",
     "EVENT": "baton.event",
 }
-TIME_LIMIT_GRACE: Final = 5.0
-"""Seconds between the soft limit (the step fails as TIMED_OUT) and the hard kill."""
 
 
 def compile_route(
@@ -102,10 +101,7 @@ def step_signature(
     """The signature of one step; `task_name` overrides the name its type gives."""
     spec = plan.steps[ref]
     name = task_name or CONTROL_TASKS.get(spec.type, TASK_PREFIX + spec.name)
-    options: dict[str, Any] = {}
-    timeout = spec.policy_overrides.get("timeout_seconds")
-    if timeout:
-        options = {"soft_time_limit": timeout, "time_limit": timeout + TIME_LIMIT_GRACE}
+    options = signature_options(spec.policy_overrides, spec.task.start_delay or 0)
     kwargs = _frame(final, iteration)
     if spec.task.start_delay:
         # the worker that takes it first waits in hops of its own visibility timeout:

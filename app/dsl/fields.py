@@ -26,8 +26,6 @@ from app.dsl.schemas import task_schema_problems, workflow_schema_problems
 from app.dsl.state_changes import state_change_problems
 from app.errors import Problem
 
-# Conductor's default: a worker that sends no update for an hour is timed out.
-_RESPONSE_TIMEOUT_DEFAULT = 3600
 # Types whose failed step Conductor retries but Baton does not: only transformations (SIMPLE,
 # DYNAMIC) and HTTP steps have a retry policy. Control-flow operators are left out.
 _NOT_RETRIED = frozenset({
@@ -91,6 +89,11 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
             yield ("taskDefinition.timeoutSeconds",
                    f"not supported yet for a {task.type} task (it limits how long a step "
                    "runs, not how long it waits); remove it or set 0")
+        if (task.optional or task.permissive) and task.task_definition.poll_timeout_seconds \
+                and task.task_definition.timeout_policy == "RETRY":
+            yield ("taskDefinition.pollTimeoutSeconds",
+                   "not supported yet on an optional or permissive task with timeoutPolicy "
+                   "RETRY (its run would end TIMED_OUT); remove it or set TIME_OUT_WF")
         for field, message in _task_definition(task.task_definition):
             yield (f"taskDefinition.{field}", message)
         for field, message in queue_parts(task.type, task.task_definition):
@@ -107,23 +110,13 @@ def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:
     if definition.concurrent_exec_limit:
         yield ("concurrentExecLimit",
                "not supported yet (concurrency limits are planned); remove it or set 0")
-    if definition.poll_timeout_seconds:
-        yield ("pollTimeoutSeconds",
-               "not supported yet (a queued step waits for a worker however long it takes); "
-               "remove it or set 0")
-    if definition.total_timeout_seconds:
-        yield ("totalTimeoutSeconds",
-               "not supported yet (timeoutSeconds limits each attempt); remove it or set 0")
-    timeout = definition.timeout_seconds
-    response = definition.response_timeout_seconds
-    if response != _RESPONSE_TIMEOUT_DEFAULT and not 0 < timeout <= response:
-        yield ("responseTimeoutSeconds",
-               "not supported yet (a running step sends no heartbeat to time out); remove it "
-               "and set timeoutSeconds to limit how long an attempt may run")
-    if timeout > 0 and definition.timeout_policy == "ALERT_ONLY":
-        yield ("timeoutPolicy",
-               "ALERT_ONLY is not supported yet (a step is stopped at its timeoutSeconds); "
-               "remove timeoutSeconds to let it run, or set RETRY or TIME_OUT_WF")
+    if definition.timeout_policy == "ALERT_ONLY":
+        for field, value in (("pollTimeoutSeconds", definition.poll_timeout_seconds),
+                             ("totalTimeoutSeconds", definition.total_timeout_seconds)):
+            if value:
+                yield (field,
+                       "not supported yet with timeoutPolicy ALERT_ONLY (a step past it is "
+                       "stopped); remove it or set RETRY or TIME_OUT_WF")
 
 
 def _retries(task: WorkflowTask) -> Iterator[tuple[str, str]]:

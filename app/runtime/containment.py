@@ -23,7 +23,7 @@ from app.celery_app import control_time_limits
 from app.delays import split_delay
 from app.errors import StoreUnavailable
 from app.runtime.masking import masked_exception
-from app.runtime.messages import message_of, send_message
+from app.runtime.messages import message_of, request_message, send_message
 from app.runtime.state import get_store
 from app.runtime.step_task import stop_route
 from app.store import RunStatus, StepStatus
@@ -36,7 +36,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def hop(task: Task, delay: float) -> None:
     """Send this very message again after the next hop of its delay (see app.delays)."""
     countdown, left = split_delay(delay)
-    send_message(message_of(task, delay_left=left), countdown=countdown)
+    # the same time limits, retry count and expiry (pollTimeoutSeconds: a time, not a delay)
+    hard, soft = task.request.timelimit or (None, None)
+    send_message(message_of(task, delay_left=left), countdown=countdown,
+                 expires=task.request.expires, time_limit=hard, soft_time_limit=soft,
+                 retries=task.request.retries or 0)
     stop_route(task)
     if task.request.chord:
         raise Ignore()  # the fork counts the message that runs the step
@@ -107,13 +111,9 @@ def record_killed(request: Any, timeout: float) -> bool:
             get_store().end_run(run_id, RunStatus.FAILED, None,
                                 reason=f"{error['type']}: {error['message']}")
             return True
-        _, _, embed = request._payload
-        message = {"task": request.task.name, "args": args, "kwargs": kwargs,
-                   "chain": (embed or {}).get("chain"), "chord": request.chord,
-                   "group_id": request.group, "group_index": request.group_index,
-                   "root_id": request.root_id}
         get_store().fail_step(run_id, ref, error=error, step_status=StepStatus.TIMED_OUT,
-                              message=message, root=str(request.root_id or ""))
+                              message=request_message(request),
+                              root=str(request.root_id or ""))
     except Exception:  # the worker's main process must go on whatever happens here
         log.exception("run %s: the failure of %s[%s], killed past its time limit, could not "
                       "be recorded", run_id, request.task.name, request.id)

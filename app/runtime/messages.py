@@ -28,11 +28,22 @@ def message_of(task: Task, **kwargs: Any) -> dict[str, Any]:
     }
 
 
-def send_message(message: dict[str, Any], countdown: float | None = None) -> None:
-    """Send a captured message again; Celery routes it by its task's name."""
+def request_message(request: Any) -> dict[str, Any]:
+    """As `message_of`, for a task's request in the worker's main process (not running)."""
+    _, _, embed = request._payload
+    return {"task": request.task.name, "args": list(request.args or ()),
+            "kwargs": dict(request.kwargs or {}), "chain": (embed or {}).get("chain"),
+            "chord": request.chord, "group_id": request.group,
+            "group_index": request.group_index, "root_id": request.root_id}
+
+
+def send_message(message: dict[str, Any], countdown: float | None = None,
+                 **options: Any) -> None:
+    """Send a captured message again; Celery routes it by its task's name. `options` are
+    further Celery options (its expiry, time limits)."""
     celery_app.send_task(
         message["task"], args=message["args"], kwargs=message["kwargs"],
         chain=message.get("chain"), chord=message.get("chord"),
         group_id=message.get("group_id"), group_index=message.get("group_index"),
-        root_id=message.get("root_id"), countdown=countdown,
+        root_id=message.get("root_id"), countdown=countdown, **options,
     )

@@ -27,7 +27,7 @@ from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
 from app.payloads import InvalidPayload, PayloadTooLarge, check_payload
 from app.policy import StepPolicy
-from app.runtime import cache, state_events
+from app.runtime import cache, state_events, timeouts
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import drop, hold_back
 from app.runtime.masking import masked_exception
@@ -107,7 +107,8 @@ def step_task(
 
     run.__doc__ = doc or work.__doc__
     run.__name__ = getattr(work, "__name__", name)
-    return celery_app.task(name=name, bind=True, base=StepTask, **(options or {}))(run)
+    return celery_app.task(name=name, bind=True, base=StepTask, step_policy=policy,
+                           **(options or {}))(run)
 
 
 def record_ref(ref: str, iteration: int | None) -> str:
@@ -196,7 +197,9 @@ def _execute_step(
         context = StepContext(task, run_id, plan, spec, step_input, scope, final, iteration,
                               claim.attempts)
         hit = cache.look_up(spec, step_input, scope)
-        outcome = _outcome(hit.output if hit.found else work(context))
+        with timeouts.alerting(run_id, recorded_as, str(task.request.id),
+                               timeouts.chosen_policy(policy, spec.policy_overrides)):
+            outcome = _outcome(hit.output if hit.found else work(context))
         check_step_output(plan, spec, outcome.output, outcome.status)
         ends = final and outcome.then is None and outcome.end_run is None and not outcome.stop
         run_output = _workflow_output(plan, scope, ref, step_input, outcome.output) if ends \
@@ -283,18 +286,31 @@ def _failed(
     recorded_as = record_ref(spec.ref, iteration)
     alias = spec.ref if iteration is not None else None
     error = describe_error(exc)
-    if policy is not None and not isinstance(exc, _NOT_RETRIED):
-        chosen = policy.merged(spec.policy_overrides)
-        if claim.attempts <= chosen.retry_count:
-            store.retry_step(run_id, recorded_as, error=error, input=step_input)
-            state_events.ended(run_id, spec, recorded_as, _status(exc))
-            # Celery sends the same message again after the delay, route and all; a long
-            # delay goes in hops, each shorter than the visibility timeout
-            countdown, left = split_delay(chosen.delay(claim.attempts - 1))
-            kwargs = {**(task.request.kwargs or {}), "delay_left": left} if left else None
-            shown = masked_exception(store, run_id, exc)  # what Celery (and Flower) see
-            raise task.retry(countdown=countdown, kwargs=kwargs, exc=shown, throw=False) \
-                from shown
+    chosen = timeouts.chosen_policy(policy, spec.policy_overrides)
+    timed_out = timeouts.judge(task, run_id, recorded_as, spec.name, chosen, exc)
+    if timed_out is not None:
+        error["message"] = timed_out.reason
+    if policy is not None and not isinstance(exc, _NOT_RETRIED) \
+            and not (timed_out and timed_out.ends_run):
+        # a retry after a poll timeout (sent by the worker) ran no claim: the message counts
+        attempts = max(claim.attempts, int(task.request.retries or 0) + 1)
+        if attempts <= chosen.retry_count:
+            delay = chosen.delay(attempts - 1)
+            options = timeouts.retry_options(run_id, recorded_as, chosen, delay)
+            if options is not None:
+                store.retry_step(run_id, recorded_as, error=error, input=step_input)
+                state_events.ended(run_id, spec, recorded_as, _status(exc))
+                # Celery sends the same message again after the delay, route and all; a
+                # long delay goes in hops, each shorter than the visibility timeout
+                countdown, left = split_delay(delay)
+                kwargs = {**(task.request.kwargs or {}), "delay_left": left} if left else None
+                shown = masked_exception(store, run_id, exc)  # what Celery (and Flower) see
+                raise task.retry(countdown=countdown, kwargs=kwargs, exc=shown, throw=False,
+                                 **options) from shown
+            timed_out = timeouts.budget_spent(run_id, recorded_as, chosen, str(task.request.id),
+                                              spec.name, timed_out is not None)
+    if timed_out is not None and timed_out.ends_run:
+        return _timed_out(task, run_id, spec, recorded_as, step_input, error, timed_out, exc)
     if spec.task.optional:
         scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
         run_output = _workflow_output(plan, scope, spec.ref, step_input, {}) if final else None
@@ -311,13 +327,32 @@ def _failed(
             store.complete_run(run_id, {})  # ends FAILED: a permissive step failed
         return None
     store.fail_step(run_id, recorded_as, error=error, input=step_input,
-                    step_status=_status(exc), message=message_of(task))
+                    step_status=_status(exc), message=message_of(task),
+                    run_status=RunStatus.TIMED_OUT if timed_out else RunStatus.FAILED)
     state_events.ended(run_id, spec, recorded_as)
     if task.request.chord:
         # A chord counts a failed member and never fires again: an ignored one is not
         # counted, so a retried step can still close its fork.
         raise Ignore()
     shown = masked_exception(store, run_id, exc)
+    mark_recorded(shown)
+    raise shown
+
+
+def _timed_out(
+    task: Task, run_id: str, spec: StepSpec, recorded_as: str, step_input: Any,
+    error: dict[str, str], timed_out: timeouts.TimedOut, exc: Exception,
+) -> None:
+    """End the run at once (TIME_OUT_WF, the total budget spent), optional step or not, as
+    Conductor does: with the timeout's own reason."""
+    get_store().fail_step(run_id, recorded_as, error=error, input=step_input,
+                          step_status=_status(exc), run_status=timed_out.run_status,
+                          message=message_of(task), reason=timed_out.reason)
+    state_events.ended(run_id, spec, recorded_as)
+    stop_route(task)
+    if task.request.chord:
+        raise Ignore()
+    shown = masked_exception(get_store(), run_id, exc)  # what Celery (and Flower) see
     mark_recorded(shown)
     raise shown
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from billiard.einfo import ExceptionWithTraceback
@@ -94,6 +95,21 @@ class StepRequest(Request):  # type: ignore[misc]
             return
         super().terminate(pool, signal)
 
+    def revoked(self) -> bool:
+        """A step's message past its expiry (pollTimeoutSeconds) is handled as a timeout
+        (app.runtime.timeouts) rather than discarded unrecorded, as Celery would."""
+        already = bool(self.__dict__.get("_already_revoked"))
+        if not already and self.expires and self.id not in worker_state.revoked \
+                and datetime.now(UTC) > self.expires:
+            from app.runtime.timeouts import expired_in_queue
+
+            if expired_in_queue(self):
+                worker_state.task_ready(self)
+                self.acknowledge()
+                self._already_revoked = True
+                return True
+        return bool(super().revoked())
+
     @property
     def time_limits(self) -> Any:
         limits = self.__dict__.get("_baton_time_limits", (None, None))
@@ -140,6 +156,8 @@ class StepTask(Task):  # type: ignore[misc]
     """
 
     typing = False  # arguments are pointers checked by the runner, not Python signatures
+    step_policy: Any = None
+    """A step task's retry and timeout policy (StepPolicy; None: its steps are not retried)."""
     max_retries = None  # the step's own policy bounds retries, not Celery's default of 3
     Request = f"{__name__}:StepRequest"
 

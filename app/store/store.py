@@ -316,14 +316,15 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
         run_status: str = RunStatus.FAILED,
         message: Mapping[str, Any] | None = None,
         root: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         """Record a step's failure and end its run with it; False if the run had ended.
 
         With `run_status=""` the run goes on (a permissive step) but cannot complete.
         A PAUSED run ends when it is resumed. `root` fences the write in place of the
-        running task's route root (ROUTE_ROOT).
+        running task's route root (ROUTE_ROOT). `reason` replaces the one made of the error.
         """
-        reason = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+        reason = reason or f"{error.get('type', 'Error')}: {error.get('message', '')}"
         keys = [run_key(run_id), step_key(run_id, ref)]
         given = dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, dumps(error), reason, ref, run_status]

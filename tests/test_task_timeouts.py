@@ -142,3 +142,52 @@ def test_a_step_that_waits_past_its_poll_timeout_times_out_or_is_retried(
 
 def run_step_status(run: Any, ref: str) -> StepStatus:
     return StepStatus(run.steps[ref].status)
+
+
+def waiting(type_: str, ref: str, **task_definition: Any) -> dict[str, Any]:
+    return {"name": ref, "taskReferenceName": ref, "type": type_,
+            "taskDefinition": {"name": ref, **task_definition}}
+
+
+def test_a_wait_past_its_timeout_times_the_run_out(prefork: CeleryWorker) -> None:
+    run = submit_workflow(wf(waiting("WAIT", "w", timeoutSeconds=1),
+                             {"name": "echo", "taskReferenceName": "after"}))
+
+    assert run.wait(timeout=scaled(20)) is RunStatus.TIMED_OUT
+    assert run.steps["w"].status is StepStatus.TIMED_OUT and "after" not in run.steps
+    assert reason(run).startswith("Task timed out after 1 seconds. Timeout configured as 1 "
+                                  "seconds. Timeout policy configured to TIME_OUT_WF")
+    # completed from outside too late: refused, the run stays TIMED_OUT
+    with pytest.raises(Exception, match="not a WAIT or HUMAN step waiting|no longer waiting"):
+        run.complete_step("w", {})
+
+
+def test_a_human_step_under_alert_only_waits_on_and_closes_its_fork(
+    prefork: CeleryWorker
+) -> None:
+    fork = {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
+        [waiting("HUMAN", "approve", timeoutSeconds=1, timeoutPolicy="ALERT_ONLY")],
+        [{"name": "echo", "taskReferenceName": "beside"}]]}
+    join = {"name": "join", "taskReferenceName": "join", "type": "JOIN",
+            "joinOn": ["approve", "beside"]}
+    run = submit_workflow(wf(fork, join))
+
+    wait_for(lambda: get_store().get_steps(run.id).get("approve", {}).get(ALERT_FIELD),
+             timeout=20, what="the timeout alert")
+    run.complete_step("approve", {"ok": True})
+    assert run.wait(timeout=scaled(20)) is RunStatus.COMPLETED
+    assert run.steps["join"].output["approve"] == {"ok": True}
+
+
+def test_a_wait_completed_in_time_is_not_timed_out(prefork: CeleryWorker) -> None:
+    run = submit_workflow(wf(waiting("WAIT", "w", timeoutSeconds=2),
+                             {"name": "echo", "taskReferenceName": "after"}))
+    wait_for(lambda: run.steps.get("w") and run.steps["w"].status is StepStatus.IN_PROGRESS,
+             timeout=20, what="the step to wait")
+    run.complete_step("w", {"by": "ops"})
+
+    assert run.wait(timeout=scaled(20)) is RunStatus.COMPLETED
+    # its timer, once due, finds it completed and does nothing
+    done = time.monotonic()
+    wait_for(lambda: time.monotonic() > done + 2.5, timeout=10, what="the timer to be due")
+    assert run.status is RunStatus.COMPLETED and run.steps["w"].status is StepStatus.COMPLETED

@@ -33,10 +33,10 @@ _NOT_RETRIED = frozenset({
     "SET_VARIABLE", "WAIT", "HUMAN",
 })
 
-# Types whose task Conductor keeps IN_PROGRESS while it waits (for an outside completion, a
-# sub-workflow, branches, iterations), so that taskDefinition.timeoutSeconds bounds the
-# wait; in Baton it bounds only the short step that starts or closes the wait.
-_WAITS = frozenset({"WAIT", "HUMAN", "SUB_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
+# Types whose task Conductor keeps IN_PROGRESS while it waits (for a sub-workflow, branches,
+# iterations), so that taskDefinition.timeoutSeconds bounds the wait; in Baton it bounds only
+# the short step that starts or closes the wait. (WAIT and HUMAN time their wait out.)
+_WAITS = frozenset({"SUB_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
 
 
 def unhonoured_fields(definition: WorkflowDef, prefix: str = "") -> list[Problem]:
@@ -89,6 +89,13 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
             yield ("taskDefinition.timeoutSeconds",
                    f"not supported yet for a {task.type} task (it limits how long a step "
                    "runs, not how long it waits); remove it or set 0")
+        if (task.optional or task.permissive) and task.type in ("WAIT", "HUMAN") \
+                and task.task_definition.timeout_seconds > 0 \
+                and task.task_definition.timeout_policy == "RETRY":
+            yield ("taskDefinition.timeoutPolicy",
+                   f"RETRY is not supported yet on an optional or permissive {task.type} task "
+                   "with a timeout (its run would end TIMED_OUT); set TIME_OUT_WF or "
+                   "ALERT_ONLY")
         if (task.optional or task.permissive) and task.task_definition.poll_timeout_seconds \
                 and task.task_definition.timeout_policy == "RETRY":
             yield ("taskDefinition.pollTimeoutSeconds",

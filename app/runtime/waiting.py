@@ -34,6 +34,7 @@ from app.runtime.step import (
     record_ref,
     stop_route,
 )
+from app.runtime.wait_timeouts import watch
 from app.store import RunStatus, StepStatus, now_ms
 
 WAKE_TASK: Final = "baton.wake"
@@ -91,6 +92,7 @@ def _wait(context: StepContext) -> Outcome:
         due = now_ms() + int(max(seconds, 0) * 1000)
         route = _wake(context.run_id, context.spec.ref, context.plan.digest, due,
                       context.final, context.iteration)
+        watch(context)
         return Outcome({"waitUntil": due}, then=route, status=StepStatus.IN_PROGRESS)
     return _park(context)
 
@@ -101,6 +103,7 @@ def _park(context: StepContext) -> Outcome:
               "group_index": request.group_index, "root_id": request.root_id,
               "final": context.final, "iteration": context.iteration}
     get_store().record_step(context.run_id, context.record_ref, {"parked": json.dumps(parked)})
+    watch(context)
     return Outcome({}, status=StepStatus.IN_PROGRESS, stop=True)
 
 

@@ -58,6 +58,15 @@ def test_time_out_wf_ends_the_run_timed_out_at_once(prefork: CeleryWorker) -> No
                            "Timeout policy configured to TIME_OUT_WF")
 
 
+def test_a_delayed_step_keeps_its_time_limit(prefork: CeleryWorker) -> None:
+    # a startDelay sends the message again once due: with its time limits
+    task = {**nap(30, timeoutSeconds=1), "startDelay": 1}
+    run = submit_workflow(wf(task))
+
+    assert run.wait(timeout=scaled(20)) is RunStatus.TIMED_OUT
+    assert run.steps["nap"].status is StepStatus.TIMED_OUT
+
+
 def test_retry_retries_a_timed_out_step_then_the_run_times_out(prefork: CeleryWorker) -> None:
     run = submit_workflow(wf(nap(30, timeoutSeconds=1, timeoutPolicy="RETRY", retryCount=1,
                                  retryDelaySeconds=0)))

@@ -237,7 +237,13 @@ class CeleryWorker:
         import app
 
         def answers() -> bool:
-            replies = app.celery.control.ping(timeout=0.5)
+            # a connection of its own: a pooled one may have outlived a restart of the
+            # suite's Redis (tests restart it), and a broadcast does not reconnect
+            try:
+                with app.celery.connection_for_write() as connection:
+                    replies = app.celery.control.ping(timeout=0.5, connection=connection)
+            except (redis.exceptions.ConnectionError, OSError):
+                return False  # asked again until the deadline
             return any(self.name in name for reply in replies for name in reply)
 
         wait_for(answers, timeout=60, what=f"worker {self.name} to answer a ping")

@@ -237,10 +237,7 @@ def problems(data: dict[str, Any]) -> list[str]:
      "tasks[0].onStateChange.onSucces: unknown state 'onSucces' (did you mean 'onSuccess'?)"),
     ({"onStart, onDone": [{"type": "q"}]},
      "tasks[0].onStateChange.onStart, onDone: unknown state 'onDone' (expected onScheduled, "
-     "onStart, onSuccess, onFailed)"),
-    ({"onCancelled": [{"type": "q"}]},
-     "tasks[0].onStateChange.onCancelled: onCancelled: not supported yet (a step cancelled "
-     "with its run publishes no event); remove it"),
+     "onStart, onSuccess, onFailed, onCancelled)"),
     ({"onStart": [{"type": " "}]},
      "tasks[0].onStateChange.onStart[0].type: must name a sink (the stream it goes to)"),
     ({"onStart": [{"type": "q", "payload": {"a": ["${t.output"]}}]},
@@ -263,10 +260,3 @@ def test_payloads_are_checked_like_inputs_and_may_read_their_own_task() -> None:
                                               "later"):
         check_definition(parse_definition(wf(task("t", onStateChange=later), task("b"))),
                          strict=True)
-
-
-def test_a_task_that_ends_outside_the_runner_refuses_on_state_change() -> None:
-    assert problems(wf(task("w", "wait", type="WAIT", onStateChange={
-        "onStart": [{"type": "q"}]}))) == [
-        "tasks[0].onStateChange: not supported yet for a WAIT task (its step ends outside "
-        "the step runner); remove it or set {}"]

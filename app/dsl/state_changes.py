@@ -29,18 +29,6 @@ CANCELLED: Final = "onCancelled"
 STATES: Final = (SCHEDULED, STARTED, SUCCEEDED, FAILED, CANCELLED)
 """Conductor's state names, in the order a task goes through them."""
 
-UNSUPPORTED: Final = {
-    CANCELLED: "not supported yet (a step cancelled with its run publishes no event); remove "
-               "it",
-}
-"""States Baton knows but does not publish, with why."""
-
-ENDS_OUTSIDE_RUNNER: Final = frozenset({
-    "WAIT", "HUMAN", "SUB_WORKFLOW", "DO_WHILE", "JOIN", "EXCLUSIVE_JOIN",
-})
-"""Types whose step stays IN_PROGRESS after its own work and ends elsewhere (an outside
-completion, a child run, the last iteration, the last branch): no state events for them yet."""
-
 STATUS_SINK: Final = "workflow_status"
 """The sink of a workflow status listener enabled without workflowStatusListenerSink."""
 
@@ -67,20 +55,13 @@ def state_change_problems(task: WorkflowTask) -> Iterator[tuple[str, str]]:
     """(path inside the task, message) for each problem of its `onStateChange`."""
     if not any(task.on_state_change.values()):
         return  # `{}` or keys without events: nothing would be published
-    if task.type in ENDS_OUTSIDE_RUNNER:
-        yield ("onStateChange",
-               f"not supported yet for a {task.type} task (its step ends outside the step "
-               "runner); remove it or set {}")
-        return
     for key, events in task.on_state_change.items():
         where = f"onStateChange.{key}"
         for name in states_of(key):
-            if name in UNSUPPORTED:
-                yield (where, f"{name}: {UNSUPPORTED[name]}")
-            elif name not in STATES:
+            if name not in STATES:
                 close = difflib.get_close_matches(name, STATES, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else \
-                    f" (expected {', '.join(s for s in STATES if s not in UNSUPPORTED)})"
+                    f" (expected {', '.join(STATES)})"
                 yield (where, f"unknown state '{name}'{hint}")
         for index, event in enumerate(events):
             if not event.type.strip():

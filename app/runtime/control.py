@@ -22,7 +22,7 @@ from app.config import get_settings
 from app.dsl.expressions import parse_parameter
 from app.dsl.validate import ref_problems
 from app.registry import TASK_PREFIX, transformations
-from app.runtime import javascript
+from app.runtime import javascript, state_events
 from app.runtime.containment import contained
 from app.runtime.dynamic_branches import (
     TRANSFORMATION_TYPES,
@@ -193,6 +193,7 @@ def loop_next(
                                              where="loopCondition"))
     except Exception as exc:
         store.fail_step(run_id, ref, error={"type": type(exc).__name__, "message": str(exc)})
+        state_events.step_ended(run_id, ref, plan)
         stop_route(self)
         return None
     limit = get_settings().max_loop_iterations
@@ -202,6 +203,7 @@ def loop_next(
         message = (f"loop: ran {iteration} iterations, the limit "
                    f"(BATON_MAX_LOOP_ITERATIONS={limit})")
         store.fail_step(run_id, ref, error={"type": "LoopLimitExceeded", "message": message})
+        state_events.step_ended(run_id, ref, plan)
         stop_route(self)
         return None
     if again:
@@ -224,6 +226,8 @@ def loop_next(
                            run_output=run_output, final=final,
                            expect=StepStatus.IN_PROGRESS) is None:
         stop_route(self)  # another delivery of this decision ended the loop
+        return None
+    state_events.step_ended(run_id, ref, plan)
     return None
 
 

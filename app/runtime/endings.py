@@ -2,7 +2,8 @@
 
 A child that did not complete fails its parent's SUB_WORKFLOW step (the parent's route
 waits at the end of the child's, which stopped where the child failed); a run that did not
-complete terminates its open children, as Conductor does, and starts its failureWorkflow.
+complete terminates its open children, as Conductor does, starts its failureWorkflow and
+publishes the onCancelled events of the steps its end cancelled.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
 from app.payloads import PayloadTooLarge
+from app.runtime import state_events
 from app.runtime.cache import keep_run_output
 from app.runtime.execution import workflow_execution
 from app.runtime.runs import NewRun, create_run, send_run
@@ -36,8 +38,10 @@ def run_ended(ended: Ended) -> None:
         # fenced with the parent's root when the child started: a child of an attempt
         # before the parent's rerun or restart leaves the new attempt alone
         get_store().fail_step(ended.parent_id, ended.parent_ref, error=error, root=ended.root)
+        state_events.step_ended(ended.parent_id, ended.parent_ref)
     _terminate_children(ended)
     _start_failure_workflow(ended)
+    state_events.cancelled(ended.run_id)
 
 
 def _terminate_children(ended: Ended) -> None:

@@ -19,6 +19,7 @@ from app.definitions import get_workflow
 from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.dsl.validate import parse_definition
+from app.runtime import state_events
 from app.runtime.child_routing import start_workflow_routing, sub_workflow_routing
 from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
@@ -127,6 +128,8 @@ def sub_workflow_done(
                            alias=ref if iteration is not None else None,
                            expect=StepStatus.IN_PROGRESS) is None:
         stop_route(self)  # another delivery completed it first
+        return
+    state_events.step_ended(run_id, recorded_as, plan)
 
 
 def _start_workflow(context: StepContext) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from celery.canvas import Signature
 from app.celery_app import celery_app
 from app.delays import hop_until
 from app.policy import TimeoutPolicy
+from app.runtime import state_events
 from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
 from app.runtime.step import StepContext, StepTask, record_ref
@@ -82,5 +83,6 @@ def wait_timeout(self: Task, run_id: str, ref: str, digest: str, due_ms: int,
         if timed_out is None:
             return None  # completed (or cancelled) first
         store.record_step(run_id, recorded_as, {"reasonForIncompletion": text})
+        state_events.step_ended(run_id, recorded_as, plans.get(digest))
     store.end_run(run_id, RunStatus.TIMED_OUT, None, reason=text, failed_ref=ref)
     return None

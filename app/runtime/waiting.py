@@ -20,6 +20,7 @@ from celery import Task
 from app.celery_app import celery_app
 from app.delays import hop_until
 from app.errors import BatonError
+from app.runtime import state_events
 from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
@@ -180,5 +181,7 @@ def _complete(run_id: str, ref: str, digest: str, output: dict[str, Any], final:
                                run_output=run_output, final=final,
                                alias=ref if iteration is not None else None,
                                expect=StepStatus.IN_PROGRESS)
+    if done is not None:
+        state_events.step_ended(run_id, recorded_as, plan)
     return done is not None
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.store.base import StoreBase
-from app.store.keys import EVENT_STREAM_LENGTH, WORKFLOWS_INDEX, event_stream, workflow_key
+from app.store.keys import (
+    EVENT_STREAM_LENGTH,
+    WORKFLOWS_INDEX,
+    cancel_events_key,
+    event_stream,
+    run_key,
+    workflow_key,
+)
 
 
 class Catalogue(StoreBase):
@@ -42,3 +49,20 @@ class Catalogue(StoreBase):
         event_id = self.guard(lambda: self.client.xadd(
             stream, entry, maxlen=EVENT_STREAM_LENGTH, approximate=True))
         return stream, str(event_id)
+
+    def cancelled_steps(self, run_id: str) -> set[str]:
+        """Refs of the steps the run's end cancelled whose onCancelled is not published."""
+        return {str(ref) for ref in
+                self.guard(lambda: self.client.smembers(cancel_events_key(run_id)))}
+
+    def publish_cancelled(self, run_id: str, ref: str,
+                          entries: Sequence[tuple[str, Mapping[str, str]]]) -> bool:
+        """Publish a cancelled step's events, (sink, fields) each, and take it off the run's
+        cancelled steps, in one call; False (nothing published) if another call took it."""
+        keys, args = [run_key(run_id)], [ref]
+        for sink, fields in entries:
+            keys.append(event_stream(sink))
+            args.append(str(2 * len(fields)))
+            for name, value in fields.items():
+                args += [name, value]
+        return bool(self.call("publish_cancelled", keys, args))

@@ -70,6 +70,12 @@ WORKFLOWS_INDEX: Final = f"{PREFIX}:workflows"
 """Set of the names of registered workflows."""
 
 
+def cancel_events_key(run_id: str) -> str:
+    """Set of the refs of steps the run's end cancelled whose onCancelled is still to be
+    published (drained by state_events.cancelled)."""
+    return f"{PREFIX}:run:{{{run_id}}}:cancel_events"
+
+
 def parked_key(run_id: str) -> str:
     """List of the messages a paused run held back (JSON), sent again on resume."""
     return f"{PREFIX}:run:{{{run_id}}}:parked"

@@ -82,7 +82,7 @@ end
 local function run_keys(run)
   local keys = {run, part(run, 'refs'), part(run, 'vars'), part(run, 'dynamic'),
                 part(run, 'parked'), part(run, 'aliases'), part(run, 'blobs'),
-                part(run, 'canceled')}
+                part(run, 'canceled'), part(run, 'cancel_events')}
   for _, digest in ipairs(redis.call('SMEMBERS', part(run, 'blobs'))) do
     keys[#keys + 1] = blob_of(run, digest)
   end
@@ -133,6 +133,12 @@ local function ended(run)
     redis.call('HGET', run, 'parentWorkflowTaskRef') or '',
     redis.call('HGET', run, 'reasonForIncompletion') or '',
     redis.call('HGET', run, 'root') or ''}
+end
+
+-- A step its run's end cancelled: noted in `<run>:cancel_events`, which the end's hook
+-- drains (state_events.py `cancelled`) to publish each step's onCancelled exactly once.
+local function note_cancelled(run, ref)
+  redis.call('SADD', part(run, 'cancel_events'), ref)
 end
 
 local DEFERRED = {'deferredStatus', 'deferredOutput', 'deferredReason', 'deferredFailed'}
@@ -215,6 +221,7 @@ local function cancel_waiting_joins(run, now)
         redis.call('HSET', key, unpack(fields))
         redis.call('SADD', part(run, 'refs'), ref)
         redis.call('SADD', part(run, 'canceled'), ref)
+        note_cancelled(run, ref)
         if n ~= '' then
           -- a step of a loop iteration: its unsuffixed ref holds the latest iteration
           redis.call('DEL', step_of(run, join[1]))

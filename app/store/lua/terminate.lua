@@ -10,6 +10,7 @@ for _, ref in ipairs(redis.call('SMEMBERS', part(KEYS[1], 'refs'))) do
   if step == 'IN_PROGRESS' or step == 'SCHEDULED' then
     redis.call('HSET', key, 'status', 'CANCELED', 'endTime', ARGV[1])
     redis.call('HDEL', key, 'parked')
+    note_cancelled(KEYS[1], ref)
     revoked[#revoked + 1] = redis.call('HGET', key, 'taskId') or ''
   end
 end

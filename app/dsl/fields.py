@@ -63,10 +63,6 @@ def unhonoured_task_fields(task: WorkflowTask) -> list[Problem]:
 def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
     yield from workflow_schema_problems(definition)
     yield from cache.workflow_problems(definition.cache_config)
-    if definition.masked_fields and definition.workflow_status_listener_enabled:
-        yield ("maskedFields",
-               "not supported yet with workflowStatusListenerEnabled (the listener's run "
-               "summaries carry the run's input and output unmasked); remove one of them")
     # rateLimitConfig is accepted and not enforced, as in Conductor OSS (no reader in its
     # core): see docs/conductor-fields.md.
 

@@ -1,7 +1,8 @@
 """The run store's Lua scripts: one `.lua` file each in `lua/`, loaded once per client.
 
 Every script is sent with `lua/lib.lua` before it (the helpers they share: fencing, ending
-a run, retention), so each stays one atomic call. Redis caches a script by its digest;
+a run, retention; and before that `lua/json_mask.lua`, the masking of its run summaries),
+so each stays one atomic call. Redis caches a script by its digest;
 redis-py loads it again by itself after a restart empties that cache (NOSCRIPT).
 """
 
@@ -28,7 +29,8 @@ def source(name: str) -> str:
     folder = resources.files("app.store") / "lua"
     lib = (folder / "lib.lua").read_text().replace("__PREFIX__", PREFIX).replace(
         "__EVENT_STREAM_LENGTH__", str(EVENT_STREAM_LENGTH))
-    return lib + "\n" + (folder / f"{name}.lua").read_text()
+    masking = (folder / "json_mask.lua").read_text()  # used by lib's status summaries
+    return masking + "\n" + lib + "\n" + (folder / f"{name}.lua").read_text()
 
 
 class Scripts:

@@ -273,10 +273,39 @@ local function iso_time(value)
     math.floor(left / 3600), math.floor(left % 3600 / 60), left % 60, ms % 1000)
 end
 
+-- The run's maskedFields (kept on the run as `maskedFields`, app/runtime/masking.py) as
+-- {json = function(text), text = function(text)} that show JSON text and plain text
+-- masked, or nil when it masks nothing. As RunMask, the texts to hide are those of the
+-- values found under the masked names anywhere in the run: its input, output, variables,
+-- and each step's input and output.
+local function run_mask(run)
+  local listed = redis.call('HGET', run, 'maskedFields')
+  if not listed then return nil end
+  local names = {}
+  for _, name in ipairs(cjson.decode(listed)) do names[name] = true end
+  local found = {}
+  local function learn(text) if text and text ~= '' then walk_json(text, names, found) end end
+  learn(unstash(run, redis.call('HGET', run, 'input')))
+  learn(unstash(run, redis.call('HGET', run, 'output')))
+  local variables = redis.call('HGETALL', part(run, 'vars'))
+  for i = 1, #variables - 1, 2 do -- a variable's name is a key of `workflow.variables`
+    learn('{' .. cjson.encode(variables[i]) .. ':' .. variables[i + 1] .. '}')
+  end
+  for _, ref in ipairs(redis.call('SMEMBERS', part(run, 'refs'))) do
+    learn(unstash(run, redis.call('HGET', step_of(run, ref), 'input')))
+    learn(unstash(run, redis.call('HGET', step_of(run, ref), 'output')))
+  end
+  local secrets = secrets_of(found)
+  return {
+    json = function(text) return walk_json(text, names, nil, secrets, found) end,
+    text = function(text) return mask_text(text, secrets) end,
+  }
+end
+
 -- Publish a run's end to the stream of its workflow status listener (the definition's
 -- workflowStatusListenerSink, kept on the run as `statusSink` when the listener is on), in
 -- the call that ends the run: once per end, whichever path ends it. The entry carries
--- Conductor's WorkflowSummary of the run as `payload`; `eventType` is Conductor's
+-- Conductor's WorkflowSummary of the run as `payload`, masked by the run's maskedFields; `eventType` is Conductor's
 -- listener event, `completed` or `terminated` (FAILED, TIMED_OUT and TERMINATED runs).
 local function publish_status(run)
   local sink = redis.call('HGET', run, 'statusSink')
@@ -296,6 +325,14 @@ local function publish_status(run)
     failedReferenceTaskNames = failed, priority = 0,
     parentWorkflowId = get('parentWorkflowId') or '',
   }
+  local mask = run_mask(run)
+  if mask then
+    summary.input = mask.json(summary.input)
+    if summary.output then summary.output = mask.json(summary.output) end
+    if summary.reasonForIncompletion then
+      summary.reasonForIncompletion = mask.text(summary.reasonForIncompletion)
+    end
+  end
   local names = '[]'
   if failed ~= '' then
     local name = redis.call('HGET', step_of(run, failed), 'taskDefName')

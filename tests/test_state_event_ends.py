@@ -183,3 +183,19 @@ def test_a_run_that_times_out_cancels_its_steps_with_on_cancelled(worker: Any) -
     found = published(sink, 3)
     assert [(e["state"], e["payload"]["status"]) for e in found] == [
         *STARTED, ("onCancelled", "CANCELED")]
+
+
+def test_a_step_cancelled_in_a_loop_iteration_publishes_under_its_iteration_ref(
+    worker: Any,
+) -> None:
+    sink = new_sink()
+    run = submit_workflow(wf(watched(sink, "loop", type="DO_WHILE",
+                                     loopCondition="$.loop.iteration < 3",
+                                     loopOver=[watched(sink, "pause", type="WAIT")])))
+    wait_for(lambda: waiting(run, "pause__1"), timeout=30, what="the first iteration to wait")
+
+    run.cancel("stop")
+    published(sink, 6)
+
+    assert by_ref(sink) == {"loop": [*STARTED, ("onCancelled", "CANCELED")],
+                            "pause__1": [*STARTED, ("onCancelled", "CANCELED")]}

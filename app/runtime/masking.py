@@ -12,6 +12,10 @@ output); besides, the text of each masked value (a string or number of at least
 MIN_SECRET_CHARS characters, or each such value inside a masked object) is replaced
 wherever it appears in what is shown: under other names, embedded in longer strings, in
 errors and their tracebacks, in the run's reason for failing.
+
+The workflow status listener's run summary is written inside Redis by the call that ends
+the run: app/store/lua/json_mask.lua applies these same rules there. Change both together
+(tests/test_masked_summaries.py compares them).
 """
 
 from __future__ import annotations

@@ -145,3 +145,37 @@ def test_a_failed_run_starts_its_failure_workflow(worker: Any) -> None:
         == [("bad", "FAILED", {"reason": "boom"})]
     assert failed["failedReferenceTaskNames"] == ["bad"]
     assert failed["workflowDefinition"]["failureWorkflow"] == "on_failure"
+    # as Conductor's, the failed run's output names the failure run it started
+    wait_for(lambda: (run.output or {}).get("conductor.failure_workflow") == started.id,
+             timeout=30, what="the failed run's output to name its failure run")
+
+
+def test_the_failure_run_is_added_to_a_large_output_and_a_start_error_is_named(
+        worker: Any) -> None:
+    from app import register_workflow
+
+    register_workflow(wf(task("handle")) | {"name": "on_failure"})
+    big = "x" * 4000  # over the size at which the store keeps an output as a blob
+    ending = {"name": "end", "taskReferenceName": "end", "type": "TERMINATE",
+              "inputParameters": {"terminationStatus": "FAILED", "workflowOutput": {"big": big}}}
+    run = submit_workflow(wf(ending) | {"failureWorkflow": "on_failure"})
+    assert run.wait(timeout=30) is RunStatus.FAILED
+    started = failure_run(run, "on_failure")
+    wait_for(lambda: (run.output or {}).get("conductor.failure_workflow") == started.id,
+             timeout=30, what="the failed run's output to name its failure run")
+    assert run.output["big"] == big
+
+    missing = submit_workflow(wf(task("bad", "refuse", reason="boom"))
+                              | {"failureWorkflow": "no_such_workflow"})
+    assert missing.wait(timeout=30) is RunStatus.FAILED
+    noted = wait_for(lambda: (missing.output or {}).get("conductor.failure_workflow"),
+                     timeout=30, what="the failed run's output to say why none started")
+    assert noted.startswith("Error workflow no_such_workflow failed to start.  reason: ")
+
+
+def test_a_failure_run_is_not_noted_over_a_run_that_was_reopened(worker: Any) -> None:
+    store = get_store()
+    run = submit_workflow(wf(task("only", v=1)))
+    assert run.wait(timeout=30) is RunStatus.COMPLETED
+    assert not store.add_run_output(run.id, "FAILED", "conductor.failure_workflow", "x")
+    assert "conductor.failure_workflow" not in run.output

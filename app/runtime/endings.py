@@ -26,6 +26,7 @@ from app.runtime.state import get_store, plans
 from app.store import OPEN_RUN_STATUSES, Ended, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
+FAILURE_WORKFLOW_OUTPUT = "conductor.failure_workflow"
 
 
 def run_ended(ended: Ended) -> None:
@@ -53,7 +54,11 @@ def _terminate_children(ended: Ended) -> None:
                 record.get("status") not in (StepStatus.IN_PROGRESS, StepStatus.CANCELED):
             continue
         child = (json.loads(record.get("output") or "{}") or {}).get("subWorkflowId")
-        if not child or get_store().get_status(str(child)) not in OPEN_RUN_STATUSES:
+        fields = get_store().get_run_fields(str(child), "status", "parentWorkflowId") \
+            if child else {}
+        # a run the step follows (an idempotency key's existing run) is not its to end
+        if fields.get("status") not in OPEN_RUN_STATUSES or \
+                fields.get("parentWorkflowId") != ended.run_id:
             continue
         try:
             terminate(str(child), f"parent run {ended.run_id} ended {ended.status.value} "
@@ -88,8 +93,12 @@ def _start_failure_workflow(ended: Ended) -> None:
         new = _create_failure_run(failure, given, run_id, run.get("correlationId") or None)
         if new.plan is not None:
             send_run(new, failure)
+        started = new.run_id
     except BatonError as exc:
         log.warning("run %s: failureWorkflow %r not started: %s", run_id, name, exc)
+        started = f"Error workflow {name} failed to start.  reason: {exc}"
+    # as Conductor does, the failed run's output names its failure run (or why none started)
+    store.add_run_output(run_id, ended.status.value, FAILURE_WORKFLOW_OUTPUT, started)
 
 
 def _create_failure_run(

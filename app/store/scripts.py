@@ -17,6 +17,7 @@ import redis
 from app.store.keys import EVENT_STREAM_LENGTH, PREFIX
 
 NAMES: Final = (
+    "add_run_output",
     "claim_step", "complete_step", "create_run", "define_branches", "end_run", "fail_step",
     "park", "publish_cancelled", "record_step", "reopen", "reopen_parent", "retry_run",
     "retry_step", "switch_status", "terminate", "write_hash",

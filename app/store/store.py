@@ -203,6 +203,30 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
             return self.end_run(run_id, RunStatus.FAILED, output.output, reason=output.reason)
         return self.end_run(run_id, RunStatus.COMPLETED, output)
 
+    def add_run_output(self, run_id: str, status: str, name: str, value: Any) -> bool:
+        """Set `name` in the output of a run that ended with `status`; False if the run is
+        no longer so ended (reopened, ended again) or its output is not a JSON object.
+
+        Checked and written in one script against what was read, so a concurrent retry,
+        rerun or output write is never overwritten; a lost race is read again.
+        """
+        for _ in range(5):
+            state, ended, recorded = self.guard(lambda: self.client.hmget(
+                run_key(run_id), ["status", "endTime", "output"]))
+            if state != status:
+                return False
+            text = self._unstash(run_id, [{"output": recorded or ""}])[0]["output"]
+            output = json.loads(text) if text else None
+            if output is None:
+                output = {}
+            if not isinstance(output, dict):
+                return False
+            args = [self.retention, status, ended or "", recorded or "",
+                    dumps({**output, name: value})]
+            if self.call("add_run_output", [run_key(run_id)], args):
+                return True
+        return False
+
     # -- steps ------------------------------------------------------------------------------
 
     def claim_step(

@@ -13,6 +13,7 @@ their path as `prefix`), so only the definition's own tasks are walked here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 from app.dsl import cache
 from app.dsl.model import (
@@ -69,9 +70,7 @@ def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
 
 def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
     if task.async_complete:
-        yield ("asyncComplete",
-               "not supported yet (a step completes when its work returns); remove it or set "
-               "false")
+        yield from _async_complete(task)
     yield from state_change_problems(task)
     yield from cache.task_problems(task)
     yield from _retries(task)
@@ -104,6 +103,39 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
     if task.sub_workflow_param is not None:
         for field, message in _sub_workflow(task.sub_workflow_param):
             yield (f"subWorkflowParam.{field}", message)
+
+
+# asyncComplete keeps an HTTP or EVENT task IN_PROGRESS after its work, until it is completed
+# from outside; these types already wait for an outside end, so it changes nothing there
+# (as in Conductor, where a SUB_WORKFLOW task is always completed asynchronously).
+_ASYNC_COMPLETE: Final = frozenset({"HTTP", "EVENT"})
+_WAIT_ANYWAY: Final = frozenset({"WAIT", "HUMAN", "SUB_WORKFLOW"})
+
+
+def _async_complete(task: WorkflowTask) -> Iterator[tuple[str, str]]:
+    if task.type in _WAIT_ANYWAY:
+        return
+    if task.type not in _ASYNC_COMPLETE:
+        kind = ("a SIMPLE task completes when its transformation returns (in Conductor its "
+                "worker decides; asyncComplete does nothing there); to wait for an outside "
+                "completion, follow it with a HUMAN task"
+                if task.type == "SIMPLE" else
+                f"a {task.type} task completes when its work is done, in Conductor too")
+        yield ("asyncComplete",
+               f"not supported on a {task.type} task, where it has no effect (only HTTP and "
+               f"EVENT tasks wait to be completed with it): {kind}; remove it or set false")
+        return
+    definition = task.task_definition
+    retried = bool(task.retry_count) or bool(
+        definition is not None and "retry_count" in definition.model_fields_set
+        and definition.retry_count and task.retry_count is None)
+    if definition is not None and definition.timeout_seconds > 0 \
+            and definition.timeout_policy == "RETRY" \
+            and (retried or task.optional or task.permissive):
+        yield ("taskDefinition.timeoutPolicy",
+               "RETRY is not supported yet on an asyncComplete task that is retried, optional "
+               "or permissive (a step past its timeoutSeconds while it waits ends its run "
+               "TIMED_OUT); set TIME_OUT_WF or ALERT_ONLY")
 
 
 def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:

@@ -27,7 +27,7 @@ from app.store import DONE_STEP_STATUSES, OPEN_RUN_STATUSES, RunStatus, StepStat
 
 _UNACKED: Final = "unacked"
 """The hash of taken, unacknowledged messages in kombu's Redis transport."""
-_WAITING_TYPES: Final = frozenset({"WAIT", "HUMAN"})
+_WAITING_TYPES: Final = frozenset({"WAIT", "HUMAN", "HTTP", "EVENT"})  # HTTP, EVENT: asyncComplete
 
 
 @dataclass(frozen=True)

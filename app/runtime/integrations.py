@@ -32,6 +32,7 @@ from app.compiler.canvas import CONTROL_TASKS
 from app.config import Settings, get_settings
 from app.errors import TerminalError
 from app.policy import StepPolicy
+from app.runtime.async_complete import completed_from_outside
 from app.runtime.http_policy import Address, HostPolicy, HttpRefused, policy_for
 from app.runtime.operators import OperatorError
 from app.runtime.state import get_store
@@ -334,6 +335,6 @@ def _publish(context: StepContext) -> dict[str, Any]:
 
 # retried as the task's taskDefinition says (an outage is often brief); a refusal, a
 # too large answer or a redirect loop is a TerminalError and fails the step at once
-http = step_task(CONTROL_TASKS["HTTP"], _http, policy=StepPolicy(),
+http = step_task(CONTROL_TASKS["HTTP"], completed_from_outside(_http), policy=StepPolicy(),
                  doc="Call a URL; only a 2xx answer completes the step.")
-event = step_task(CONTROL_TASKS["EVENT"], _publish)
+event = step_task(CONTROL_TASKS["EVENT"], completed_from_outside(_publish))

@@ -48,6 +48,10 @@ _UNTIL_FORMATS: Final = ("%Y-%m-%d %H:%M %Z", "%Y-%m-%d %H:%M %z", "%Y-%m-%d %H:
                          "%Y-%m-%d")
 
 
+# a waiting step's type: HTTP and EVENT wait only with asyncComplete (app.runtime.async_complete)
+_COMPLETED_FROM_OUTSIDE: Final = frozenset({"WAIT", "HUMAN", "HTTP", "EVENT"})
+
+
 class NotWaiting(BatonError):
     """Raised when a step completed from outside is not a waiting step of a running run."""
 
@@ -98,14 +102,20 @@ def _wait(context: StepContext) -> Outcome:
     return _park(context)
 
 
-def _park(context: StepContext) -> Outcome:
+def park(context: StepContext, output: Any = None) -> Outcome:
+    """Keep the step IN_PROGRESS with `output`, its route parked until it is completed."""
     request = context.task.request
     parked = {"chain": request.chain, "chord": request.chord, "group_id": request.group,
               "group_index": request.group_index, "root_id": request.root_id,
-              "final": context.final, "iteration": context.iteration}
+              "final": context.final, "iteration": context.iteration,
+              "task_id": request.id}
     get_store().record_step(context.run_id, context.record_ref, {"parked": json.dumps(parked)})
     watch(context)
-    return Outcome({}, status=StepStatus.IN_PROGRESS, stop=True)
+    return Outcome(output or {}, status=StepStatus.IN_PROGRESS, stop=True)
+
+
+def _park(context: StepContext) -> Outcome:
+    return park(context)
 
 
 wait = system_task("WAIT")(_wait)
@@ -134,18 +144,21 @@ def resume(self: Task, run_id: str, ref: str) -> None:
 
 
 def complete_waiting_step(run_id: str, ref: str, output: Any = None) -> None:
-    """Complete a WAIT or HUMAN step from outside and send the rest of its route on.
+    """Complete a waiting step (WAIT, HUMAN, asyncComplete) from outside and send the rest
+    of its route on.
 
-    `output` is None or a JSON object; InvalidInput (or PayloadTooLarge) before anything is
-    read or written otherwise.
+    `output` is None or a JSON object, merged into the output the step recorded (as
+    Conductor's task update by reference name does); InvalidInput (or PayloadTooLarge)
+    before anything is read or written otherwise.
     """
     output = check_output(output)
     store = get_store()
     stored = store.get_step_records(run_id, [ref]).get(ref, {})
     record, parked_text = record_document(stored), stored.get("parked")
-    if record.get("taskType") not in ("WAIT", "HUMAN") or not parked_text:
-        raise NotWaiting(f"step '{ref}' of run {run_id} is not a WAIT or HUMAN step waiting "
-                         "to be completed")
+    if record.get("taskType") not in _COMPLETED_FROM_OUTSIDE or not parked_text:
+        raise NotWaiting(f"step '{ref}' of run {run_id} is not a WAIT, HUMAN or asyncComplete "
+                         "step waiting to be completed")
+    output = check_output({**(record.get("output") or {}), **output})
     parked = json.loads(parked_text)
     run = store.get_run(run_id) or {}
     base = ref.rsplit("__", 1)[0] if parked.get("iteration") is not None else ref

@@ -82,8 +82,6 @@ REFUSED = [
      "tasks[0].taskDefinition.executionNameSpace"),
     (workflow(task_def(inputSchema={"name": "s", "type": "JSON"}, enforceSchema=True)),
      "tasks[0].taskDefinition.inputSchema"),
-    (workflow(task(subWorkflowParam={"name": "w", "idempotencyKey": "k"}, **SUB)),
-     "tasks[0].subWorkflowParam.idempotencyKey"),
     # nested tasks, and an inline sub-workflow's own fields, carry their full path
     (workflow(task(type="FORK_JOIN", forkTasks=[[task(taskReferenceName="a",
                                                       asyncComplete=True)]]),

@@ -169,10 +169,6 @@ def _retries(task: WorkflowTask) -> Iterator[tuple[str, str]]:
 
 def _sub_workflow(params: SubWorkflowParams) -> Iterator[tuple[str, str]]:
     yield from sub_workflow_routing(params)
-    if params.idempotency_key:
-        yield ("idempotencyKey",
-               "not supported yet (each step starts its sub-workflow once, under a key of its "
-               "own); remove it")
 
 
 

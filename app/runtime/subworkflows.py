@@ -22,6 +22,12 @@ from app.dsl.validate import parse_definition
 from app.runtime import state_events
 from app.runtime.child_routing import start_workflow_routing, sub_workflow_routing
 from app.runtime.containment import contained
+from app.runtime.idempotent_children import (
+    child_key,
+    existing_run,
+    may_start_again,
+    started_here,
+)
 from app.runtime.lifecycle import still_running
 from app.runtime.operators import OperatorError, system_task
 from app.runtime.runs import Parent, create_run, first_route, send_deadline, send_run
@@ -70,17 +76,22 @@ def _sub_workflow(context: StepContext) -> Outcome:
     child = _child_definition(context)
     params = context.spec.task.sub_workflow_param
     assert params is not None  # _child_definition refused a task without
-    new = create_run(child, context.input, correlation_id=correlation,
-                     idempotency_key=_started_by(context), parent=parent,
-                     **sub_workflow_routing(context.run_id, params, context.scope))
+    key = child_key(context)
+    for _ in range(2):  # FAIL_ON_RUNNING starts again once the ended run gave up the key
+        new = create_run(child, context.input, correlation_id=correlation,
+                         idempotency_key=key.key if key else _started_by(context),
+                         parent=parent,
+                         **sub_workflow_routing(context.run_id, params, context.scope))
+        if new.plan is not None or key is None or started_here(context, new.run_id) or \
+                not may_start_again(key, new.run_id):
+            break
     output = {"subWorkflowId": new.run_id}
+    if new.plan is None and key is not None and not started_here(context, new.run_id):
+        return existing_run(context, key, new.run_id)  # another run holds the key
     if new.plan is None:  # a redelivery: the child was started by the first delivery
         return Outcome(output, status=StepStatus.IN_PROGRESS, stop=True)
-    frame: dict[str, Any] = {"final": True} if context.final else {}
-    if context.iteration is not None:
-        frame["iteration"] = context.iteration
-    done = celery_app.signature(SUB_WORKFLOW_DONE, args=(context.run_id, context.spec.ref,
-                                context.plan.digest), kwargs=frame, immutable=True)
+    done = sub_workflow_done_signature(context.run_id, context.spec.ref, context.plan.digest,
+                                       context.final, context.iteration)
     if new.cached:  # the child completed from the output cache: the parent goes on
         return Outcome(output, then=done, status=StepStatus.IN_PROGRESS)
     send_deadline(new.run_id, child, root)
@@ -88,6 +99,16 @@ def _sub_workflow(context: StepContext) -> Outcome:
 
 
 sub_workflow = system_task("SUB_WORKFLOW")(_sub_workflow)
+
+
+def sub_workflow_done_signature(run_id: str, ref: str, digest: str, final: bool,
+                                iteration: int | None) -> Any:
+    """`baton.sub_workflow_done` for a SUB_WORKFLOW step whose run has completed."""
+    frame: dict[str, Any] = {"final": True} if final else {}
+    if iteration is not None:
+        frame["iteration"] = iteration
+    return celery_app.signature(SUB_WORKFLOW_DONE, args=(run_id, ref, digest), kwargs=frame,
+                                immutable=True)
 
 
 def _started_by(context: StepContext) -> str:
@@ -136,6 +157,9 @@ def _start_workflow(context: StepContext) -> dict[str, Any]:
     request = (context.input or {}).get("startWorkflow")
     if not isinstance(request, dict) or not request.get("name"):
         raise OperatorError("START_WORKFLOW needs inputParameters.startWorkflow with a name")
+    if request.get("idempotencyKey") is not None:
+        raise OperatorError("startWorkflow.idempotencyKey: not supported yet (each step starts "
+                            "its run once, under a key of its own); remove it")
     workflow = get_workflow(str(request["name"]), request.get("version"))
     new = create_run(workflow, request.get("input") or {},
                      correlation_id=request.get("correlationId"),

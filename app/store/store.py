@@ -13,6 +13,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import redis
+
 from app.config import get_settings
 from app.store.base import ROUTE_ROOT
 from app.store.cache import OutputCache
@@ -89,6 +91,25 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
         if idempotency:
             pipe.delete(idempotency_key(idempotency))
         self.execute(pipe)
+
+    def release_idempotency_key(self, key: str, run_id: str) -> bool:
+        """Forget that idempotency key `key` names `run_id`, if it still does (True then)."""
+        name = idempotency_key(key)
+
+        def release() -> bool:
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(name)  # type: ignore[no-untyped-call]
+                    if pipe.get(name) != run_id:
+                        return False
+                    pipe.multi()
+                    pipe.delete(name)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    return False
+
+        return bool(self.guard(release))
 
     def get_run(self, run_id: str) -> dict[str, str] | None:
         fields = self.guard(lambda: self.client.hgetall(run_key(run_id)))

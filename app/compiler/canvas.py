@@ -31,6 +31,7 @@ from app.registry import TASK_PREFIX
 from app.timeouts import signature_options
 
 CONTINUE_TASK: Final = "baton.continue"
+JOIN_WATCH_TASK: Final = "baton.join_watch"
 CONTROL_TASKS: Final = {
     "JOIN": "baton.join",
     "EXCLUSIVE_JOIN": "baton.exclusive_join",
@@ -122,6 +123,18 @@ def fork_signature(
     return chord(branches, join)
 
 
+def watched_fork(plan: Plan, run_id: str, join_ref: str, iteration: int | None,
+                 fork: Signature) -> Signature:
+    """A fork whose JOIN sets a timeoutSeconds starts the join's timer first: the join
+    waits for the branches from when its fork starts (app.runtime.wait_limits)."""
+    if not plan.steps[join_ref].policy_overrides.get("timeout_seconds"):
+        return fork
+    watch = celery_app.signature(
+        JOIN_WATCH_TASK, args=(run_id, join_ref, plan.digest),
+        kwargs=_frame(False, iteration), immutable=True, ignore_result=True)
+    return chain(watch, fork)
+
+
 def _stage(
     plan: Plan, run_id: str, stage: Stage, segment_size: int, iteration: int | None,
     final: bool,
@@ -134,7 +147,8 @@ def _stage(
             assert route is not None  # validation refuses empty branches
             branches.append(route)
         join = step_signature(plan, run_id, stage.join_ref, final=final, iteration=iteration)
-        return fork_signature(branches, join)
+        return watched_fork(plan, run_id, stage.join_ref, iteration,
+                            fork_signature(branches, join))
     if isinstance(stage, DynamicForkStage):
         # the join is sent by the fork itself, once it knows its branches
         return step_signature(plan, run_id, stage.ref, final=final, iteration=iteration)

@@ -34,10 +34,9 @@ _NOT_RETRIED = frozenset({
     "SET_VARIABLE", "WAIT", "HUMAN",
 })
 
-# Types whose task Conductor keeps IN_PROGRESS while it waits (for a sub-workflow, branches,
-# iterations), so that taskDefinition.timeoutSeconds bounds the wait; in Baton it bounds only
-# the short step that starts or closes the wait. (WAIT and HUMAN time their wait out.)
-_WAITS = frozenset({"SUB_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
+# Types whose timeoutSeconds bounds a wait (app.runtime.wait_timeouts, wait_limits): a timed
+# out wait ends the run TIMED_OUT, so RETRY cannot let an optional or permissive one go on.
+_WAITS = frozenset({"WAIT", "HUMAN", "SUB_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
 
 
 def unhonoured_fields(definition: WorkflowDef, prefix: str = "") -> list[Problem]:
@@ -80,11 +79,12 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
                "dynamicForkTasksParam and dynamicForkTasksInputParamName")
     yield from task_schema_problems(task)
     if task.task_definition is not None:
-        if task.type in _WAITS and task.task_definition.timeout_seconds > 0:
-            yield ("taskDefinition.timeoutSeconds",
-                   f"not supported yet for a {task.type} task (it limits how long a step "
-                   "runs, not how long it waits); remove it or set 0")
-        if (task.optional or task.permissive) and task.type in ("WAIT", "HUMAN") \
+        if task.type == "SUB_WORKFLOW" and task.task_definition.timeout_seconds > 0 \
+                and task.task_definition.timeout_policy == "RETRY":
+            yield ("taskDefinition.timeoutPolicy",
+                   "RETRY is not supported yet on a SUB_WORKFLOW task with a timeout (a "
+                   "SUB_WORKFLOW step is not retried); set TIME_OUT_WF or ALERT_ONLY")
+        if (task.optional or task.permissive) and task.type in _WAITS \
                 and task.task_definition.timeout_seconds > 0 \
                 and task.task_definition.timeout_policy == "RETRY":
             yield ("taskDefinition.timeoutPolicy",

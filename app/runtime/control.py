@@ -16,7 +16,13 @@ from celery import Task, chain
 from celery.canvas import Signature
 
 from app.celery_app import celery_app
-from app.compiler.canvas import CONTROL_TASKS, compile_route, fork_signature, step_signature
+from app.compiler.canvas import (
+    CONTROL_TASKS,
+    compile_route,
+    fork_signature,
+    step_signature,
+    watched_fork,
+)
 from app.compiler.plan import DynamicForkStage, LoopStage, Plan, StepSpec, SwitchStage
 from app.config import get_settings
 from app.dsl.expressions import parse_parameter
@@ -43,6 +49,7 @@ from app.runtime.step import (
     step_task,
     stop_route,
 )
+from app.runtime.wait_timeouts import watch
 from app.store import StepStatus, now_ms
 
 LOOP_NEXT_TASK: Final = "baton.loop_next"
@@ -143,6 +150,7 @@ def _loop_work(context: StepContext) -> Outcome:
             return Outcome({"iteration": 0})
         output.update(_current(items, 0), items=items)
     route = _iteration_route(context.plan, context.run_id, stage, 1, context.final)
+    watch(context)  # its timeoutSeconds bounds the whole loop
     return Outcome(output, then=route, status=StepStatus.IN_PROGRESS)
 
 
@@ -323,9 +331,9 @@ def _fork_work(context: StepContext) -> Outcome:
     join = step_signature(context.plan, context.run_id, stage.join_ref,
                           final=context.final, iteration=context.iteration)
     output = {"forkedTasks": [branch.ref for branch in branches]}
-    if not signatures:
-        return Outcome(output, then=join)
-    return Outcome(output, then=fork_signature(signatures, join))
+    fork = fork_signature(signatures, join) if signatures else join
+    return Outcome(output, then=watched_fork(context.plan, context.run_id, stage.join_ref,
+                                             context.iteration, fork))
 
 
 fork_dynamic = system_task("FORK_JOIN_DYNAMIC")(_fork_work)

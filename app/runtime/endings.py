@@ -38,8 +38,10 @@ def run_ended(ended: Ended) -> None:
                  "message": f"sub-workflow {ended.status.value}: {ended.reason}"}
         # fenced with the parent's root when the child started: a child of an attempt
         # before the parent's rerun or restart leaves the new attempt alone
-        get_store().fail_step(ended.parent_id, ended.parent_ref, error=error, root=ended.root)
-        state_events.step_ended(ended.parent_id, ended.parent_ref)
+        # only a step still waiting on it: one timed out (its timeoutSeconds) keeps TIMED_OUT
+        if get_store().fail_step(ended.parent_id, ended.parent_ref, error=error,
+                                 root=ended.root, expect=StepStatus.IN_PROGRESS):
+            state_events.step_ended(ended.parent_id, ended.parent_ref)
     _terminate_children(ended)
     _start_failure_workflow(ended)
     state_events.cancelled(ended.run_id)

@@ -41,6 +41,7 @@ from app.runtime.step import (
     record_ref,
     stop_route,
 )
+from app.runtime.wait_timeouts import watch
 from app.store import StepStatus
 
 SUB_WORKFLOW_DONE: Final = "baton.sub_workflow_done"
@@ -95,6 +96,7 @@ def _sub_workflow(context: StepContext) -> Outcome:
     if new.cached:  # the child completed from the output cache: the parent goes on
         return Outcome(output, then=done, status=StepStatus.IN_PROGRESS)
     send_deadline(new.run_id, child, root)
+    watch(context)  # its timeoutSeconds bounds the wait for the child
     return Outcome(output, then=chain(first_route(new), done), status=StepStatus.IN_PROGRESS)
 
 

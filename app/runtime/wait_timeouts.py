@@ -6,7 +6,8 @@ to itself (in hops shorter than the visibility timeout); once due, a step still 
 TIMED_OUT and its run ends TIMED_OUT (TIME_OUT_WF, and RETRY: Conductor does not retry a
 system task), or under ALERT_ONLY the timeout is noted and the step waits on. The step's
 completion and its timeout race through the store: only an IN_PROGRESS step is completed
-or timed out, so exactly one of them wins.
+or timed out, so exactly one of them wins. The same timer bounds the wait of SUB_WORKFLOW,
+JOIN and DO_WHILE steps (app.runtime.wait_limits).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from celery import Task
 from celery.canvas import Signature
 
 from app.celery_app import celery_app
+from app.compiler.plan import StepSpec
 from app.delays import hop_until
 from app.policy import TimeoutPolicy
 from app.runtime import state_events
@@ -25,6 +27,7 @@ from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
 from app.runtime.step import StepContext, StepTask, record_ref
 from app.runtime.timeouts import ALERT_FIELD, chosen_policy
+from app.runtime.wait_limits import WAITS_ON_OTHERS, time_out_wait
 from app.store import RunStatus, StepStatus, now_ms
 from app.timeouts import Limit, reason
 
@@ -34,11 +37,18 @@ WAIT_TIMEOUT_TASK: Final = "baton.wait_timeout"
 
 def watch(context: StepContext) -> None:
     """Start the timer of a step that starts waiting, if its task sets a timeout."""
-    seconds = chosen_policy(None, context.spec.policy_overrides).timeout_seconds
+    start_timer(context.run_id, context.spec, context.plan.digest, context.iteration,
+                str(context.task.request.root_id or ""))
+
+
+def start_timer(run_id: str, spec: StepSpec, digest: str, iteration: int | None,
+                root: str) -> None:
+    """Start the timer of the step `spec`, which starts waiting now, if its task sets a
+    timeout (a JOIN waits from when its fork starts)."""
+    seconds = chosen_policy(None, spec.policy_overrides).timeout_seconds
     if seconds:
         due = now_ms() + int(seconds * 1000)
-        _timer(context.run_id, context.spec.ref, context.plan.digest, due, context.iteration,
-               str(context.task.request.root_id or "")).apply_async()
+        _timer(run_id, spec.ref, digest, due, iteration, root).apply_async()
 
 
 def _timer(run_id: str, ref: str, digest: str, due_ms: int, iteration: int | None,
@@ -61,6 +71,8 @@ def wait_timeout(self: Task, run_id: str, ref: str, digest: str, due_ms: int,
     if now_ms() < due_ms:
         return self.replace(_timer(run_id, ref, digest, due_ms, iteration, root))
     spec = plans.get(digest).steps[ref]
+    if spec.type in WAITS_ON_OTHERS:
+        return time_out_wait(spec, run_id, iteration, root, due_ms)
     chosen = chosen_policy(None, spec.policy_overrides)
     recorded_as = record_ref(ref, iteration)
     record = store.get_step_records(run_id, [recorded_as]).get(recorded_as, {})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.store.base import StoreBase
-from app.store.keys import run_key
+from app.store.keys import run_key, step_key
 from app.store.records import dumps, now_ms
 from app.store.status import OVER_RUN_STATUSES
 
@@ -63,6 +63,23 @@ class Lifecycle(StoreBase):
         reply = self.call("terminate", [run_key(run_id)],
                           [now_ms(), reason, status, self.retention])
         if reply is None:
+            return None
+        self._ended(reply[0], run_id)
+        return [str(task_id) for task_id in reply[1] if task_id]
+
+    def time_out_step(
+        self, run_id: str, ref: str, *, reason: str, task_type: str, name: str,
+        root: str = "", start_ms: int | None = None, alias: str | None = None,
+    ) -> list[str] | None:
+        """Record a waiting step TIMED_OUT and end its run TIMED_OUT, cancelling its other
+        open steps (a paused run ends when resumed); None when the step had ended first, or
+        the run. Returns the Celery task ids of the steps it cancelled."""
+        error = dumps({"type": "TimeoutError", "message": reason})
+        keys = [run_key(run_id), step_key(run_id, ref), step_key(run_id, alias or ref)]
+        args = [now_ms(), self.retention, ref, reason, error, root, task_type, name,
+                "" if start_ms is None else start_ms, alias or "", ""]
+        reply = self.call("time_out_step", keys, args)
+        if not reply:
             return None
         self._ended(reply[0], run_id)
         return [str(task_id) for task_id in reply[1] if task_id]

@@ -20,7 +20,7 @@ NAMES: Final = (
     "add_run_output",
     "claim_step", "complete_step", "create_run", "define_branches", "end_run", "fail_step",
     "park", "publish_cancelled", "record_step", "reopen", "reopen_parent", "retry_run",
-    "retry_step", "switch_status", "terminate", "write_hash",
+    "retry_step", "switch_status", "terminate", "time_out_step", "write_hash",
 )
 
 

@@ -362,19 +362,21 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
         message: Mapping[str, Any] | None = None,
         root: str | None = None,
         reason: str | None = None,
+        expect: StepStatus | None = None,
     ) -> bool:
         """Record a step's failure and end its run with it; False if the run had ended.
 
         With `run_status=""` the run goes on (a permissive step) but cannot complete.
         A PAUSED run ends when it is resumed. `root` fences the write in place of the
         running task's route root (ROUTE_ROOT). `reason` replaces the one made of the error.
+        With `expect`, only a step in that status fails (a timed-out one keeps its status).
         """
         reason = reason or f"{error.get('type', 'Error')}: {error.get('message', '')}"
         keys = [run_key(run_id), step_key(run_id, ref)]
         given = dumps(input) if input is not None else ""
         args = [now_ms(), self.retention, step_status, dumps(error), reason, ref, run_status]
         args += [given, dumps(message) if message else "",
-                 ROUTE_ROOT.get() if root is None else root]
+                 ROUTE_ROOT.get() if root is None else root, expect or ""]
         return self._ended(self.call("fail_step", keys, args), run_id)
 
     def open_runs(self) -> list[str]:

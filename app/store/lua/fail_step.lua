@@ -2,9 +2,12 @@
 -- KEYS: run, step
 -- ARGV: now, retention, step status, error json, reason, ref,
 --       run status ('' keeps the run going: a permissive step), input json ('' for none),
---       the step's message ('' for none; kept so that the run can be retried), route root
+--       the step's message ('' for none; kept so that the run can be retried), route root,
+--       the status the step must have ('' for any but CANCELED)
 if fenced(KEYS[1], ARGV[10]) then return 0 end
-if redis.call('HGET', KEYS[2], 'status') == 'CANCELED' then return 0 end
+local current = redis.call('HGET', KEYS[2], 'status')
+if current == 'CANCELED' then return 0 end
+if (ARGV[11] or '') ~= '' and current ~= ARGV[11] then return 0 end
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'error', ARGV[4], 'endTime', ARGV[1],
   'reasonForIncompletion', ARGV[5])
 if ARGV[8] ~= '' then

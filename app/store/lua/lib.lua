@@ -348,6 +348,25 @@ local function publish_status(run)
     'eventType', kind, 'status', status, 'payload', text)
 end
 
+-- Cancel a run that ends from outside's open steps (IN_PROGRESS, SCHEDULED) and drop what
+-- it held back; returns the Celery task ids of the steps, to stop their tasks.
+local function cancel_open_steps(run, now)
+  local revoked = {}
+  for _, ref in ipairs(redis.call('SMEMBERS', part(run, 'refs'))) do
+    local key = step_of(run, ref)
+    local step = redis.call('HGET', key, 'status')
+    if step == 'IN_PROGRESS' or step == 'SCHEDULED' then
+      redis.call('HSET', key, 'status', 'CANCELED', 'endTime', now)
+      redis.call('HDEL', key, 'parked')
+      note_cancelled(run, ref)
+      revoked[#revoked + 1] = redis.call('HGET', key, 'taskId') or ''
+    end
+  end
+  -- what a paused run held back will never be sent again: the run is over for good
+  redis.call('UNLINK', part(run, 'parked'))
+  return revoked
+end
+
 -- End an open run now. A run asked to COMPLETE after a permissive step failed ends FAILED.
 -- `output`, `reason` and `failed` ('' for none) are written when given.
 local function close(run, status, output, reason, failed, now, retention)

@@ -117,20 +117,23 @@ def test_the_total_timeout_bounds_all_attempts(prefork: CeleryWorker) -> None:
 def test_a_step_that_waits_past_its_poll_timeout_times_out_or_is_retried(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    # `late` runs on a queue no worker consumes until the poll timeouts have passed
+    # `late` runs on a queue no worker consumes until the poll timeouts have passed; a
+    # control worker, if one runs, times them out first (their timers), else the late one
+    seconds = max(4, round(scaled(4)))  # the retry's expiry outlasts the late worker's start
     timing_out = submit_workflow(wf({"name": "late", "taskReferenceName": "late",
                                      "taskDefinition": {"name": "late",
                                                         "pollTimeoutSeconds": 1}}))
     fork = {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
         [{"name": "late", "taskReferenceName": "late", "inputParameters": {"v": 1},
-          "taskDefinition": {"name": "late", "pollTimeoutSeconds": 2, "retryCount": 1,
+          "taskDefinition": {"name": "late", "pollTimeoutSeconds": seconds, "retryCount": 1,
                              "retryDelaySeconds": 0, "timeoutPolicy": "RETRY"}}],
         [{"name": "late", "taskReferenceName": "beside", "inputParameters": {"v": 2}}]]}
     join = {"name": "join", "taskReferenceName": "join", "type": "JOIN",
             "joinOn": ["late", "beside"]}
     retried = submit_workflow(wf(fork, join))
     sent = time.monotonic()
-    wait_for(lambda: time.monotonic() > sent + 2.5, timeout=10, what="the poll timeouts")
+    wait_for(lambda: time.monotonic() > sent + seconds + 0.5, timeout=seconds + 10,
+             what="the poll timeouts")
 
     worker = CeleryWorker(tmp_path / "late.log", ["baton", "late"], prefix="late")
     try:
@@ -200,3 +203,42 @@ def test_a_wait_completed_in_time_is_not_timed_out(prefork: CeleryWorker) -> Non
     done = time.monotonic()
     wait_for(lambda: time.monotonic() > done + 2.5, timeout=10, what="the timer to be due")
     assert run.status is RunStatus.COMPLETED and run.steps["w"].status is StepStatus.COMPLETED
+
+
+def late_step(ref: str, **task_definition: Any) -> dict[str, Any]:
+    """A step on a queue no worker consumes (`late`)."""
+    return {"name": "late", "taskReferenceName": ref, "inputParameters": {"v": 1},
+            "taskDefinition": {"name": "late", **task_definition}}
+
+
+def test_a_step_no_worker_takes_times_out_at_its_poll_timeout(prefork: CeleryWorker) -> None:
+    # only the control queue has workers: the timer sent with the message times it out
+    run = submit_workflow(wf(late_step("late", pollTimeoutSeconds=1)))
+
+    assert run.wait(timeout=scaled(20)) is RunStatus.TIMED_OUT
+    assert run_step_status(run, "late") is StepStatus.TIMED_OUT
+    assert reason(run).startswith("Task poll timed out after 1 seconds. Poll timeout configured "
+                                  "as 1 seconds. Timeout policy configured to TIME_OUT_WF")
+
+
+def test_a_poll_timeout_is_handled_once_by_the_timer_or_the_worker(
+    prefork: CeleryWorker, tmp_path: Path
+) -> None:
+    # the timer retries the unconsumed step; the worker started then takes the expired first
+    # message (dropped: its expiry was handled) and runs the second
+    seconds = max(4, round(scaled(4)))
+    run = submit_workflow(wf(late_step("late", pollTimeoutSeconds=seconds, retryCount=1,
+                                       retryDelaySeconds=0, timeoutPolicy="RETRY")))
+    wait_for(lambda: get_store().get_attempts(run.id, ["late"])["late"],
+             timeout=scaled(20), what="the timer's retry")
+
+    worker = CeleryWorker(tmp_path / "late.log", ["late"], prefix="late")
+    try:
+        worker.ready()
+        assert run.wait(timeout=scaled(20)) is RunStatus.COMPLETED
+        step = run.steps["late"]
+        assert step.output == {"v": 1}
+        assert len(step.failed_attempts) == 1, step.failed_attempts
+        assert step.failed_attempts[0]["error"]["message"].startswith("Task poll timed out")
+    finally:
+        worker.stop()

@@ -31,7 +31,7 @@ from app.delays import split_delay
 from app.policy import StepPolicy, TimeoutPolicy
 from app.runtime.messages import request_message, send_message
 from app.runtime.state import get_store, plans
-from app.store import ROUTE_ROOT, RunStatus, StepStatus
+from app.store import ROUTE_ROOT, RunStatus
 from app.timeouts import Limit, attempt_limit, ran_past, reason, retried_anyway, time_limit_options
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,33 @@ def alerting(run_id: str, ref: str, task_id: str, chosen: StepPolicy) -> Iterato
         timer.cancel()
 
 
+@dataclass(frozen=True)
+class Expiry:
+    """A step's message found past its expiry: by the worker that took it, or by the timer
+    sent with it (app.runtime.poll_timers) when no worker took it."""
+
+    message: dict[str, Any]
+    """The message, to send again for a retry (route, fork membership and all)."""
+    task_id: str
+    retries: int
+    timelimit: tuple[Any, Any]
+    expires: datetime | None
+    root: str
+    sent_attempts: int | None = None
+    """The step's failed attempts when the message was sent (known to the timer): once an
+    attempt ended since, the message has started and a later one is the step's own."""
+
+    @property
+    def identity(self) -> str:
+        """One message of the step: retries and expiries send it again with more retries."""
+        return f"{self.task_id}:{self.retries}"
+
+
 def expired_in_queue(request: Any) -> bool:
     """In the worker's main process: handle a step's message found past its expiry, which
     Celery would discard unrecorded (and count as a failed fork member). True when handled:
-    the step is TIMED_OUT and its message sent again for a retry, or its run ended."""
+    the step is TIMED_OUT and its message sent again for a retry, or its run ended, or its
+    timer had done so (the message is then dropped)."""
     args, kwargs = list(request.args or ()), dict(request.kwargs or {})
     if len(args) < 3 or not isinstance(request.task, Task):
         return False
@@ -142,17 +165,12 @@ def expired_in_queue(request: Any) -> bool:
     root = str(request.root_id or "")
     token = ROUTE_ROOT.set(root)
     try:
-        spec = plans.get(digest).steps.get(ref)
-        if spec is None:
-            return False
-        policy: StepPolicy | None = getattr(request.task, "step_policy", None)
-        chosen = chosen_policy(policy, spec.policy_overrides)
-        if not chosen.poll_timeout_seconds and not chosen.total_timeout_seconds:
-            return False
-        iteration = kwargs.get("iteration")
-        recorded_as = f"{ref}__{iteration}" if iteration is not None else ref
-        _expired(request, run_id, recorded_as, spec.name, chosen, retriable=policy is not None)
-        return True
+        hard, soft = request.request_dict.get("timelimit") or (None, None)
+        expiry = Expiry(request_message(request), str(request.id),
+                        int(request.request_dict.get("retries") or 0), (hard, soft),
+                        request.expires, root)
+        return handle_expiry(expiry, request.task, run_id, ref, digest,
+                             kwargs.get("iteration"))
     except Exception:
         log.exception("run %s: the expiry of %s[%s] could not be recorded", run_id,
                       request.task.name, request.id)
@@ -161,41 +179,61 @@ def expired_in_queue(request: Any) -> bool:
         ROUTE_ROOT.reset(token)
 
 
-def _expired(request: Any, run_id: str, ref: str, name: str, chosen: StepPolicy,
+def handle_expiry(expiry: Expiry, task: Task | None, run_id: str, ref: str, digest: str,
+                  iteration: int | None) -> bool:
+    """Time out the step of an expired message (see expired_in_queue); False when the
+    step has no limit that sets an expiry (the message is Celery's to discard)."""
+    spec = plans.get(digest).steps.get(ref)
+    if spec is None:
+        return False
+    policy: StepPolicy | None = getattr(task, "step_policy", None)
+    chosen = chosen_policy(policy, spec.policy_overrides)
+    if not chosen.poll_timeout_seconds and not chosen.total_timeout_seconds:
+        return False
+    recorded_as = f"{ref}__{iteration}" if iteration is not None else ref
+    _expired(expiry, run_id, recorded_as, spec.name, chosen, retriable=policy is not None)
+    return True
+
+
+def _expired(expiry: Expiry, run_id: str, ref: str, name: str, chosen: StepPolicy,
              retriable: bool) -> None:
     store = get_store()
     if store.get_status(run_id) not in (RunStatus.RUNNING, RunStatus.PAUSED):
         return  # over: its message is dropped
-    retries = int(request.request_dict.get("retries") or 0)
+    retries = expiry.retries
     deadline = _deadline(run_id, ref, chosen)
-    task_id = str(request.id)
+    task_id = expiry.task_id
     if deadline is not None and time.time() >= deadline - 0.5:
         verdict = budget_spent(run_id, ref, chosen, task_id, name, timed_out=True)
     else:
-        waited = chosen.poll_timeout_seconds + _past(request.expires)
+        waited = chosen.poll_timeout_seconds + _past(expiry.expires)
         text = reason(Limit.POLL, chosen, elapsed=waited, task_id=task_id, name=name)
         verdict = TimedOut(Limit.POLL, text,
                            ends_run=chosen.timeout_policy is TimeoutPolicy.TIME_OUT_WF)
     error = {"type": "TimeoutError", "message": verdict.reason}
-    message = request_message(request)
+    message = expiry.message
     if retriable and not verdict.ends_run and retries < chosen.retry_count:
         delay = chosen.delay(retries)
         options = retry_options(run_id, ref, chosen, delay)
         if options is not None:
-            store.retry_step(run_id, ref, error=error, input=None)
+            if not store.expire_step(run_id, ref, identity=expiry.identity, error=error,
+                                     sent_attempts=expiry.sent_attempts, root=expiry.root,
+                                     retry=True):
+                return  # started since, or its expiry was handled (worker or timer)
             countdown, left = split_delay(delay)
             if left:
                 message["kwargs"]["delay_left"] = left
-            hard, soft = request.request_dict.get("timelimit") or (None, None)
+            hard, soft = expiry.timelimit
             send_message(message, countdown=countdown, task_id=task_id, retries=retries + 1,
                          **{"time_limit": hard, "soft_time_limit": soft, **options})
             log.info("run %s, step %s: %s; retried", run_id, ref, verdict.reason)
             return
         verdict = budget_spent(run_id, ref, chosen, task_id, name, timed_out=True)
-    store.fail_step(run_id, ref, error=error, step_status=StepStatus.TIMED_OUT,
-                    run_status=verdict.run_status, message=message, root=str(request.root_id or ""),
-                    reason=verdict.reason)
-    log.info("run %s, step %s: %s", run_id, ref, verdict.reason)
+    error = {"type": "TimeoutError", "message": verdict.reason}
+    if store.expire_step(run_id, ref, identity=expiry.identity, error=error,
+                         sent_attempts=expiry.sent_attempts, root=expiry.root, retry=False,
+                         run_status=verdict.run_status, message=message):
+        log.info("run %s, step %s: %s", run_id, ref, verdict.reason)
 
 
 def _past(expires: datetime | None) -> float:

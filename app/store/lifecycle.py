@@ -77,12 +77,32 @@ class Lifecycle(StoreBase):
         error = dumps({"type": "TimeoutError", "message": reason})
         keys = [run_key(run_id), step_key(run_id, ref), step_key(run_id, alias or ref)]
         args = [now_ms(), self.retention, ref, reason, error, root, task_type, name,
-                "" if start_ms is None else start_ms, alias or "", ""]
+                "" if start_ms is None else start_ms, alias or ""]
         reply = self.call("time_out_step", keys, args)
         if not reply:
             return None
         self._ended(reply[0], run_id)
         return [str(task_id) for task_id in reply[1] if task_id]
+
+    def expire_step(
+        self, run_id: str, ref: str, *, identity: str, sent_attempts: int | None,
+        error: Mapping[str, Any], root: str, retry: bool, run_status: str = "",
+        message: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Time out a step whose message (`identity`: task id and retries) expired unstarted:
+        `retry` it (SCHEDULED; the caller sends the message again) or fail it TIMED_OUT and
+        end its run with `run_status`. False when it did not act: the step started since
+        (`sent_attempts`: its failed attempts when the message was sent), or this message's
+        expiry was handled already."""
+        keys = [run_key(run_id), step_key(run_id, ref)]
+        args = [now_ms(), self.retention, ref, dumps(error), str(error.get("message", "")),
+                root, identity, "" if sent_attempts is None else sent_attempts,
+                "1" if retry else "", run_status, dumps(message) if message else ""]
+        reply = self.call("expire_step", keys, args)
+        if not reply:
+            return False
+        self._ended(reply[1], run_id)
+        return True
 
     def retry_run(self, run_id: str) -> Retried | tuple[str, str]:
         """Reopen an ended run at its failed step; (why not, detail) when it cannot be."""

@@ -1,18 +1,16 @@
--- Time out a step that waits (a SUB_WORKFLOW, JOIN or DO_WHILE step, a step no worker
--- started) and end its run TIMED_OUT, unless the step ended first: its completion and its
--- timeout race here, and exactly one of them wins. The run's other open steps are
+-- Time out a step that waits (a SUB_WORKFLOW, JOIN or DO_WHILE step) and end its run
+-- TIMED_OUT, unless the step ended first: its completion and its timeout race here, and
+-- exactly one of them wins. The run's other open steps are
 -- cancelled, as when the run times out; a paused run keeps the end until it is resumed.
 -- KEYS: run, step, alias step (or the step again)
 -- ARGV: now, retention, ref, reason, error json, route root, task type, task name,
---       start time ('' to keep the record's), alias ref ('' for none), '1' when the step
---       must not have started (a poll timeout: it is still SCHEDULED or unrecorded)
+--       start time ('' to keep the record's), alias ref ('' for none)
 -- Replies false when nothing was timed out, else {<ended reply or 0>, task ids cancelled}.
 if fenced(KEYS[1], ARGV[6]) then return false end
 local run_status = redis.call('HGET', KEYS[1], 'status')
 if run_status ~= 'RUNNING' and run_status ~= 'PAUSED' then return false end
 local current = redis.call('HGET', KEYS[2], 'status')
 if current and STEP_ENDED[current] then return false end
-if ARGV[11] == '1' and current and current ~= 'SCHEDULED' then return false end
 redis.call('HSET', KEYS[2], 'status', 'TIMED_OUT', 'endTime', ARGV[1],
   'reasonForIncompletion', ARGV[4], 'error', ARGV[5], 'referenceTaskName', ARGV[3],
   'taskType', ARGV[7], 'taskDefName', ARGV[8])

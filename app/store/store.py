@@ -320,12 +320,17 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
             return None
         return self._ended(reply, run_id)
 
-    def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any) -> None:
-        """Record a failed attempt that will be tried again; the delivery count starts anew."""
+    def retry_step(self, run_id: str, ref: str, *, error: Mapping[str, Any], input: Any,
+                   expect: str = "") -> bool:
+        """Record a failed attempt that will be tried again; the delivery count starts anew.
+
+        With `expect`, only if the step has that status. False when nothing was written.
+        """
         reason = f"{error.get('type')}: {error.get('message')}"
         keys = [run_key(run_id), step_key(run_id, ref)]
-        args = [now_ms(), self.retention, dumps(error), dumps(input), reason, ROUTE_ROOT.get()]
-        self.call("retry_step", keys, args)
+        args = [now_ms(), self.retention, dumps(error), dumps(input), reason, ROUTE_ROOT.get(),
+                expect]
+        return bool(self.call("retry_step", keys, args))
 
     def get_attempts(self, run_id: str, refs: Sequence[str]) -> dict[str, list[Any]]:
         """The failed attempts of the named steps, oldest first, in one round trip."""

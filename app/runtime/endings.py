@@ -23,6 +23,7 @@ from app.runtime.execution import workflow_execution
 from app.runtime.runs import NewRun, create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
+from app.runtime.system_retries import child_ended
 from app.store import OPEN_RUN_STATUSES, Ended, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ def run_ended(ended: Ended) -> None:
         # fenced with the parent's root when the child started: a child of an attempt
         # before the parent's rerun or restart leaves the new attempt alone
         # only a step still waiting on it: one timed out (its timeoutSeconds) keeps TIMED_OUT
-        if get_store().fail_step(ended.parent_id, ended.parent_ref, error=error,
-                                 root=ended.root, expect=StepStatus.IN_PROGRESS):
+        if not child_ended(ended, error) and get_store().fail_step(  # else a new child
+                ended.parent_id, ended.parent_ref, error=error, root=ended.root,
+                expect=StepStatus.IN_PROGRESS):
             state_events.step_ended(ended.parent_id, ended.parent_ref)
     _terminate_children(ended)
     _start_failure_workflow(ended)

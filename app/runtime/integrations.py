@@ -37,6 +37,7 @@ from app.runtime.http_policy import Address, HostPolicy, HttpRefused, policy_for
 from app.runtime.operators import OperatorError
 from app.runtime.state import get_store
 from app.runtime.step import StepContext, step_task
+from app.runtime.system_retries import retry_policy
 
 METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SCHEMES: Final = ("http", "https")
@@ -337,4 +338,5 @@ def _publish(context: StepContext) -> dict[str, Any]:
 # too large answer or a redirect loop is a TerminalError and fails the step at once
 http = step_task(CONTROL_TASKS["HTTP"], completed_from_outside(_http), policy=StepPolicy(),
                  doc="Call a URL; only a 2xx answer completes the step.")
-event = step_task(CONTROL_TASKS["EVENT"], completed_from_outside(_publish))
+event = step_task(CONTROL_TASKS["EVENT"], completed_from_outside(_publish),
+                  policy=retry_policy("EVENT"))

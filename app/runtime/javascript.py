@@ -33,8 +33,15 @@ Object.defineProperty(Array.prototype, 'size', {value: function () { return this
 _RUN: Final = "(function (stringify) {{ return stringify((0, eval)({source})); }})(JSON.stringify)"
 
 
+_FAILED: Final = "script failed: "
+
+
 class ScriptError(BatonError):
     """A script failed: a syntax or runtime error, or it went past its time or memory limit."""
+
+
+class ScriptOverLimit(ScriptError):
+    """A script went past its time or memory limit (which a retry may not)."""
 
 
 def evaluate(
@@ -69,7 +76,9 @@ def evaluate(
         context.eval(f"var $ = JSON.parse({json.dumps(given)});")
         text = context.eval(_RUN.format(source=json.dumps(expression)))
     except quickjs.JSException as exc:
-        raise ScriptError(prefix + _describe(exc, time_limit, memory_limit)) from None
+        text = _describe(exc, time_limit, memory_limit)
+        kind = ScriptError if text.startswith(_FAILED) else ScriptOverLimit
+        raise kind(prefix + text) from None
     except Exception as exc:  # the engine's own failures (e.g. its stack) are script errors too
         raise ScriptError(f"{prefix}script failed: {type(exc).__name__}: {exc}") from None
     if text is None:  # undefined, a function or a symbol
@@ -89,4 +98,4 @@ def _describe(exc: Exception, time_limit: float, memory_limit: int) -> str:
         return f"script ran past its time limit of {time_limit:g}s"
     if first == "InternalError: out of memory":
         return f"script went past its memory limit of {memory_limit // (1024 * 1024)} MiB"
-    return f"script failed: {first}"
+    return f"{_FAILED}{first}"

@@ -2,8 +2,9 @@
 set variable, inline script, jq transform, and the segment `continue`.
 
 They run through the same step runner as transformations (claim, record, finish), so a
-system step is as visible and as redelivery-safe as any other step. System tasks are
-never retried: a failure fails the step at once.
+system step is as visible and as redelivery-safe as any other step. A failed system step
+is retried per its task's retry fields, as Conductor's, except the control-flow operators
+(JOIN, EXCLUSIVE_JOIN, SWITCH, DO_WHILE...), which fail at once (app.runtime.system_retries).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from celery import Task
 from app.celery_app import celery_app
 from app.compiler.canvas import CONTINUE_TASK, CONTROL_TASKS, compile_route
 from app.config import get_settings
-from app.errors import BatonError
+from app.errors import BatonError, TerminalError
 from app.runtime import javascript, jq_sandbox
 from app.runtime.containment import contained
 from app.runtime.lifecycle import still_running
@@ -29,6 +30,7 @@ from app.runtime.step import (
     record_ref,
     step_task,
 )
+from app.runtime.system_retries import retry_policy
 from app.store import FAILED_STEP_STATUSES, RunStatus, StepStatus, now_ms
 
 
@@ -36,11 +38,17 @@ class OperatorError(BatonError):
     """A system task was given input it cannot work with."""
 
 
+class InlineScriptError(javascript.ScriptError, TerminalError):
+    """An INLINE script failed (a syntax or runtime error, a thrown error): as Conductor's
+    FAILED_WITH_TERMINAL_ERROR, not retried, since it would fail the same way again. A script
+    over its time or memory limit is retried."""
+
+
 def system_task(type_name: str) -> Callable[[Callable[[StepContext], Any]], Any]:
     """Register `work` as the Celery task of a system task type, run by the step runner."""
 
     def register(work: Callable[[StepContext], Any]) -> Any:
-        return step_task(CONTROL_TASKS[type_name], work)
+        return step_task(CONTROL_TASKS[type_name], work, policy=retry_policy(type_name))
 
     return register
 
@@ -133,7 +141,12 @@ def inline(context: StepContext) -> dict[str, Any]:
     if evaluator not in ("javascript", "graaljs"):
         raise OperatorError(f"evaluatorType must be javascript, graaljs or value-param, "
                             f"not '{evaluator}'")
-    return {"result": javascript.evaluate(expression, given, where="expression")}
+    try:
+        return {"result": javascript.evaluate(expression, given, where="expression")}
+    except javascript.ScriptOverLimit:
+        raise
+    except javascript.ScriptError as exc:
+        raise InlineScriptError(str(exc)) from None
 
 
 @system_task("JSON_JQ_TRANSFORM")

@@ -42,6 +42,7 @@ from app.runtime.step import (
     stop_route,
 )
 from app.runtime.wait_timeouts import watch
+from app.runtime.system_retries import keep_message, retry_number
 from app.store import StepStatus
 
 SUB_WORKFLOW_DONE: Final = "baton.sub_workflow_done"
@@ -80,7 +81,8 @@ def _sub_workflow(context: StepContext) -> Outcome:
     key = child_key(context)
     for _ in range(2):  # FAIL_ON_RUNNING starts again once the ended run gave up the key
         new = create_run(child, context.input, correlation_id=correlation,
-                         idempotency_key=key.key if key else _started_by(context),
+                         idempotency_key=key.key if key else _started_by(
+                             context, retry_number(context.task)),
                          parent=parent,
                          **sub_workflow_routing(context.run_id, params, context.scope))
         if new.plan is not None or key is None or started_here(context, new.run_id) or \
@@ -92,11 +94,12 @@ def _sub_workflow(context: StepContext) -> Outcome:
     if new.plan is None:  # a redelivery: the child was started by the first delivery
         return Outcome(output, status=StepStatus.IN_PROGRESS, stop=True)
     done = sub_workflow_done_signature(context.run_id, context.spec.ref, context.plan.digest,
-                                       context.final, context.iteration)
+                                       context.final, context.iteration, for_child=new.run_id)
     if new.cached:  # the child completed from the output cache: the parent goes on
         return Outcome(output, then=done, status=StepStatus.IN_PROGRESS)
     send_deadline(new.run_id, child, root)
     watch(context)  # its timeoutSeconds bounds the wait for the child
+    keep_message(context)  # for a retry of the step, with a new child
     return Outcome(output, then=chain(first_route(new), done), status=StepStatus.IN_PROGRESS)
 
 
@@ -104,31 +107,36 @@ sub_workflow = system_task("SUB_WORKFLOW")(_sub_workflow)
 
 
 def sub_workflow_done_signature(run_id: str, ref: str, digest: str, final: bool,
-                                iteration: int | None) -> Any:
-    """`baton.sub_workflow_done` for a SUB_WORKFLOW step whose run has completed."""
+                                iteration: int | None, for_child: str | None = None) -> Any:
+    """`baton.sub_workflow_done` for a SUB_WORKFLOW step whose run has completed; with
+    `for_child`, only while that child is the step's (a retried step starts another)."""
     frame: dict[str, Any] = {"final": True} if final else {}
     if iteration is not None:
         frame["iteration"] = iteration
+    if for_child is not None:
+        frame["for_child"] = for_child
     return celery_app.signature(SUB_WORKFLOW_DONE, args=(run_id, ref, digest), kwargs=frame,
                                 immutable=True)
 
 
-def _started_by(context: StepContext) -> str:
-    """The idempotency key of the run a step starts: one run per step and run epoch.
+def _started_by(context: StepContext, retry: int = 0) -> str:
+    """The idempotency key of the run a step starts: one run per step, run epoch and retry
+    of the step (a SUB_WORKFLOW's retry starts a new child).
 
     A redelivered step finds the run its first delivery started; after a retry, rerun or
     restart (each a new epoch of the run) the step starts a new one.
     """
     epoch = (context.scope.get("workflow") or {}).get("epoch")
     key = f"{context.run_id}:{context.record_ref}"
-    return f"{key}:{epoch}" if epoch else key
+    key = f"{key}:{epoch}" if epoch else key
+    return f"{key}:retry{retry}" if retry else key
 
 
 @celery_app.task(name=SUB_WORKFLOW_DONE, bind=True, base=StepTask)  # type: ignore[untyped-decorator]
-@contained(lambda ref, digest, final=False, iteration=None: record_ref(ref, iteration))
+@contained(lambda ref, digest, final=False, iteration=None, **_: record_ref(ref, iteration))
 def sub_workflow_done(
     self: Task, run_id: str, ref: str, digest: str, final: bool = False,
-    iteration: int | None = None,
+    iteration: int | None = None, for_child: str | None = None,
 ) -> None:
     """The child completed: its output becomes the SUB_WORKFLOW step's, and the parent goes on."""
     store, plan = get_store(), plans.get(digest)
@@ -142,6 +150,9 @@ def sub_workflow_done(
         stop_route(self)  # a redelivery: the parent step completed already
         return
     child_id = (step.get("output") or {}).get("subWorkflowId")
+    if for_child is not None and for_child != child_id:
+        stop_route(self)  # a child the step's retry has replaced (retried by hand)
+        return
     child = record_document(store.get_run(str(child_id)) or {})
     output = {**(child.get("output") or {}), "subWorkflowId": child_id}
     scope = build_scope(run, records, self.request.id, variables)

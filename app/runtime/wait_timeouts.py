@@ -3,8 +3,9 @@
 Conductor keeps such a task IN_PROGRESS while it waits and times it out like any other.
 A Baton WAIT or HUMAN step that starts waiting with a timeout sends `baton.wait_timeout`
 to itself (in hops shorter than the visibility timeout); once due, a step still waiting is
-TIMED_OUT and its run ends TIMED_OUT (TIME_OUT_WF, and RETRY: Conductor does not retry a
-system task), or under ALERT_ONLY the timeout is noted and the step waits on. The step's
+TIMED_OUT and its run ends TIMED_OUT (TIME_OUT_WF; RETRY once its retryCount is spent,
+before which the step waits again as a new attempt: app.runtime.system_retries), or under
+ALERT_ONLY the timeout is noted and the step waits on. The step's
 completion and its timeout race through the store: only an IN_PROGRESS step is completed
 or timed out, so exactly one of them wins. The same timer bounds the wait of SUB_WORKFLOW,
 JOIN and DO_WHILE steps (app.runtime.wait_limits).
@@ -26,6 +27,7 @@ from app.runtime import state_events
 from app.runtime.scope import record_document
 from app.runtime.state import get_store, plans
 from app.runtime.step import StepContext, StepTask, record_ref
+from app.runtime.system_retries import retry_waiting
 from app.runtime.timeouts import ALERT_FIELD, chosen_policy
 from app.runtime.wait_limits import WAITS_ON_OTHERS, time_out_wait
 from app.store import RunStatus, StepStatus, now_ms
@@ -77,6 +79,9 @@ def wait_timeout(self: Task, run_id: str, ref: str, digest: str, due_ms: int,
     recorded_as = record_ref(ref, iteration)
     record = store.get_step_records(run_id, [recorded_as]).get(recorded_as, {})
     started = int(record.get("startTime") or now_ms())
+    if record.get("status") == StepStatus.IN_PROGRESS and record.get("startTime") and \
+            now_ms() - started < chosen.timeout_seconds * 1000:
+        return None  # the timer of an attempt a retry replaced: the new one has its own
     text = reason(Limit.TIMEOUT, chosen, elapsed=(now_ms() - started) / 1000,
                   task_id=str(record.get("taskId") or ""), name=spec.name)
     if record.get("status") == StepStatus.TIMED_OUT:
@@ -87,6 +92,9 @@ def wait_timeout(self: Task, run_id: str, ref: str, digest: str, due_ms: int,
         return None
     else:
         error = {"type": "TimeoutError", "message": text}
+        if chosen.timeout_policy is TimeoutPolicy.RETRY and retry_waiting(
+                run_id, recorded_as, error, status=StepStatus.TIMED_OUT, root=root or None):
+            return None  # retried: it waits again
         given = record_document(record).get("input")
         timed_out = store.complete_step(run_id, recorded_as, input=given, output={},
                                         status=StepStatus.TIMED_OUT, error=error,

@@ -35,6 +35,7 @@ from app.runtime.step import (
     record_ref,
     stop_route,
 )
+from app.runtime.system_retries import keep_message, superseded_wait
 from app.runtime.wait_timeouts import watch
 from app.store import RunStatus, StepStatus, now_ms
 
@@ -98,6 +99,7 @@ def _wait(context: StepContext) -> Outcome:
         route = _wake(context.run_id, context.spec.ref, context.plan.digest, due,
                       context.final, context.iteration)
         watch(context)
+        keep_message(context)  # for a retry of the step: it waits again
         return Outcome({"waitUntil": due}, then=route, status=StepStatus.IN_PROGRESS)
     return _park(context)
 
@@ -111,6 +113,7 @@ def park(context: StepContext, output: Any = None) -> Outcome:
               "task_id": request.id}
     get_store().record_step(context.run_id, context.record_ref, {"parked": json.dumps(parked)})
     watch(context)
+    keep_message(context)  # for a retry of the step: it waits again
     return Outcome(output or {}, status=StepStatus.IN_PROGRESS, stop=True)
 
 
@@ -133,6 +136,9 @@ def wake(
         return None
     if now_ms() < due_ms:
         return self.replace(_wake(run_id, ref, digest, due_ms, final, iteration))
+    if superseded_wait(run_id, record_ref(ref, iteration), due_ms):
+        stop_route(self)  # a retry of the step waits again, with a timer of its own
+        return None
     if not _complete(run_id, ref, digest, {}, final, iteration):
         stop_route(self)
     return None

@@ -54,11 +54,6 @@ REFUSED = [
                    dynamicForkTasksParam="d", dynamicForkTasksInputParamName="i"),
               {"name": "join", "taskReferenceName": "j", "type": "JOIN"}),
      "tasks[0].dynamicForkJoinTasksParam"),
-    (workflow(task(type="INLINE", retryCount=2, inputParameters={
-        "evaluatorType": "graaljs", "expression": "1"})), "tasks[0].retryCount"),
-    (workflow(task(type="JSON_JQ_TRANSFORM", inputParameters={"queryExpression": "."},
-                   taskDefinition={"name": "jq", "retryCount": 1})),
-     "tasks[0].taskDefinition.retryCount"),
     (workflow(task(type="HUMAN", optional=True, taskDefinition={
         "name": "h", "timeoutSeconds": 60, "timeoutPolicy": "RETRY"})),
      "tasks[0].taskDefinition.timeoutPolicy"),
@@ -142,6 +137,12 @@ ACCEPTED = [
     workflow(task(asyncComplete=False, onStateChange={}, rateLimited=True, joinStatus="x")),
     workflow(task(type="INLINE", retryCount=0, inputParameters={
         "evaluatorType": "graaljs", "expression": "1"})),
+    workflow(task(type="INLINE", retryCount=2, inputParameters={
+        "evaluatorType": "graaljs", "expression": "1"})),
+    workflow(task(type="JSON_JQ_TRANSFORM", inputParameters={"queryExpression": "."},
+                  taskDefinition={"name": "jq", "retryCount": 1})),
+    workflow(task(type="HUMAN", retryCount=1)),
+    workflow(task(retryCount=2, subWorkflowParam={"name": "w"}, **SUB)),
     workflow(task(retryCount=3, taskDefinition={"name": "echo", "retryCount": 2})),
     workflow(task(type="HTTP", retryCount=2, inputParameters={"http_request": {
         "uri": "http://localhost:1/", "method": "GET"}})),

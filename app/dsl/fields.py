@@ -27,13 +27,6 @@ from app.dsl.schemas import task_schema_problems, workflow_schema_problems
 from app.dsl.state_changes import state_change_problems
 from app.errors import Problem
 
-# Types whose failed step Conductor retries but Baton does not: only transformations (SIMPLE,
-# DYNAMIC) and HTTP steps have a retry policy. Control-flow operators are left out.
-_NOT_RETRIED = frozenset({
-    "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "SUB_WORKFLOW", "START_WORKFLOW", "EVENT",
-    "SET_VARIABLE", "WAIT", "HUMAN",
-})
-
 # Types whose timeoutSeconds bounds a wait (app.runtime.wait_timeouts, wait_limits): a timed
 # out wait ends the run TIMED_OUT, so RETRY cannot let an optional or permissive one go on.
 _WAITS = frozenset({"WAIT", "HUMAN", "SUB_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "DO_WHILE"})
@@ -72,7 +65,6 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
         yield from _async_complete(task)
     yield from state_change_problems(task)
     yield from cache.task_problems(task)
-    yield from _retries(task)
     if task.dynamic_fork_join_tasks_param:
         yield ("dynamicForkJoinTasksParam",
                "not supported (the deprecated form of a dynamic fork); use "
@@ -152,19 +144,6 @@ def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:
                 yield (field,
                        "not supported yet with timeoutPolicy ALERT_ONLY (a step past it is "
                        "stopped); remove it or set RETRY or TIME_OUT_WF")
-
-
-def _retries(task: WorkflowTask) -> Iterator[tuple[str, str]]:
-    if task.type not in _NOT_RETRIED:
-        return
-    message = (f"not supported yet for a {task.type} task (only SIMPLE, DYNAMIC and HTTP "
-               "steps are retried); remove it or set 0")
-    if task.retry_count:
-        yield ("retryCount", message)
-    definition = task.task_definition
-    if definition is not None and "retry_count" in definition.model_fields_set \
-            and definition.retry_count and task.retry_count is None:
-        yield ("taskDefinition.retryCount", message)
 
 
 def _sub_workflow(params: SubWorkflowParams) -> Iterator[tuple[str, str]]:

@@ -41,8 +41,8 @@ from app.runtime.step import (
     record_ref,
     stop_route,
 )
-from app.runtime.wait_timeouts import watch
 from app.runtime.system_retries import keep_message, retry_number
+from app.runtime.wait_timeouts import watch
 from app.store import StepStatus
 
 SUB_WORKFLOW_DONE: Final = "baton.sub_workflow_done"

@@ -330,6 +330,10 @@ def _failed(
                     step_status=_status(exc), message=message_of(task),
                     run_status=RunStatus.TIMED_OUT if timed_out else RunStatus.FAILED)
     state_events.ended(run_id, spec, recorded_as)
+    # Celery marks the rest of a failed task's route failed, counting a fork member it holds
+    # (a sub-workflow's child route holds its parent's step): a retried step (or child) could
+    # no longer close its fork
+    stop_route(task)
     if task.request.chord:
         # A chord counts a failed member and never fires again: an ignored one is not
         # counted, so a retried step can still close its fork.

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from app import (
+    NotWaiting,
     RunStatus,
     StepStatus,
     WorkflowFailed,
@@ -261,6 +262,18 @@ def waiting_task(kind: str, count: int, timeout: int, delay: int = 0,
                                "timeoutPolicy": "RETRY", "retryDelaySeconds": delay}}
 
 
+def completed(run: WorkflowRun) -> bool:
+    try:
+        run.complete_step("w", {"ok": True})
+    except NotWaiting:
+        return False  # not yet parked again
+    return True
+
+
+def kept_message(run: WorkflowRun) -> str | None:
+    return get_store().get_step_records(run.id, ["w"]).get("w", {}).get(MESSAGE_FIELD)
+
+
 def attempt_waits(run: WorkflowRun, attempt: int) -> bool:
     step = run.steps.get("w")
     return step is not None and step.status is StepStatus.IN_PROGRESS \
@@ -273,8 +286,8 @@ def test_a_timed_out_wait_waits_again_and_can_be_completed(worker: Any, kind: st
                              {"name": "echo", "taskReferenceName": "after",
                               "inputParameters": {"ok": "${w.output.ok}"}}))
 
-    wait_for(lambda: attempt_waits(run, 2), timeout=30, what="the second attempt to wait")
-    run.complete_step("w", {"ok": True})
+    wait_for(lambda: attempt_waits(run, 2) and completed(run), timeout=30,
+             what="the second attempt to wait and be completed")
 
     assert run.result(timeout=30) == {"ok": True}
     step = run.steps["w"]
@@ -293,8 +306,7 @@ def test_a_wait_timing_out_every_attempt_times_the_run_out(worker: Any) -> None:
 
 def test_a_redelivered_waiting_message_spends_no_retry(worker: Any) -> None:
     run = submit_workflow(wf(waiting_task("HUMAN", count=1, timeout=2)))
-    wait_for(lambda: attempt_waits(run, 1), timeout=30, what="the step to wait")
-    kept = json.loads(get_store().get_step_records(run.id, ["w"])["w"][MESSAGE_FIELD])
+    kept = json.loads(wait_for(lambda: kept_message(run), timeout=30, what="the step to wait"))
     retries = kept.pop("retries")
     kept.pop("timelimit")
     send_message(kept, retries=retries)  # as the broker would deliver it again
@@ -314,3 +326,20 @@ def test_an_earlier_attempts_wake_does_not_end_a_retried_wait(worker: Any) -> No
 
     assert run.wait(timeout=30) is RunStatus.TIMED_OUT
     assert len(run.steps["w"].failed_attempts) == 1
+
+
+def test_a_retried_sub_workflow_in_a_fork_branch_still_closes_the_fork(worker: Any) -> None:
+    child = f"child_{uuid.uuid4().hex[:8]}"
+    register_workflow(child_flow(child))
+    sub = parent_flow(child, count=1)["tasks"][0]
+    fork = {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
+        [sub], [{"name": "echo", "taskReferenceName": "other", "inputParameters": {"v": 1}}]]}
+    join = {"name": "join", "taskReferenceName": "join", "type": "JOIN",
+            "joinOn": ["sub", "other"]}
+    after = {"name": "echo", "taskReferenceName": "after",
+             "inputParameters": {"attempt": "${sub.output.attempt}"}}
+
+    run = submit_workflow(wf(fork, join, after), {"key": uuid.uuid4().hex, "failures": 1})
+
+    assert run.result(timeout=30) == {"attempt": 2}
+    assert [k.status for k in children(child)] == [RunStatus.FAILED, RunStatus.COMPLETED]

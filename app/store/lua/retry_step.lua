@@ -8,5 +8,7 @@ if ARGV[7] and ARGV[7] ~= '' and current ~= ARGV[7] then return 0 end
 push_attempt(KEYS[1], KEYS[2], ARGV[3], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'SCHEDULED', 'error', ARGV[3], 'input', stash(KEYS[1], ARGV[4], ARGV[2]),
   'endTime', ARGV[1], 'deliveries', '0', 'reasonForIncompletion', ARGV[5])
+-- a waiting step retried waits no more until its next attempt parks its route again
+redis.call('HDEL', KEYS[2], 'parked')
 keep(KEYS[1], KEYS[2], ARGV[2])
 return 1

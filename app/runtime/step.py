@@ -209,10 +209,18 @@ def _execute_step(
     except Exception as exc:
         return _failed(task, run_id, plan, spec, claim, step_input, exc, final, iteration,
                        policy)
+    # a step left waiting may be completed from outside as soon as its route is parked
+    # (HUMAN, WAIT, asyncComplete): its own record must not write over that completion
+    waiting = outcome.status is StepStatus.IN_PROGRESS
     over_limit = store.complete_step(
         run_id, recorded_as, input=step_input, output=outcome.output, run_output=run_output,
         final=ends, status=outcome.status, alias=ref if iteration is not None else None,
-        cached=hit.found)
+        cached=hit.found, expect=StepStatus.IN_PROGRESS if waiting else None)
+    if over_limit is None:
+        stop_route(task)  # completed meanwhile: that completion carried the route on
+        if task.request.chord:
+            raise Ignore()
+        return None
     state_events.ended(run_id, spec, recorded_as)
     if over_limit and not ends:
         stop_route(task)  # the output took the run over its size limit: the run failed

@@ -81,7 +81,7 @@ def test_listed_branches_may_be_of_any_one_step_type(worker: Any) -> None:
      "dynamic task 'x': type DO_WHILE cannot be a dynamic fork's branch"),
     # a field Baton refuses in a definition is refused in a branch given at run time
     ({"name": "echo", "taskReferenceName": "x", "asyncComplete": True},
-     "dynamic task 'x': asyncComplete: not supported yet"),
+     "dynamic task 'x': asyncComplete: not supported on a SIMPLE task"),
 ])
 def test_a_branch_baton_cannot_run_fails_its_fork(
     worker: Any, task: dict[str, Any], message: str

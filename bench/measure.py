@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
-from app.queue_variants import queue_length, queue_lists
 from bench.harness import BenchFailure, Counters, Snapshot
 
 if TYPE_CHECKING:
@@ -157,6 +156,7 @@ def first_messages(
     Called before any worker consumes the queue, so each message can be read off the
     queue's list as it lies in Redis; the runs go on once the worker starts.
     """
+    from app.queue_variants import queue_length, queue_lists  # app reads REDIS_URL at import
     from bench.shapes import QUEUE
 
     client = redis.Redis.from_url(redis_url)

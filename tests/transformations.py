@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app import StepPolicy, TerminalError, transformation
@@ -65,8 +66,11 @@ def gate(key: str, **values: Any) -> dict[str, Any]:
     from app.runtime.state import get_store
 
     _count(f"gate:{key}")
-    if get_store().client.blpop([f"test:gate:{key}"], timeout=30) is None:
-        raise TimeoutError(f"gate {key} was never opened")
+    # short waits, each well inside any socket timeout, up to a deadline
+    deadline = time.monotonic() + 30
+    while get_store().client.blpop([f"test:gate:{key}"], timeout=1) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {key} was never opened")
     return dict(values)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 
+from bench import messages
 from bench.harness import BenchFailure, Counters, Snapshot
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ class Side(Protocol):
 
     name: str
 
+    def applies(self, shape: Shape) -> bool: ...
+    def expected(self, shape: Shape) -> Any: ...
     def submit(self, shape: Shape) -> Any: ...
     def finished(self, handle: Any) -> bool: ...
     def ended_at(self, handle: Any) -> float: ...
@@ -35,6 +38,12 @@ class Side(Protocol):
 
 class BatonSide:
     name = "baton"
+
+    def applies(self, shape: Shape) -> bool:
+        return True
+
+    def expected(self, shape: Shape) -> Any:
+        return shape.baton_output
 
     def submit(self, shape: Shape) -> Any:
         from app import submit_workflow
@@ -55,10 +64,19 @@ class BatonSide:
 
 
 class RawSide:
-    name = "raw"
+    """One raw canvas variant, named as the shapes name it; shapes without it skip it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def applies(self, shape: Shape) -> bool:
+        return self.name in shape.canvases
+
+    def expected(self, shape: Shape) -> Any:
+        return shape.canvases[self.name].output
 
     def submit(self, shape: Shape) -> Any:
-        return shape.canvas().apply_async()
+        return shape.canvases[self.name].build().apply_async()
 
     def finished(self, handle: Any) -> bool:
         state = handle.state
@@ -85,6 +103,8 @@ class Sample:
     redis_cpu_s: float
     worker_cpu_s: float | None
     client_cpu_s: float
+    largest_message_bytes: int | None = None
+    """The largest task message the client or the worker sent during the measurement."""
 
 
 def wait_finished(side: Side, handle: Any, deadline: float) -> None:
@@ -95,7 +115,7 @@ def wait_finished(side: Side, handle: Any, deadline: float) -> None:
 
 
 def check_output(side: Side, shape: Shape, handle: Any) -> None:
-    expected = shape.baton_output if side.name == "baton" else shape.raw_output
+    expected = side.expected(shape)
     got = side.output(handle)
     if got != expected:
         raise BenchFailure(f"{side.name} ({shape.title}): wrong output {str(got)[:300]}")
@@ -103,6 +123,8 @@ def check_output(side: Side, shape: Shape, handle: Any) -> None:
 
 def measure(side: Side, shape: Shape, counters: Counters) -> Sample:
     """Submit every run of the shape at once, then wait for all of them in turn."""
+    label = f"{shape.key}/{side.name}"
+    messages.begin(counters.client, label)
     before = counters.read()
     deadline = time.monotonic() + RUN_DEADLINE_S
     start = time.perf_counter()
@@ -118,7 +140,9 @@ def measure(side: Side, shape: Shape, counters: Counters) -> Sample:
     for sent_at, handle in submitted:
         check_output(side, shape, handle)
         latencies.append((side.ended_at(handle) - sent_at) * 1000)
-    return _sample(wall_s, submit_s, latencies, before, after)
+    sample = _sample(wall_s, submit_s, latencies, before, after)
+    sample.largest_message_bytes = messages.largest(counters.client, label)
+    return sample
 
 
 def _sample(
@@ -164,7 +188,7 @@ def first_messages(
         raise BenchFailure(f"queue '{QUEUE}' is not empty before the benchmark")
     sizes, sent = {}, []
     seen: dict[str, int] = {}
-    for side in sides:
+    for side in (side for side in sides if side.applies(shape)):
         sent.append((side, side.submit(shape)))
         # kombu's Redis transport LPUSHes onto the list of the message's priority
         grown = [key for key in queue_lists(QUEUE) if client.llen(key) > seen.get(key, 0)]

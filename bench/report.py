@@ -56,6 +56,8 @@ def summarise(shape: Shape, series: Series) -> dict[str, Any]:
     if series.alone_ms:
         figures["alone_p50_ms"] = statistics.median(series.alone_ms)
     figures |= _costs(samples, steps)
+    sizes = [s.largest_message_bytes for s in samples if s.largest_message_bytes is not None]
+    figures["largest_message_bytes"] = max(sizes) if sizes else None  # the largest, not a median
     figures["rounds"] = [_round(s) for s in samples]
     return figures
 
@@ -86,19 +88,28 @@ def figures_of(shapes: Sequence[Shape], results: dict[str, dict[str, Series]]) -
     report: dict[str, Any] = {}
     for shape in shapes:
         sides = {name: summarise(shape, series) for name, series in results[shape.key].items()}
-        ratio = sides["baton"]["steps_per_s"] / sides["raw"]["steps_per_s"]
-        baton_cpu, raw_cpu = sides["baton"]["cpu_ms_per_step"], sides["raw"]["cpu_ms_per_step"]
-        # steadier than wall time on a shared machine, where throughput is bound by CPU
-        cpu_ratio = raw_cpu / baton_cpu if baton_cpu and raw_cpu else None
-        report[shape.key] = {"title": shape.title, **sides, "ratio": ratio,
-                             "cpu_ratio": cpu_ratio}
+        for name in shape.canvases:
+            sides[name]["tasks_per_run"] = shape.canvases[name].tasks_per_run
+        ratios = {name: _ratios(sides["baton"], sides[name]) for name in shape.canvases}
+        report[shape.key] = {"title": shape.title, "sides": list(sides), **sides,
+                             "ratio": ratios["raw"]["throughput"],
+                             "cpu_ratio": ratios["raw"]["cpu"], "ratios": ratios}
     return report
+
+
+def _ratios(baton: dict[str, Any], raw: dict[str, Any]) -> dict[str, float | None]:
+    """Baton's throughput over raw's, and raw's CPU per step over Baton's."""
+    baton_cpu, raw_cpu = baton["cpu_ms_per_step"], raw["cpu_ms_per_step"]
+    # steadier than wall time on a shared machine, where throughput is bound by CPU
+    cpu = raw_cpu / baton_cpu if baton_cpu and raw_cpu else None
+    return {"throughput": baton["steps_per_s"] / raw["steps_per_s"], "cpu": cpu}
 
 
 Column = tuple[str, str, str]  # heading, figure name, format
 
 SPEED: tuple[Column, ...] = (
-    ("steps", "steps", "{:d}"), ("wall s", "wall_s", "{:.3f}"),
+    ("steps", "steps", "{:d}"), ("tasks/run", "tasks_per_run", "{:d}"),
+    ("wall s", "wall_s", "{:.3f}"),
     ("submit s", "submit_s", "{:.3f}"), ("steps/s", "steps_per_s", "{:.1f}"),
     ("runs/s", "runs_per_s", "{:.1f}"), ("ms/step", "ms_per_step", "{:.2f}"),
     ("e2e p50 ms", "e2e_p50_ms", "{:.1f}"), ("alone p50 ms", "alone_p50_ms", "{:.1f}"),
@@ -110,18 +121,22 @@ COST: tuple[Column, ...] = (
     ("redis", "redis_cpu_ms_per_step", "{:.2f}"),
     ("redis cmds/step", "redis_commands_per_step", "{:.1f}"),
     ("redis in B/step", "redis_in_bytes_per_step", "{:.0f}"),
+    ("largest msg B", "largest_message_bytes", "{:,d}"),
 )
 
 
 def throughput_note(entry: dict[str, Any]) -> str | None:
-    verdict = "ok" if entry["ratio"] >= TARGET else "BELOW TARGET"
-    return f"baton/raw throughput {entry['ratio']:.2f}x (target >= {TARGET:.1f}x: {verdict})"
+    parts = []
+    for name, ratios in entry["ratios"].items():
+        verdict = "ok" if ratios["throughput"] >= TARGET else "BELOW TARGET"
+        parts.append(f"baton/{name} throughput {ratios['throughput']:.2f}x ({verdict})")
+    return "; ".join(parts) + f" (target >= {TARGET:.1f}x)"
 
 
 def cpu_note(entry: dict[str, Any]) -> str | None:
-    if entry["cpu_ratio"] is None:
-        return None
-    return f"raw/baton CPU per step {entry['cpu_ratio']:.2f}x"
+    parts = [f"{name}/baton CPU per step {ratios['cpu']:.2f}x"
+             for name, ratios in entry["ratios"].items() if ratios["cpu"] is not None]
+    return "; ".join(parts) or None
 
 
 def table(
@@ -132,7 +147,7 @@ def table(
     rows = [["shape", "side", *(heading for heading, _, _ in columns)]]
     notes: dict[int, str] = {}
     for key, entry in shapes.items():
-        for number, side in enumerate(("baton", "raw")):
+        for number, side in enumerate(entry["sides"]):
             label = f"({key}) {entry['title']}" if number == 0 else ""
             rows.append([label, side, *(_cell(entry[side], c) for c in columns)])
         text = note(entry)

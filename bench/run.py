@@ -62,7 +62,8 @@ def parse_options(argv: list[str] | None) -> Options:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rounds", type=int, help="measurements per shape and side (3)")
-    parser.add_argument("--runs", type=int, help="runs of the 5-step workflow, shape (a) (200)")
+    parser.add_argument("--runs", type=int,
+                        help="runs of the 5-step workflow (a) and of the 10-step chain (d) (200)")
     parser.add_argument("--branches", type=int, help="branches of the fork, shape (b) (1000)")
     parser.add_argument("--steps", type=int, help="steps of the chain, shape (c) (100)")
     parser.add_argument("--alone", type=int,
@@ -92,21 +93,25 @@ def warm_up(sides: list[Side], shapes: list[Shape]) -> dict[str, dict[str, float
     The full-size definitions are used so that each pool process has built and cached
     their plans before timing starts; the first-use cost is kept in the JSON.
     """
-    return {side.name: {shape.key: run_once(side, shape) for shape in shapes} for side in sides}
+    return {side.name: {shape.key: run_once(side, shape) for shape in shapes if side.applies(shape)}
+            for side in sides}
 
 
 def run_rounds(
     sides: list[Side], shapes: list[Shape], lone: Shape, options: Options, counters: Counters
 ) -> dict[str, dict[str, Series]]:
-    results = {shape.key: {side.name: Series() for side in sides} for shape in shapes}
+    results = {shape.key: {side.name: Series() for side in sides if side.applies(shape)}
+               for shape in shapes}
     for number in range(options.rounds):
         # alternate who goes first, so warming and drift favour neither side
         order = sides if number % 2 == 0 else sides[::-1]
         for shape in shapes:
             for repeat in range(REPEATS.get(shape.key, 1)):
                 for side in order if repeat % 2 == 0 else order[::-1]:
+                    if not side.applies(shape):
+                        continue
                     results[shape.key][side.name].samples.append(measure(side, shape, counters))
-        for side in order:
+        for side in (side for side in order if side.applies(lone)):
             alone = [run_once(side, lone) for _ in range(options.alone)]
             results[lone.key][side.name].alone_ms += alone
         progress(f"round {number + 1}/{options.rounds} done")
@@ -133,9 +138,9 @@ def benchmark(options: Options, server: RedisServer) -> dict[str, Any]:
     from bench import shapes as workloads  # imports app, now configured
 
     shapes = [workloads.many_small_runs(options.runs), workloads.wide_fork(options.branches),
-              workloads.long_chain(options.steps)]
+              workloads.long_chain(options.steps), workloads.short_chains(options.runs)]
     lone = workloads.many_small_runs(1)  # same definition as (a), one run at a time
-    sides: list[Side] = [BatonSide(), RawSide()]
+    sides: list[Side] = [BatonSide(), RawSide(workloads.RAW), RawSide(workloads.RAW_CHORD)]
     sizes, probes = first_messages(sides, shapes[2], server.url)
     with running_worker(server.dir / "worker.log") as worker:
         progress(f"worker {worker.name} up; warming up")

@@ -12,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from celery import chain, chord
+from celery import chain, chord, group
 from celery.canvas import Signature
 
 from app import celery as celery_app
 from app import transformation
+from bench import messages
+
+messages.install()  # here because the worker's pool processes import only this module
 
 QUEUE: Final = "bench"
 """Both sides' tasks go to this queue, consumed by the same worker."""
@@ -43,6 +46,21 @@ def raw_join(results: list[Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Canvas:
+    """One hand-written canvas of a workload, and what a correct run of it returns."""
+
+    build: Callable[[], Signature]
+    """Builds a fresh canvas per run (Celery mutates signatures as it sends them)."""
+    output: Any
+    tasks_per_run: int
+
+
+RAW: Final = "raw"
+"""The canvas every shape has; shape (a) has a second one, RAW_CHORD."""
+RAW_CHORD: Final = "raw_chord"
+
+
+@dataclass(frozen=True)
 class Shape:
     """One workload: how many runs of what, on both sides, and what a correct run returns."""
 
@@ -53,9 +71,8 @@ class Shape:
     """Steps of the workload itself (Baton's internal `continue` hops are not counted)."""
     definition: dict[str, Any]
     baton_output: Any
-    raw_output: Any
-    canvas: Callable[[], Signature]
-    """Builds a fresh raw canvas per run (Celery mutates signatures as it sends them)."""
+    canvases: dict[str, Canvas]
+    """Raw canvas variants by side name, RAW first; all are measured against Baton."""
 
     @property
     def steps(self) -> int:
@@ -101,6 +118,12 @@ def raw_fork_join_step() -> Signature:
     return chain(_raw_step(), _raw_fork(2), _raw_step())
 
 
+def raw_fork_then_step() -> Signature:
+    """The canvas one would write: Celery turns the group and the step after it into a
+    chord whose body is that step, so a run is 4 tasks, not 5 (no join task)."""
+    return chain(_raw_step(), group(_raw_step(), _raw_step()), _raw_step())
+
+
 def raw_wide_fork(branches: int) -> Signature:
     return _raw_fork(branches)
 
@@ -122,8 +145,8 @@ def many_small_runs(runs: int) -> Shape:
         steps_per_run=5,
         definition=_workflow("bench_fork_join_step", tasks),
         baton_output=STEP_OUTPUT,
-        raw_output=STEP_OUTPUT,
-        canvas=raw_fork_join_step,
+        canvases={RAW: Canvas(raw_fork_join_step, STEP_OUTPUT, 5),
+                  RAW_CHORD: Canvas(raw_fork_then_step, STEP_OUTPUT, 4)},
     )
 
 
@@ -137,21 +160,29 @@ def wide_fork(branches: int) -> Shape:
         steps_per_run=branches + 1,
         definition=_workflow(f"bench_fork_{branches}", _fork("fan", refs)),
         baton_output={ref: STEP_OUTPUT for ref in refs},
-        raw_output={"branches": [STEP_OUTPUT] * branches},
-        canvas=lambda: raw_wide_fork(branches),
+        canvases={RAW: Canvas(lambda: raw_wide_fork(branches),
+                              {"branches": [STEP_OUTPUT] * branches}, branches + 1)},
+    )
+
+
+def _chain_shape(key: str, title: str, runs: int, steps: int) -> Shape:
+    tasks = [_simple(f"s{index}") for index in range(steps)]
+    return Shape(
+        key=key,
+        title=title,
+        runs=runs,
+        steps_per_run=steps,
+        definition=_workflow(f"bench_chain_{steps}", tasks),
+        baton_output=STEP_OUTPUT,
+        canvases={RAW: Canvas(lambda: raw_long_chain(steps), STEP_OUTPUT, steps)},
     )
 
 
 def long_chain(steps: int) -> Shape:
     """(c) One chain of `steps` steps."""
-    tasks = [_simple(f"s{index}") for index in range(steps)]
-    return Shape(
-        key="c",
-        title=f"chain of {steps} steps",
-        runs=1,
-        steps_per_run=steps,
-        definition=_workflow(f"bench_chain_{steps}", tasks),
-        baton_output=STEP_OUTPUT,
-        raw_output=STEP_OUTPUT,
-        canvas=lambda: raw_long_chain(steps),
-    )
+    return _chain_shape("c", f"chain of {steps} steps", 1, steps)
+
+
+def short_chains(runs: int, steps: int = 10) -> Shape:
+    """(d) `runs` runs of a chain of `steps` steps, all on the one queue."""
+    return _chain_shape("d", f"{runs} runs x chain of {steps}", runs, steps)

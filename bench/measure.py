@@ -123,8 +123,7 @@ def check_output(side: Side, shape: Shape, handle: Any) -> None:
 
 def measure(side: Side, shape: Shape, counters: Counters) -> Sample:
     """Submit every run of the shape at once, then wait for all of them in turn."""
-    label = f"{shape.key}/{side.name}"
-    messages.begin(counters.client, label)
+    label = messages.begin(counters.client, f"{shape.key}/{side.name}")
     before = counters.read()
     deadline = time.monotonic() + RUN_DEADLINE_S
     start = time.perf_counter()

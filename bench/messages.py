@@ -15,6 +15,7 @@ No timing and no process management here.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any, Final
@@ -60,6 +61,7 @@ class _Tracker:
 
 
 _TRACKER = _Tracker()
+_MEASUREMENTS = itertools.count(1)
 
 
 def install() -> None:
@@ -80,14 +82,21 @@ def install() -> None:
     transport.dumps = dumps
 
 
-def begin(client: redis.Redis, label: str) -> None:
-    """Start recording under `label`; returns once every process will have seen it."""
-    client.delete(SIZES_PREFIX + label)
+def begin(client: redis.Redis, name: str) -> str:
+    """Start recording under a new label for `name`, returned once every process will see it.
+
+    The label is new each time: a process resets its maximum only when the label changes,
+    and the same shape and side may be measured twice in a row.
+    """
+    label = f"{name}#{next(_MEASUREMENTS)}"
     client.set(PHASE_KEY, label)
     time.sleep(PHASE_TTL_S * 1.5)  # outside any timed span: measure() calls it first
+    return label
 
 
 def largest(client: redis.Redis, label: str) -> int | None:
     """The largest task message any process sent under `label`, None if none was seen."""
-    sizes = [int(value) for value in client.hvals(SIZES_PREFIX + label)]
+    key = SIZES_PREFIX + label
+    sizes = [int(value) for value in client.hvals(key)]
+    client.delete(key)
     return max(sizes) if sizes else None

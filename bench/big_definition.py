@@ -1,0 +1,160 @@
+"""What a very large definition costs: validating, planning and submitting it, and the memory
+a worker process keeps after running it.
+
+`python -m bench.big_definition [--tasks N] [--profile] [--worker]`. Two shapes of N tasks
+(default 100,000): a chain of SIMPLE steps, each reading the one before, and a chain of
+two-branch forks with their joins. For each it times, separately, reading the JSON into a
+model (`parse_definition`), `check_definition`, `build_plan` and `submit_workflow`, the
+whole submit included. `--profile` prints the top cProfile entries of one submit of the
+chain. `--worker` starts a prefork worker (one pool process) and reports the pool
+process's RSS before and after it runs a run of the chain that ends at its third step
+(a TERMINATE), since the memory comes from loading the plan, not from running steps.
+A private redis-server is started; nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("BATON_MAX_DEFINITION_TASKS", "1000000")
+os.environ.setdefault("BATON_TRANSFORMATIONS", "tests.transformations")
+
+
+def chain(tasks: int, terminate_at: int | None = None) -> dict[str, Any]:
+    """A chain of `tasks` SIMPLE steps, each reading the output of the one before."""
+    steps: list[dict[str, Any]] = []
+    for i in range(tasks):
+        if i == terminate_at:
+            steps.append({"name": "end", "taskReferenceName": f"t{i}", "type": "TERMINATE",
+                          "inputParameters": {"terminationStatus": "COMPLETED"}})
+            continue
+        value = "${workflow.input.x}" if i == 0 else f"${{t{i - 1}.output.x}}"
+        steps.append({"name": "echo", "taskReferenceName": f"t{i}", "type": "SIMPLE",
+                      "inputParameters": {"x": value, "n": i}})
+    return {"name": "big_chain", "version": 1, "tasks": steps, "schemaVersion": 2}
+
+
+def forks(tasks: int) -> dict[str, Any]:
+    """Forks of two one-step branches and their joins, chained: four tasks per fork."""
+    steps: list[dict[str, Any]] = []
+    for i in range(tasks // 4):
+        left, right = f"l{i}", f"r{i}"
+        branch = [[{"name": "echo", "taskReferenceName": ref, "type": "SIMPLE",
+                    "inputParameters": {"x": "${workflow.input.x}"}}] for ref in (left, right)]
+        steps.append({"name": "fork", "taskReferenceName": f"f{i}", "type": "FORK_JOIN",
+                      "forkTasks": branch})
+        steps.append({"name": "join", "taskReferenceName": f"j{i}", "type": "JOIN",
+                      "joinOn": [left, right]})
+    return {"name": "big_forks", "version": 1, "tasks": steps, "schemaVersion": 2}
+
+
+def timed(what: str, call: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    value = call()
+    print(f"  {what:<22} {time.perf_counter() - started:7.2f} s")
+    return value
+
+
+def phases(data: dict[str, Any]) -> None:
+    from app import registry
+    from app.client import submit_workflow
+    from app.compiler.plan import build_plan
+    from app.dsl.validate import check_definition, parse_definition
+    from app.loader import ensure_loaded
+
+    ensure_loaded()
+    transformations = registry.transformations()
+    definition = timed("parse_definition", lambda: parse_definition(data, transformations))
+    timed("check_definition", lambda: check_definition(definition, transformations))
+    timed("build_plan", lambda: build_plan(definition, transformations, validated=True))
+    timed("submit_workflow (all)", lambda: submit_workflow(data, {"x": 1}))
+
+
+def profile(data: dict[str, Any], top: int = 25) -> None:
+    from app.client import submit_workflow
+
+    profiler = cProfile.Profile()
+    profiler.runcall(submit_workflow, data, {"x": 1})
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    print(out.getvalue())
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    print(out.getvalue())
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def pool_pid(parent: int) -> int:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return int(children[0])
+
+
+def worker_memory(tasks: int) -> None:
+    from app.celery_app import all_queues
+    from app.client import submit_workflow
+    from tests.support import CeleryWorker
+
+    log = Path(tempfile.mkdtemp(prefix="baton-bench-")) / "worker.log"
+    worker = CeleryWorker(log, all_queues(), concurrency=1).ready()
+    try:
+        # a small run first, so the pool process has imported and connected everything
+        submit_workflow(chain(3), {"x": 1}).wait(timeout=60)
+        pid = pool_pid(worker.process.pid)
+        before = rss_kib(pid)
+        run = timed("submit (terminating)", lambda: submit_workflow(
+            chain(tasks, terminate_at=2), {"x": 1}))
+        started = time.perf_counter()
+        status = run.wait(timeout=600)
+        print(f"  run ended {status.value} in {time.perf_counter() - started:.2f} s")
+        after = rss_kib(pid)
+        print(f"  pool process RSS: before {before / 1024:.1f} MiB, after {after / 1024:.1f} "
+              f"MiB, grew {(after - before) / 1024:.1f} MiB")
+    finally:
+        worker.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.big_definition", description=__doc__)
+    parser.add_argument("--tasks", type=int, default=100_000, help="tasks per definition")
+    parser.add_argument("--profile", action="store_true", help="profile a submit of the chain")
+    parser.add_argument("--worker", action="store_true", help="measure a worker's memory")
+    options = parser.parse_args(argv)
+
+    from tests.support import RedisServer, redis_binary
+
+    binary = redis_binary()
+    if binary is None:
+        raise SystemExit("redis-server is not on PATH")
+    server = RedisServer(binary, appendonly=False)
+    server.start()
+    os.environ["REDIS_URL"] = server.url
+    try:
+        if options.profile:
+            profile(chain(options.tasks))
+        elif options.worker:
+            worker_memory(options.tasks)
+        else:
+            for name, shape in (("chain", chain), ("forks", forks)):
+                print(f"{name} of {options.tasks} tasks")
+                phases(shape(options.tasks))
+    finally:
+        server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -215,7 +214,6 @@ def parse_inputs(task: WorkflowTask) -> Parameter:
     return parse_parameter(task.input_parameters or {})
 
 
-@dataclass
 class _Scope:
     """What a task may read: refs completed for sure, refs that may have run.
 
@@ -223,16 +221,42 @@ class _Scope:
     (another case of a SWITCH); `branches` are the fork branches a task here runs in, so a
     ref of a sibling branch is told apart without listing every sibling's refs (a fork can
     have thousands of branches). Any other unreadable ref runs later.
+
+    A scope is a layer over the scope it was made from (`layer`): it holds only what was
+    added in it, and lookups go down the layers. Copying every readable ref into each
+    nested scope made a chain of n tasks cost n^2. A layer's parent is not changed while
+    the layer is in use (a nested sequence is checked before its parent goes on).
     """
 
-    done: set[str] = field(default_factory=set)
-    maybe: set[str] = field(default_factory=set)
-    apart: dict[str, str] = field(default_factory=dict)
-    branches: dict[str, int] = field(default_factory=dict)
-    """Fork ref -> index of the branch a task here runs in."""
+    def __init__(self, parent: _Scope | None = None) -> None:
+        self.parent = parent
+        self.done: set[str] = set()
+        self.maybe: set[str] = set()
+        self.apart: dict[str, str] = {}
+        self.branches: dict[str, int] = {}
+        """Fork ref -> index of the branch a task here runs in."""
 
-    def copy(self) -> _Scope:
-        return _Scope(set(self.done), set(self.maybe), dict(self.apart), dict(self.branches))
+    def layer(self) -> _Scope:
+        return _Scope(self)
+
+    def _layers(self) -> Iterator[_Scope]:
+        scope: _Scope | None = self
+        while scope is not None:
+            yield scope
+            scope = scope.parent
+
+    def readable(self, ref: str) -> bool:
+        return any(ref in s.done or ref in s.maybe for s in self._layers())
+
+    def apart_reason(self, ref: str) -> str | None:
+        return next((s.apart[ref] for s in self._layers() if ref in s.apart), None)
+
+    def branch(self, fork: str) -> int | None:
+        return next((s.branches[fork] for s in self._layers() if fork in s.branches), None)
+
+    def added(self) -> set[str]:
+        """The refs made readable in this layer itself."""
+        return self.done | self.maybe
 
 
 class _Checker:
@@ -291,7 +315,7 @@ class _Checker:
                 self._collect(children, f"{here}.{suffix}")
 
     def _sequence(self, tasks: Sequence[WorkflowTask], path: str, scope: _Scope) -> _Scope:
-        scope = scope.copy()
+        scope = scope.layer()
         for index, task in enumerate(tasks):
             here = f"{path}[{index}]"
             following = tasks[index + 1] if index + 1 < len(tasks) else None
@@ -331,7 +355,7 @@ class _Checker:
             cases = task.children()
             reached: set[str] = set()
             for suffix, children in cases:
-                case_scope = scope.copy()
+                case_scope = scope.layer()
                 case_scope.done.add(ref)
                 for other, other_children in cases:
                     if other != suffix:
@@ -340,11 +364,11 @@ class _Checker:
                             (t.task_reference_name, reason) for t in _walk(other_children)
                         )
                 inner = self._sequence(children, f"{path}.{suffix}", case_scope)
-                reached |= inner.done | inner.maybe
+                reached |= inner.added() | case_scope.added()
             scope.maybe |= reached
         elif task.type == "DO_WHILE":
             body = [(suffix, children) for suffix, children in task.children()]
-            loop_scope = scope.copy()
+            loop_scope = scope.layer()
             loop_scope.maybe.add(ref)  # the loop's own output (iteration) is readable inside
             for _, children in body:
                 loop_scope.maybe |= {t.task_reference_name for t in _walk(children)}
@@ -356,13 +380,13 @@ class _Checker:
             reached = set()
             for suffix, children in task.children():
                 inner = self._sequence(children, f"{path}.{suffix}", scope)
-                reached |= inner.done | inner.maybe
+                reached |= inner.added()
             scope.maybe |= reached
         self._inline_subworkflow(task, path)
 
     def _state_changes(self, task: WorkflowTask, path: str, scope: _Scope) -> None:
         """Event payloads read what the task's input may, and the task's own record."""
-        own = scope.copy()
+        own = scope.layer()
         own.done.add(task.task_reference_name)
         for suffix, payload in payloads(task):
             parsed = self._parse(payload, f"{path}.{suffix}")
@@ -374,7 +398,7 @@ class _Checker:
         inputParameters do (app.dsl.cache)."""
         key = cache_key(task.cache_config)
         if key is not None:
-            known = scope.copy()
+            known = scope.layer()
             known.done |= input_names(task)
             self._check_roots(key, path, known, own_ref=task.task_reference_name)
 
@@ -427,7 +451,7 @@ class _Checker:
         if not branches:
             self._add(f"{path}.forkTasks", f"FORK_JOIN '{ref}' has no branches")
         ends: list[str] = []
-        joined = scope.copy()
+        joined = _Scope()  # what the branches add
         for index, branch in enumerate(branches):
             if not branch:
                 self._add(f"{path}.forkTasks[{index}]", "a fork branch needs at least one task")
@@ -435,7 +459,7 @@ class _Checker:
             # The fork completes as its branches start, so a branch may read its input.
             for inner_task in _walk(branch):
                 self.branch_of[inner_task.task_reference_name] = (ref, index)
-            branch_scope = scope.copy()
+            branch_scope = scope.layer()
             branch_scope.done.add(ref)
             branch_scope.branches[ref] = index
             inner = self._sequence(branch, f"{path}.forkTasks[{index}]", branch_scope)
@@ -463,7 +487,7 @@ class _Checker:
     def _sibling(self, root: str, scope: _Scope) -> bool:
         """Whether `root` runs in another branch of a fork the reading task runs in."""
         found = self.branch_of.get(root)
-        return found is not None and scope.branches.get(found[0], found[1]) != found[1]
+        return found is not None and scope.branch(found[0]) not in (None, found[1])
 
     def _inline_subworkflow(self, task: WorkflowTask, path: str) -> None:
         params = task.sub_workflow_param
@@ -491,15 +515,15 @@ class _Checker:
                 continue
             if root in self.repaired.refs:
                 continue  # a task whose own schema failed: reported there
-            if root in scope.done or root in scope.maybe:
+            if scope.readable(root):
                 continue
             text = "${" + "".join(p if isinstance(p, str) else "${...}" for p in expression.parts)
             text += "}"
             if root == own_ref:
                 self._add(where, f"{text} reads the task's own record")
-            elif root in scope.apart:
+            elif (reason := scope.apart_reason(root)) is not None:
                 # Conductor resolves it to null, as Baton does: the other case never ran
-                self._warn(where, f"{text} names task '{root}', which {scope.apart[root]}")
+                self._warn(where, f"{text} names task '{root}', which {reason}")
             elif self._sibling(root, scope):
                 fork, other = self.branch_of[root]
                 self._add(where, f"{text} names task '{root}', which runs in a parallel branch "

@@ -116,15 +116,15 @@ class TaskDef(Auditable):
     description: StrictStr | None = None
     retry_count: NonNegativeInt = 3
     timeout_seconds: StrictInt = 0
-    input_keys: list[StrictStr] = []
-    output_keys: list[StrictStr] = []
-    runtime_metadata: list[StrictStr] = []
+    input_keys: list[StrictStr] = Field(default_factory=list)
+    output_keys: list[StrictStr] = Field(default_factory=list)
+    runtime_metadata: list[StrictStr] = Field(default_factory=list)
     timeout_policy: TaskTimeoutPolicy = "TIME_OUT_WF"
     retry_logic: RetryLogic = "FIXED"
     retry_delay_seconds: StrictInt = 60
     response_timeout_seconds: Annotated[StrictInt, Field(ge=1)] = 3600
     concurrent_exec_limit: StrictInt | None = None
-    input_template: dict[str, Any] = {}
+    input_template: dict[str, Any] = Field(default_factory=dict)
     rate_limit_per_frequency: StrictInt | None = None
     rate_limit_frequency_in_seconds: StrictInt | None = None
     isolation_group_id: StrictStr | None = None
@@ -193,40 +193,40 @@ class WorkflowTask(ConductorModel):
     name: NonEmptyStr
     task_reference_name: NonEmptyStr
     description: StrictStr | None = None
-    input_parameters: dict[str, Any] = {}
+    input_parameters: dict[str, Any] = Field(default_factory=dict)
     # A plain str (not an Enum) so that callers compare `task.type == "SIMPLE"`.
     type: StrictStr = "SIMPLE"
     dynamic_task_name_param: StrictStr | None = None
     case_value_param: StrictStr | None = None  # deprecated DECISION form
     case_expression: StrictStr | None = None  # deprecated DECISION form
     script_expression: StrictStr | None = None
-    decision_cases: dict[str, list[WorkflowTask]] = {}
+    decision_cases: dict[str, list[WorkflowTask]] = Field(default_factory=dict)
     dynamic_fork_join_tasks_param: StrictStr | None = None  # deprecated
     dynamic_fork_tasks_param: StrictStr | None = None
     dynamic_fork_tasks_input_param_name: StrictStr | None = None
-    default_case: list[WorkflowTask] = []
-    fork_tasks: list[list[WorkflowTask]] = []
+    default_case: list[WorkflowTask] = Field(default_factory=list)
+    fork_tasks: list[list[WorkflowTask]] = Field(default_factory=list)
     start_delay: NonNegativeInt = 0
     sub_workflow_param: SubWorkflowParams | None = None
-    join_on: list[StrictStr] = []
+    join_on: list[StrictStr] = Field(default_factory=list)
     sink: StrictStr | None = None
     optional: StrictBool = False
     task_definition: TaskDef | None = None
     rate_limited: StrictBool | None = None
-    default_exclusive_join_task: list[StrictStr] = []
+    default_exclusive_join_task: list[StrictStr] = Field(default_factory=list)
     async_complete: StrictBool | None = False
     loop_condition: StrictStr | None = None
-    loop_over: list[WorkflowTask] = []
+    loop_over: list[WorkflowTask] = Field(default_factory=list)
     items: StrictStr | None = None  # DO_WHILE list iteration: an expression yielding a list
     retry_count: StrictInt | None = None
     evaluator_type: StrictStr | None = None
     expression: StrictStr | None = None
-    on_state_change: dict[str, list[StateChangeEvent]] = {}
+    on_state_change: dict[str, list[StateChangeEvent]] = Field(default_factory=dict)
     join_status: StrictStr | None = None
     cache_config: CacheConfig | None = None
     permissive: StrictBool = False
     join_mode: JoinMode | None = None
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("type")
     @classmethod
@@ -269,8 +269,8 @@ class WorkflowDef(Auditable):
     description: StrictStr | None = None
     version: StrictInt = 1
     tasks: list[WorkflowTask]
-    input_parameters: list[StrictStr] = []
-    output_parameters: dict[str, Any] = {}
+    input_parameters: list[StrictStr] = Field(default_factory=list)
+    output_parameters: dict[str, Any] = Field(default_factory=dict)
     failure_workflow: StrictStr | None = None
     schema_version: StrictInt = 2
     restartable: StrictBool = True
@@ -278,17 +278,17 @@ class WorkflowDef(Auditable):
     owner_email: StrictStr | None = None
     timeout_policy: WorkflowTimeoutPolicy = "ALERT_ONLY"
     timeout_seconds: StrictInt = 0
-    variables: dict[str, Any] = {}
-    input_template: dict[str, Any] = {}
+    variables: dict[str, Any] = Field(default_factory=dict)
+    input_template: dict[str, Any] = Field(default_factory=dict)
     failure_workflow_version: StrictInt | None = None
     workflow_status_listener_sink: StrictStr | None = None
     rate_limit_config: RateLimitConfig | None = None
     input_schema: SchemaDef | None = None
     output_schema: SchemaDef | None = None
     enforce_schema: StrictBool = True
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = Field(default_factory=dict)
     cache_config: CacheConfig | None = None
-    masked_fields: list[StrictStr] = []
+    masked_fields: list[StrictStr] = Field(default_factory=list)
 
     @field_validator("schema_version")
     @classmethod

@@ -220,6 +220,7 @@ def test_a_step_whose_plan_cannot_be_rebuilt_fails_its_run_with_the_reason(
     digest = run.record()["plan"]
     get_store().client.delete(definition_key(digest))
     plans._plans.pop(digest, None)  # as on a worker that never saw the run before
+    plans._alive.pop(digest, None)
 
     open_gate(key)
 

@@ -20,11 +20,12 @@ from app.dsl.model import WorkflowDef
 from app.dsl.state_changes import status_sink
 from app.dsl.validate import check_definition
 from app.errors import Problem
+from app.gc_pause import without_gc
 from app.payloads import InvalidPayload, check_payload
 from app.routing import routing_fields
 from app.runtime.cache import cached_run_output
 from app.runtime.masking import masked_fields_record
-from app.runtime.state import get_store, plans
+from app.runtime.state import get_store, plan_weight, plans
 from app.store import RunStatus, now_ms
 
 
@@ -58,6 +59,7 @@ class NewRun:
     it has no route to send."""
 
 
+@without_gc
 def create_run(
     workflow: WorkflowDef,
     given: Mapping[str, Any] | None,
@@ -116,17 +118,18 @@ def create_run(
                       parentPlan=parent.digest, depth=str(parent.depth))
         if parent.root:
             fields["root"] = parent.root
+    definition_json = json.dumps(workflow.to_json_dict(), separators=(",", ":"))
     standing = get_store().create_run(
         run_id,
         digest=plan.digest,
-        definition_json=json.dumps(workflow.to_json_dict(), separators=(",", ":")),
+        definition_json=definition_json,
         fields=fields,
         variables=workflow.variables or {},
         idempotency=idempotency_key,
     )
     if standing != run_id:
         return NewRun(standing, None)
-    plans.put(plan)
+    plans.put(plan, plan_weight(plan, len(definition_json.encode())))
     return NewRun(run_id, plan, cached is not None)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -60,6 +61,10 @@ class _PlanCache:
         self._plans: OrderedDict[str, tuple[Plan, int]] = OrderedDict()
         self._weight = 0
         self._lock = threading.Lock()
+        # Every plan still referenced somewhere in the process, kept or not: a plan over the
+        # budget is found again while its run's submit or step still holds it, instead of
+        # being read and built anew by each call that asks for it (the router, operators).
+        self._alive: weakref.WeakValueDictionary[str, Plan] = weakref.WeakValueDictionary()
 
     def __len__(self) -> int:
         return len(self._plans)
@@ -75,6 +80,9 @@ class _PlanCache:
             if kept is not None:
                 self._plans.move_to_end(digest)
                 return kept[0]
+            alive = self._alive.get(digest)
+            if alive is not None:
+                return alive
         text = get_store().get_definition(digest)
         if text is None:
             raise PlanMissing(f"definition {digest} is not in the store (expired?)")
@@ -88,6 +96,7 @@ class _PlanCache:
         weight = plan_weight(plan) if weight is None else weight
         budget = get_settings().plan_cache_mib * _MIB
         with self._lock:
+            self._alive[plan.digest] = plan
             old = self._plans.pop(plan.digest, None)
             if old is not None:
                 self._weight -= old[1]

@@ -20,6 +20,7 @@ from app.dsl.expressions import TASK_ID_ROOT, WORKFLOW_ROOT, Parameter, parse_pa
 from app.dsl.model import WorkflowDef, WorkflowTask
 from app.dsl.validate import check_definition
 from app.errors import DefinitionError, Problem
+from app.gc_pause import without_gc
 from app.policy import task_overrides
 from app.registry import Transformation
 
@@ -124,6 +125,7 @@ def definition_digest(definition: WorkflowDef) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+@without_gc
 def build_plan(
     definition: WorkflowDef,
     transformations: Mapping[str, Transformation] | None = None,

@@ -38,6 +38,7 @@ from app.dsl.model import WorkflowDef, WorkflowTask
 from app.dsl.partial import Repair, repair
 from app.dsl.state_changes import payloads
 from app.errors import DefinitionError, Problem
+from app.gc_pause import without_gc
 from app.payloads import InvalidPayload, check_payload
 from app.registry import Transformation
 
@@ -56,6 +57,7 @@ _EXPRESSION_SYNTAX = ".[]${}"
 _KEY_SEPARATOR = ":"
 
 
+@without_gc
 def parse_definition(
     data: Mapping[str, Any],
     transformations: Mapping[str, Transformation] | None = None,
@@ -85,6 +87,7 @@ def is_strict(strict: bool | None) -> bool:
     return get_settings().strict if strict is None else strict
 
 
+@without_gc
 def check_definition(
     definition: WorkflowDef,
     transformations: Mapping[str, Transformation] | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -160,9 +160,45 @@ def build_plan(
     )
 
 
+class _Steps(Mapping[str, StepSpec]):
+    """Ref -> step spec, each spec built when it is first asked for.
+
+    A run reads a few steps of its definition at a time; parsing every task's input when
+    the plan is built took most of a big definition's planning time and memory (a worker
+    builds the plan of a definition of 100,000 tasks to run its next step). The definition
+    was validated first, so building a spec later cannot fail.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, tuple[WorkflowTask, str | None, tuple[str, ...]]] = {}
+        self._built: dict[str, StepSpec] = {}
+
+    def add(
+        self, task: WorkflowTask, fork_ref: str | None = None, extra_reads: tuple[str, ...] = ()
+    ) -> None:
+        self._tasks[task.task_reference_name] = (task, fork_ref, extra_reads)
+
+    def __getitem__(self, ref: str) -> StepSpec:
+        spec = self._built.get(ref)
+        if spec is None:
+            task, fork_ref, extra_reads = self._tasks[ref]
+            # two threads may build the same spec: equal values, the last one is kept
+            spec = self._built[ref] = step_spec(task, fork_ref, extra_reads)
+        return spec
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._tasks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
 class _Builder:
     def __init__(self) -> None:
-        self.steps: dict[str, StepSpec] = {}
+        self.steps = _Steps()
         self.sequences: dict[str, tuple[Stage, ...]] = {}
         self.loop_of: dict[str, str] = {}
         self.controls: dict[str, Stage] = {}
@@ -196,7 +232,7 @@ class _Builder:
                 else:
                     stages.append(self.control(self.loop(task, here)))
             else:
-                self.steps[ref] = step_spec(task)
+                self.steps.add(task)
                 stages.append(StepStage(ref))
             index += 1
         self.sequences[sequence_id] = tuple(stages)
@@ -209,8 +245,8 @@ class _Builder:
         self, fork: WorkflowTask, join: WorkflowTask, path: str, loop: str | None
     ) -> ForkStage | DynamicForkStage:
         ref = fork.task_reference_name
-        self.steps[ref] = step_spec(fork)
-        self.steps[join.task_reference_name] = step_spec(join, fork_ref=ref)
+        self.steps.add(fork)
+        self.steps.add(join, fork_ref=ref)
         if fork.type == "FORK_JOIN_DYNAMIC":
             return DynamicForkStage(ref, join.task_reference_name)
         branch_ids = []
@@ -222,7 +258,7 @@ class _Builder:
 
     def switch(self, task: WorkflowTask, path: str, loop: str | None) -> SwitchStage:
         ref = task.task_reference_name
-        self.steps[ref] = step_spec(task)
+        self.steps.add(task)
         cases = {}
         for index, (value, tasks) in enumerate((task.decision_cases or {}).items()):
             case_id = f"{ref}.cases[{index}]"
@@ -237,7 +273,7 @@ class _Builder:
         body_id = f"{ref}.loop"
         self.sequence(body_id, task.loop_over or [], f"{path}.loopOver", loop=ref)
         inner = tuple(t.task_reference_name for t in task.loop_over or [])
-        self.steps[ref] = step_spec(task, extra_reads=inner)
+        self.steps.add(task, extra_reads=inner)
         return LoopStage(ref, body_id)
 
 

@@ -278,7 +278,8 @@ def _another_fork_ran(context: StepContext, first_ref: str) -> bool:
     if defined is not None:
         return bool(defined.get("fork") != context.spec.ref)
     plan, own = context.plan, context.record_ref
-    forks = {ref for ref, spec in plan.steps.items() if spec.type == "FORK_JOIN_DYNAMIC"}
+    # read from the stages: going through plan.steps would build every step's spec
+    forks = {ref for ref, stage in plan.controls.items() if isinstance(stage, DynamicForkStage)}
     return any(ref != own and ref.split("__")[0] in forks
                for ref in get_store().recorded_refs(context.run_id))
 

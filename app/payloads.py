@@ -50,6 +50,12 @@ def check_payload(
     return text
 
 
+def check_shape(value: Any, where: str, *, max_depth: int) -> None:
+    """check_payload's checks of what the value is, without serialising it (a definition,
+    read from JSON text, whose size is limited by its count of tasks instead)."""
+    _check_shape(value, where, max_depth, InvalidPayload, None)
+
+
 def _check_shape(
     value: Any, where: str, max_depth: int, error: type[InvalidPayload], max_bytes: int | None,
 ) -> int:

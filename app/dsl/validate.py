@@ -39,7 +39,7 @@ from app.dsl.partial import Repair, repair
 from app.dsl.state_changes import payloads
 from app.errors import DefinitionError, Problem
 from app.gc_pause import without_gc
-from app.payloads import InvalidPayload, check_payload
+from app.payloads import InvalidPayload, check_shape
 from app.registry import Transformation
 
 FORK_TYPES = frozenset({"FORK_JOIN", "FORK_JOIN_DYNAMIC"})
@@ -159,7 +159,7 @@ def _check_shape(data: Mapping[str, Any]) -> None:
     (pydantic, json.dumps when the run is recorded) meets a definition nested 10,000 deep.
     """
     try:
-        check_payload(dict(data), "", max_depth=get_settings().max_json_depth)
+        check_shape(dict(data), "", max_depth=get_settings().max_json_depth)
     except InvalidPayload as exc:
         path, _, message = str(exc).partition(": ")
         raise DefinitionError([Problem(path.lstrip("."), message)]) from None

@@ -16,8 +16,9 @@ from functools import lru_cache
 
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
-from app.dsl.validate import parse_definition
+from app.dsl.model import WorkflowDef
 from app.errors import BatonError
+from app.gc_pause import without_gc
 from app.store import Ended, RunStore, connect
 
 _MIB = 1024 * 1024
@@ -86,8 +87,9 @@ class _PlanCache:
         text = get_store().get_definition(digest)
         if text is None:
             raise PlanMissing(f"definition {digest} is not in the store (expired?)")
-        # validated at submit; transformation names are not re-checked on a worker
-        plan = build_plan(parse_definition(json.loads(text)), validated=True)
+        # validated at submit: neither its shape nor its transformation names are checked
+        # again on a worker, only read into the model
+        plan = build_plan(_read_validated(json.loads(text)), validated=True)
         self.put(plan, plan_weight(plan, len(text.encode())))
         return plan
 
@@ -108,5 +110,7 @@ class _PlanCache:
                 _, (_, dropped) = self._plans.popitem(last=False)
                 self._weight -= dropped
 
+
+_read_validated = without_gc(WorkflowDef.model_validate)
 
 plans = _PlanCache()

@@ -121,7 +121,13 @@ class Plan:
 
 def definition_digest(definition: WorkflowDef) -> str:
     """A content address for a definition: equal JSON, equal digest."""
-    canonical = json.dumps(definition.to_json_dict(), sort_keys=True, separators=(",", ":"))
+    return document_digest(definition.to_json_dict())
+
+
+def document_digest(document: Mapping[str, Any]) -> str:
+    """definition_digest from the definition's JSON document (`to_json_dict()`), for a
+    caller that has it already: making it is most of the cost for a big definition."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -131,11 +137,13 @@ def build_plan(
     transformations: Mapping[str, Transformation] | None = None,
     *,
     validated: bool = False,
+    digest: str | None = None,
 ) -> Plan:
     """Validate a definition and build its plan; DefinitionError lists every problem.
 
     `validated=True` skips the checks, for a definition validated when its run was
-    submitted (a worker rebuilding a plan from the store).
+    submitted (a worker rebuilding a plan from the store). `digest` is the definition's
+    digest, when the caller has it (document_digest).
     """
     if not validated:
         check_definition(definition, transformations)
@@ -148,7 +156,7 @@ def build_plan(
         output = parse_parameter(definition.output_parameters)
     last = builder.sequences[MAIN][-1]
     return Plan(
-        digest=definition_digest(definition),
+        digest=digest or definition_digest(definition),
         definition=definition,
         steps=builder.steps,
         sequences=builder.sequences,

@@ -14,7 +14,7 @@ from typing import Any
 
 from app import registry
 from app.compiler.canvas import compile_route
-from app.compiler.plan import Plan, build_plan
+from app.compiler.plan import Plan, build_plan, document_digest
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
 from app.dsl.state_changes import status_sink
@@ -80,7 +80,8 @@ def create_run(
     """
     transformations = registry.transformations()
     found = check_definition(workflow, transformations, strict=strict, warnings=warnings)
-    plan = build_plan(workflow, transformations, validated=True)
+    document = workflow.to_json_dict()
+    plan = build_plan(workflow, transformations, validated=True, digest=document_digest(document))
     run_input = input_text(given, workflow.input_template)
     from app.runtime.schemas import check_run_input  # it builds on InvalidInput, defined here
 
@@ -118,7 +119,7 @@ def create_run(
                       parentPlan=parent.digest, depth=str(parent.depth))
         if parent.root:
             fields["root"] = parent.root
-    definition_json = json.dumps(workflow.to_json_dict(), separators=(",", ":"))
+    definition_json = json.dumps(document, separators=(",", ":"))
     standing = get_store().create_run(
         run_id,
         digest=plan.digest,

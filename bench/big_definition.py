@@ -5,8 +5,8 @@ a worker process keeps after running it.
 (default 100,000): a chain of SIMPLE steps, each reading the one before, and a chain of
 two-branch forks with their joins. For each it times, separately, reading the JSON into a
 model (`parse_definition`), `check_definition`, `build_plan` and `submit_workflow`, the
-whole submit included. `--profile` prints the top cProfile entries of one submit of the
-chain. `--worker` starts a prefork worker (one pool process) and reports the pool
+whole submit included. `--profile` prints the top cProfile entries of one submit of
+each. `--worker` starts a prefork worker (one pool process) and reports the pool
 process's RSS before and after it runs a run of the chain that ends at its third step
 (a TERMINATE), since the memory comes from loading the plan, not from running steps.
 A private redis-server is started; nothing else is needed.
@@ -79,7 +79,7 @@ def phases(data: dict[str, Any]) -> None:
     timed("submit_workflow (all)", lambda: submit_workflow(data, {"x": 1}))
 
 
-def profile(data: dict[str, Any], top: int = 25) -> None:
+def profile(data: dict[str, Any], top: int = 20) -> None:
     from app.client import submit_workflow
 
     profiler = cProfile.Profile()
@@ -134,7 +134,7 @@ def worker_memory(tasks: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.big_definition", description=__doc__)
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks per definition")
-    parser.add_argument("--profile", action="store_true", help="profile a submit of the chain")
+    parser.add_argument("--profile", action="store_true", help="profile a submit of each shape")
     parser.add_argument("--worker", action="store_true", help="measure a worker's memory")
     options = parser.parse_args(argv)
 
@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["REDIS_URL"] = server.url
     try:
         if options.profile:
-            profile(chain(options.tasks))
+            for name, shape in (("chain", chain), ("forks", forks)):
+                print(f"submit of {name} of {options.tasks} tasks")
+                profile(shape(options.tasks))
         elif options.worker:
             worker_memory(options.tasks)
         else:

@@ -31,6 +31,7 @@ from app.errors import (
 )
 from app.policy import RetryLogic, StepPolicy
 from app.runtime import control as _control  # noqa: F401  (registers baton.* tasks)
+from app.runtime import fork_sending as _fork_sending  # noqa: F401  (registers baton.fork)
 from app.runtime import integrations as _integrations  # noqa: F401
 from app.runtime import poll_timers as _poll_timers  # noqa: F401  (times out unconsumed steps)
 from app.runtime import subworkflows as _subworkflows  # noqa: F401

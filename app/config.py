@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     segment_size: int = Field(default=32, ge=2)
     """Stages compiled into one message route before a `continue` hop (bounds message size)."""
 
+    route_bytes: int = Field(default=8 * 1024, ge=2048)
+    """Bytes of route (serialised signatures) one broker message may carry: sequences,
+    fork branches and wide forks are cut to it (app.compiler.weights). In Redis a message is
+    about 4/3 of it (base64 body) plus its headers: 8 KiB keeps every message under 16 KiB."""
+
     visibility_timeout: int = Field(default=6 * 3600, gt=0)
     """Seconds before an unacknowledged task is delivered again; above the longest task."""
 

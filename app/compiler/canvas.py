@@ -2,15 +2,19 @@
 
 Signatures are immutable and carry pointers only: (run id, step ref, plan digest), plus
 `final` on the stage that ends the run and `iteration` inside a loop body. A sequence
-longer than the segment size compiles to its first stages followed by a `baton.continue`
-task that compiles the rest when it runs, so message size and nesting depth stay bounded
-whatever the workflow's length. Data-dependent operators (switch, loop, dynamic fork,
-dynamic task) compile to one control task that compiles its sub-route when it runs.
+longer than the segment size, or heavier than the byte budget of one broker message
+(app.compiler.weights), compiles to its first stages followed by a `baton.continue` task
+that compiles the rest when it runs, so message size and nesting depth stay bounded
+whatever the workflow's length and shape. A fork whose branches do not fit one message
+compiles to a `baton.fork` task that sends them when it runs, each with its own message.
+Data-dependent operators (switch, loop, dynamic fork, dynamic task) compile to one
+control task that compiles its sub-route when it runs.
 Runtime tasks are named, never imported. No I/O here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 from celery import chain, chord
@@ -27,10 +31,15 @@ from app.compiler.plan import (
     StepStage,
     SwitchStage,
 )
+from app.compiler.weights import COMPOSITE_OVERHEAD, FLOOR, SIGNATURE_OVERHEAD, route_budget, weigh
 from app.registry import TASK_PREFIX
 from app.timeouts import signature_options
 
 CONTINUE_TASK: Final = "baton.continue"
+FORK_TASK: Final = "baton.fork"
+_CONTINUE_WEIGHT: Final = 400 + SIGNATURE_OVERHEAD
+"""Bytes a continue signature may weigh (ids, sequence id, position, frame)."""
+_JOIN_WATCH_WEIGHT: Final = 300 + SIGNATURE_OVERHEAD + COMPOSITE_OVERHEAD
 JOIN_WATCH_TASK: Final = "baton.join_watch"
 CONTROL_TASKS: Final = {
     "JOIN": "baton.join",
@@ -64,35 +73,41 @@ def compile_route(
     *,
     final: bool | None = None,
     iteration: int | None = None,
+    budget: int | None = None,
 ) -> Signature | None:
     """The canvas for a sequence from stage `start` on, one segment deep (None if empty).
 
+    A segment holds at most `segment_size` stages and weighs at most `budget` bytes
+    (default: app.compiler.weights.route_budget), its first stage whatever it weighs.
     `final` says whether the sequence's last stage ends the run (default: only for the
     workflow's own task list); `iteration` marks every step as part of a loop iteration.
     """
     ends_run = sequence_id == MAIN if final is None else final
-    stages = plan.sequences[sequence_id]
-    end = min(start + segment_size, len(stages))
-    signatures = []
-    for position in range(start, end):
-        stage = stages[position]
-        last = position == len(stages) - 1
-        signature = _stage(plan, run_id, stage, segment_size, iteration, final=ends_run and last)
-        if not last and not isinstance(stage, ForkStage):
-            # Clients follow the run store, not Celery results. Only the last task of a
-            # sequence may be a chord member whose result closes a fork, so only it (and
-            # every fork, whose header would inherit the option) keeps its result.
-            signature.set(ignore_result=True)
-        signatures.append(signature)
-    if end < len(stages):
-        kwargs = _frame(ends_run, iteration)
-        signatures.append(celery_app.signature(
-            CONTINUE_TASK, args=(run_id, sequence_id, end, plan.digest), kwargs=kwargs,
-            immutable=True,
-        ))
-    if not signatures:
-        return None
-    return signatures[0] if len(signatures) == 1 else chain(*signatures)
+    cut = _Cut(plan, run_id, segment_size, iteration)
+    built = cut.route(sequence_id, start, route_budget() if budget is None else budget,
+                      ends_run, whole=False, required=True)
+    return built.signature if built is not None else None
+
+
+def fork_route(
+    plan: Plan, run_id: str, segment_size: int, fork_ref: str, *, final: bool,
+    iteration: int | None,
+) -> Signature:
+    """A fork too heavy for one message, compiled when its `baton.fork` task runs: each
+    branch's message carries only its own branch and the join, so each branch gets the
+    budget, cut to its first stages and a continue."""
+    stage = plan.controls[fork_ref]
+    assert isinstance(stage, ForkStage)
+    cut = _Cut(plan, run_id, segment_size, iteration)
+    join = cut.join(stage, final)
+    share = max(route_budget() - join.weight - COMPOSITE_OVERHEAD, FLOOR)
+    branches = []
+    for branch_id in stage.branches:
+        built = cut.route(branch_id, 0, share, False, whole=False, required=True)
+        assert built is not None and built.signature is not None  # no empty branches
+        branches.append(built.signature)
+    return watched_fork(plan, run_id, stage.join_ref, iteration,
+                        fork_signature(branches, join.signature))
 
 
 def step_signature(
@@ -135,26 +150,115 @@ def watched_fork(plan: Plan, run_id: str, join_ref: str, iteration: int | None,
     return chain(watch, fork)
 
 
-def _stage(
-    plan: Plan, run_id: str, stage: Stage, segment_size: int, iteration: int | None,
-    final: bool,
-) -> Signature:
-    if isinstance(stage, ForkStage):
+@dataclass(frozen=True)
+class _Built:
+    signature: Signature | None
+    """None for an empty sequence."""
+    weight: int
+
+
+class _Cut:
+    """Compiles routes of one plan and frame, cutting them to byte budgets as it goes:
+    each stage is weighed once, from its own signatures (app.compiler.weights)."""
+
+    def __init__(self, plan: Plan, run_id: str, segment_size: int, iteration: int | None):
+        self.plan, self.run_id = plan, run_id
+        self.segment_size, self.iteration = segment_size, iteration
+
+    def route(self, sequence_id: str, start: int, budget: int, ends_run: bool, *,
+              whole: bool, required: bool) -> _Built | None:
+        """A segment from `start` within `budget`; None if it cannot be (`whole`: the
+        sequence does not fit entire; else not even its first stage fits and it is not
+        `required`)."""
+        stages = self.plan.sequences[sequence_id]
+        end = min(start + self.segment_size, len(stages))
+        if whole and end < len(stages):
+            return None
+        signatures: list[Signature] = []
+        used = COMPOSITE_OVERHEAD
+        position = start
+        while position < end:
+            stage = stages[position]
+            last = position == len(stages) - 1
+            room = budget - used - (0 if last else _CONTINUE_WEIGHT)
+            first = not signatures
+            built = self.stage(stage, room, final=ends_run and last, may_cut=first and not whole,
+                               must=first and required)
+            if built is None:
+                if whole or first:
+                    return None
+                break
+            signature = built.signature
+            assert signature is not None
+            if not last and not isinstance(stage, ForkStage):
+                # Clients follow the run store, not Celery results. Only the last task of a
+                # sequence may be a chord member whose result closes a fork, so only it (and
+                # every fork, whose header would inherit the option) keeps its result.
+                signature.set(ignore_result=True)
+            signatures.append(signature)
+            used += built.weight
+            position += 1
+        if position < len(stages):
+            signatures.append(celery_app.signature(
+                CONTINUE_TASK, args=(self.run_id, sequence_id, position, self.plan.digest),
+                kwargs=_frame(ends_run, self.iteration), immutable=True,
+            ))
+            used += _CONTINUE_WEIGHT
+        if not signatures:
+            return _Built(None, 0)
+        return _Built(signatures[0] if len(signatures) == 1 else chain(*signatures), used)
+
+    def stage(self, stage: Stage, room: int, *, final: bool, may_cut: bool,
+              must: bool) -> _Built | None:
+        """A stage within `room` bytes, None if it does not fit (unless it `must`).
+
+        A fork goes inline with its branches entire if they fit, else (as the first stage
+        of a segment, `may_cut`) with its branches cut to their shares, else as a
+        `baton.fork` task that sends its branches when it runs.
+        """
+        if isinstance(stage, ForkStage):
+            inline = self.fork(stage, room, final, whole=True)
+            if inline is None and may_cut:
+                inline = self.fork(stage, room, final, whole=False)
+            if inline is not None:
+                return inline
+            signature = celery_app.signature(
+                FORK_TASK, args=(self.run_id, stage.ref, self.plan.digest),
+                kwargs=_frame(final, self.iteration), immutable=True)
+        elif isinstance(stage, DynamicForkStage | SwitchStage | LoopStage | StepStage):
+            # a dynamic fork's join is sent by the fork itself, once it knows its branches
+            signature = step_signature(self.plan, self.run_id, stage.ref, final=final,
+                                       iteration=self.iteration)
+        else:
+            raise TypeError(f"unknown stage {stage!r}")
+        weight = weigh(signature)
+        return _Built(signature, weight) if weight <= room or must else None
+
+    def fork(self, stage: ForkStage, room: int, final: bool, *, whole: bool) -> _Built | None:
+        """The fork inline, branches sharing what the join leaves of `room` (None if a
+        branch does not fit its share)."""
+        join = self.join(stage, final)
+        left = room - join.weight - COMPOSITE_OVERHEAD
         branches = []
-        for branch_id in stage.branches:
-            route = compile_route(plan, run_id, segment_size, branch_id, final=False,
-                                  iteration=iteration)
-            assert route is not None  # validation refuses empty branches
-            branches.append(route)
-        join = step_signature(plan, run_id, stage.join_ref, final=final, iteration=iteration)
-        return watched_fork(plan, run_id, stage.join_ref, iteration,
-                            fork_signature(branches, join))
-    if isinstance(stage, DynamicForkStage):
-        # the join is sent by the fork itself, once it knows its branches
-        return step_signature(plan, run_id, stage.ref, final=final, iteration=iteration)
-    if isinstance(stage, SwitchStage | LoopStage | StepStage):
-        return step_signature(plan, run_id, stage.ref, final=final, iteration=iteration)
-    raise TypeError(f"unknown stage {stage!r}")
+        for index, branch_id in enumerate(stage.branches):
+            share = left // (len(stage.branches) - index)
+            built = self.route(branch_id, 0, share, False, whole=whole, required=False)
+            if built is None:
+                return None
+            assert built.signature is not None  # validation refuses empty branches
+            branches.append(built.signature)
+            left -= built.weight
+        signature = watched_fork(self.plan, self.run_id, stage.join_ref, self.iteration,
+                                 fork_signature(branches, join.signature))
+        return _Built(signature, room - left)
+
+    def join(self, stage: ForkStage, final: bool) -> _Built:
+        """A fork's join, with the watch that starts its timer when it has one."""
+        signature = step_signature(self.plan, self.run_id, stage.join_ref, final=final,
+                                   iteration=self.iteration)
+        watch = _JOIN_WATCH_WEIGHT if self.plan.steps[stage.join_ref].policy_overrides.get(
+            "timeout_seconds") else 0
+        return _Built(signature, weigh(signature) + watch)
 
 
 def _frame(final: bool, iteration: int | None) -> dict[str, Any]:

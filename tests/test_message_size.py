@@ -140,3 +140,54 @@ def test_heavy_shapes_complete_in_small_messages(
     if shape.startswith("wide"):
         width = len(tasks[0]["forkTasks"])
         assert all(f"w{i}_0" in run.steps for i in range(width))
+
+
+def test_a_wide_fork_sent_again_runs_no_branch_twice(worker: Any) -> None:
+    """The first message sent again after its wide fork sent its branches (as a worker
+    that dies before acknowledging it would): the branches come again, none runs again."""
+    from celery.signals import task_postrun
+
+    from app import RunStatus, submit_workflow
+    from app.compiler.canvas import compile_route
+    from app.compiler.plan import build_plan
+    from app.config import get_settings
+    from app.dsl.validate import parse_definition
+    from app.registry import TASK_PREFIX
+    from app.runtime.state import get_store
+    from tests.support import scaled, wait_for
+
+    key = f"refork-{id(worker)}"
+    width = 40
+    branches = [[{"name": "counted", "taskReferenceName": f"c{i}",
+                  "inputParameters": {"counter": f"{key}-{i}"}}] for i in range(width)]
+    human = {"name": "approve", "taskReferenceName": "approve", "type": "HUMAN"}
+    definition = workflow("refork", [*fork("w", branches), human])
+    finished: list[str] = []
+
+    def count(sender: Any = None, **_: Any) -> None:
+        if sender is not None and sender.name == TASK_PREFIX + "counted":
+            finished.append(sender.name)
+
+    task_postrun.connect(count, weak=False)
+    try:
+        run = submit_workflow(definition)
+        client = get_store().client
+        wait_for(lambda: "approve" in run.steps, scaled(60),
+                 "the fork's branches all ran and the step after the join waits")
+        route = compile_route(build_plan(parse_definition(definition)), run.id,
+                              get_settings().segment_size)
+        assert route is not None
+        assert route.tasks[0].task == "baton.fork"  # the fork is too wide for one message
+        # as a redelivery: the same route, sent under the run's root (newer routes only
+        # are stopped as stale)
+        route.apply_async(root_id=get_store().get_run_fields(run.id, "root")["root"])
+        wait_for(lambda: len(finished) >= 2 * width, scaled(60),
+                 "every branch step of the second fork was delivered")
+        run.complete_step("approve", {"ok": True})
+
+        assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
+        counts = client.mget([f"test:attempts:{key}-{i}" for i in range(width)])
+        assert counts == ["1"] * width
+        assert len(run.steps) == width + 3  # the fork, its branches, the join, the HUMAN
+    finally:
+        task_postrun.disconnect(count)

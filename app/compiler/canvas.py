@@ -40,6 +40,7 @@ FORK_TASK: Final = "baton.fork"
 _CONTINUE_WEIGHT: Final = 400 + SIGNATURE_OVERHEAD
 """Bytes a continue signature may weigh (ids, sequence id, position, frame)."""
 _JOIN_WATCH_WEIGHT: Final = 300 + SIGNATURE_OVERHEAD + COMPOSITE_OVERHEAD
+"""Bytes the watch a timed JOIN starts with adds to its fork (a task and a chain)."""
 JOIN_WATCH_TASK: Final = "baton.join_watch"
 CONTROL_TASKS: Final = {
     "JOIN": "baton.join",

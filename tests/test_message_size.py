@@ -191,3 +191,21 @@ def test_a_wide_fork_sent_again_runs_no_branch_twice(worker: Any) -> None:
         assert len(run.steps) == width + 3  # the fork, its branches, the join, the HUMAN
     finally:
         task_postrun.disconnect(count)
+
+
+def test_forks_that_fit_a_message_stay_inline_and_segments_hold_several() -> None:
+    """A small fork the segment has no room left for starts the next segment, inline: only
+    forks too wide for any message become `baton.fork` tasks."""
+    import json
+
+    from app.compiler.canvas import compile_route
+    from app.compiler.plan import build_plan
+    from app.config import get_settings
+    from app.dsl.validate import parse_definition
+
+    plan = build_plan(parse_definition(workflow("forks", [step("start"), *forks(100)])))
+    route = json.dumps(compile_route(plan, RUN_ID, get_settings().segment_size))
+
+    assert "baton.fork" not in route
+    assert route.count("baton.join") >= 4
+    assert route.count("baton.continue") == 1

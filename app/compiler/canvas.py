@@ -31,7 +31,14 @@ from app.compiler.plan import (
     StepStage,
     SwitchStage,
 )
-from app.compiler.weights import COMPOSITE_OVERHEAD, FLOOR, SIGNATURE_OVERHEAD, route_budget, weigh
+from app.compiler.weights import (
+    CHAIN_OVERHEAD,
+    CHORD_OVERHEAD,
+    FLOOR,
+    SIGNATURE_OVERHEAD,
+    route_budget,
+    weigh,
+)
 from app.registry import TASK_PREFIX
 from app.timeouts import signature_options
 
@@ -39,7 +46,7 @@ CONTINUE_TASK: Final = "baton.continue"
 FORK_TASK: Final = "baton.fork"
 _CONTINUE_WEIGHT: Final = 400 + SIGNATURE_OVERHEAD
 """Bytes a continue signature may weigh (ids, sequence id, position, frame)."""
-_JOIN_WATCH_WEIGHT: Final = 300 + SIGNATURE_OVERHEAD + COMPOSITE_OVERHEAD
+_JOIN_WATCH_WEIGHT: Final = 300 + SIGNATURE_OVERHEAD + CHAIN_OVERHEAD
 """Bytes the watch a timed JOIN starts with adds to its fork (a task and a chain)."""
 JOIN_WATCH_TASK: Final = "baton.join_watch"
 CONTROL_TASKS: Final = {
@@ -101,7 +108,7 @@ def fork_route(
     assert isinstance(stage, ForkStage)
     cut = _Cut(plan, run_id, segment_size, iteration)
     join = cut.join(stage, final)
-    share = max(route_budget() - join.weight - COMPOSITE_OVERHEAD, FLOOR)
+    share = max(route_budget() - join.weight - CHORD_OVERHEAD, FLOOR)
     branches = []
     for branch_id in stage.branches:
         built = cut.route(branch_id, 0, share, False, whole=False, required=True)
@@ -176,15 +183,17 @@ class _Cut:
         if whole and end < len(stages):
             return None
         signatures: list[Signature] = []
-        used = COMPOSITE_OVERHEAD
+        used = 0
         position = start
         while position < end:
             stage = stages[position]
             last = position == len(stages) - 1
-            room = budget - used - (0 if last else _CONTINUE_WEIGHT)
             first = not signatures
+            # a second signature makes the route a chain; a stage not last, a continue too
+            room = budget - used - (CHAIN_OVERHEAD if not (first and last) else 0) \
+                - (0 if last else _CONTINUE_WEIGHT)
             built = self.stage(stage, room, final=ends_run and last, may_cut=first and not whole,
-                               must=first and required)
+                               must=first and required, late=not first and not whole)
             if built is None:
                 if whole or first:
                     return None
@@ -207,21 +216,25 @@ class _Cut:
             used += _CONTINUE_WEIGHT
         if not signatures:
             return _Built(None, 0)
-        return _Built(signatures[0] if len(signatures) == 1 else chain(*signatures), used)
+        if len(signatures) == 1:
+            return _Built(signatures[0], used)
+        return _Built(chain(*signatures), used + CHAIN_OVERHEAD)
 
-    def stage(self, stage: Stage, room: int, *, final: bool, may_cut: bool,
-              must: bool) -> _Built | None:
+    def stage(self, stage: Stage, room: int, *, final: bool, may_cut: bool, must: bool,
+              late: bool) -> _Built | None:
         """A stage within `room` bytes, None if it does not fit (unless it `must`).
 
         A fork goes inline with its branches entire if they fit, else (as the first stage
         of a segment, `may_cut`) with its branches cut to their shares, else as a
-        `baton.fork` task that sends its branches when it runs.
+        `baton.fork` task that sends its branches when it runs. A `late` stage (one the
+        segment may end before) does not become a `baton.fork`: the next segment starts
+        with it and may hold it inline.
         """
         if isinstance(stage, ForkStage):
             inline = self.fork(stage, room, final, whole=True)
             if inline is None and may_cut:
                 inline = self.fork(stage, room, final, whole=False)
-            if inline is not None:
+            if inline is not None or late:
                 return inline
             signature = celery_app.signature(
                 FORK_TASK, args=(self.run_id, stage.ref, self.plan.digest),
@@ -239,7 +252,7 @@ class _Cut:
         """The fork inline, branches sharing what the join leaves of `room` (None if a
         branch does not fit its share)."""
         join = self.join(stage, final)
-        left = room - join.weight - COMPOSITE_OVERHEAD
+        left = room - join.weight - CHORD_OVERHEAD
         branches = []
         for index, branch_id in enumerate(stage.branches):
             share = left // (len(stage.branches) - index)

@@ -23,8 +23,10 @@ from app.config import get_settings
 SIGNATURE_OVERHEAD: Final = 160
 """Bytes Celery adds to a signature when it sends it (task id, root and parent ids,
 reply_to, group fields): its JSON before sending does not hold them yet."""
-COMPOSITE_OVERHEAD: Final = 320
-"""Bytes of a chain's or chord's own wrapping (task, subtask_type, options, header)."""
+CHAIN_OVERHEAD: Final = 160
+"""Bytes of a chain's own wrapping (task, subtask_type, options, its id once sent)."""
+CHORD_OVERHEAD: Final = 320
+"""Bytes of a chord's own wrapping (its header group and body, their options and ids)."""
 FLOOR: Final = 1024
 """The least budget a sub-route is given however much its context carries: one step and
 a continue fit, so a route always moves on."""

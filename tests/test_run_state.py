@@ -56,7 +56,9 @@ def test_a_run_paused_while_its_last_step_runs_completes_on_resume(worker: Any) 
 
 def test_a_step_failing_while_its_run_is_paused_fails_the_run_on_resume(worker: Any) -> None:
     key = uuid.uuid4().hex
-    run = submit_workflow(wf(task("bad", "gate_then_refuse", key=key), task("after")))
+    # the gate gives up after 10 s: the retry below fails that way, the gate being shut
+    run = submit_workflow(wf(task("bad", "gate_then_refuse", key=key, seconds=10),
+                             task("after")))
     wait_for(lambda: entered(key), timeout=30, what="the step to start")
 
     run.pause()

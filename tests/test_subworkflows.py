@@ -16,6 +16,7 @@ from app import (
     register_workflow,
     submit_workflow,
 )
+from tests.support import wait_for
 
 
 def child(name: str, version: int, transformation: str = "echo") -> dict[str, Any]:
@@ -160,7 +161,9 @@ def test_a_parent_failing_elsewhere_terminates_its_running_child(worker: Any) ->
 
     assert run.wait(timeout=30) is RunStatus.FAILED
     assert kid.wait(timeout=30) is RunStatus.TERMINATED
-    assert run.steps["sub"].status is not StepStatus.IN_PROGRESS
+    # the child's end fails the parent's step just after the child is recorded TERMINATED
+    wait_for(lambda: run.steps["sub"].status is not StepStatus.IN_PROGRESS, timeout=30,
+             what="the parent's step to end with its child")
     get_store().client.rpush(f"test:gate:{key}", "open")
 
 

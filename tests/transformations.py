@@ -61,13 +61,14 @@ def doomed(key: str) -> dict[str, Any]:
 
 
 @transformation(queue="echo")
-def gate(key: str, **values: Any) -> dict[str, Any]:
-    """Block until the test opens the gate `key` (a Redis list), then echo the input."""
+def gate(key: str, seconds: float = 30, **values: Any) -> dict[str, Any]:
+    """Block until the test opens the gate `key` (a Redis list), then echo the input; fail
+    with TimeoutError once `seconds` have passed."""
     from app.runtime.state import get_store
 
     _count(f"gate:{key}")
     # short waits, each well inside any socket timeout, up to a deadline
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + seconds
     while get_store().client.blpop([f"test:gate:{key}"], timeout=1) is None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"gate {key} was never opened")
@@ -75,9 +76,9 @@ def gate(key: str, **values: Any) -> dict[str, Any]:
 
 
 @transformation(queue="echo")
-def gate_then_refuse(key: str) -> dict[str, Any]:
+def gate_then_refuse(key: str, seconds: float = 30) -> dict[str, Any]:
     """Block until the test opens the gate `key`, then fail."""
-    gate(key)
+    gate(key, seconds)
     raise Refused(f"refused after gate {key}")
 
 

@@ -275,3 +275,20 @@ def failure_run(failed: Any, name: str) -> Any:
         return None
 
     return wait_for(started, timeout=30, what=f"failure workflow {name} to start")
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on a free loopback port running `handler` in threads; yields its base
+    URL (`http://127.0.0.1:<port>`) and stops it on exit."""
+    from http.server import ThreadingHTTPServer
+    from threading import Thread
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

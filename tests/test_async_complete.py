@@ -5,10 +5,9 @@ Real workers over a real Redis; the HTTP steps call a small local server that co
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from app.dsl.validate import check_definition, parse_definition
 from app.errors import DefinitionError
 from app.runtime.state import get_store
 from app.store.keys import event_stream
-from tests.support import baton_settings, wait_for
+from tests.support import baton_settings, serving, wait_for
 
 
 class _Counting(BaseHTTPRequestHandler):
@@ -41,13 +40,8 @@ class _Counting(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with baton_settings(http_allow="127.0.0.0/8"):
-        yield f"http://127.0.0.1:{server.server_address[1]}/jobs"
-    server.shutdown()
-    server.server_close()
+    with serving(_Counting) as url, baton_settings(http_allow="127.0.0.0/8"):
+        yield f"{url}/jobs"
 
 
 def wf(*tasks: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from app import RunStatus, StepStatus, submit_workflow
 from app.celery_app import all_queues
 from app.config import get_settings
 from app.loader import ensure_loaded
-from tests.support import CeleryWorker, RedisServer, scaled
+from tests.support import CeleryWorker, RedisServer, scaled, serving
 
 SCRIPT_LIMIT = 2.0  # the default
 HTTP_DEADLINE = 3.0
@@ -50,13 +50,9 @@ class _Trickle(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def trickle() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/slow"
-    _Trickle.stop.set()
-    server.shutdown()
-    server.server_close()
+    with serving(_Trickle) as url:
+        yield f"{url}/slow"
+        _Trickle.stop.set()
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ order services, which records every call.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,7 +19,7 @@ import pytest
 
 from app import RunStatus, WorkflowRun, register_workflow, submit_workflow
 from app.runtime.state import get_store
-from tests.support import baton_settings, failure_run, send_json, wait_for
+from tests.support import baton_settings, failure_run, send_json, serving, wait_for
 
 EXAMPLES: Final = Path(__file__).parent / "examples"
 
@@ -56,13 +55,9 @@ def services() -> Iterator[OrderServices]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with baton_settings(http_allow=f"127.0.0.1:{port}"):  # loopback is refused otherwise
-        yield OrderServices(f"http://127.0.0.1:{port}", calls)
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url, \
+            baton_settings(http_allow=url.removeprefix("http://")):  # loopback is refused
+        yield OrderServices(url, calls)
 
 
 def statuses(run: WorkflowRun) -> dict[str, str]:

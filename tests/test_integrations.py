@@ -30,7 +30,7 @@ from app import RunStatus, StepStatus, WorkflowFailed, submit_workflow
 from app.celery_app import declare_queues
 from app.runtime.http_policy import HttpConfigError, HttpRefused, policy_for
 from app.runtime.state import get_store
-from tests.support import RedisServer, baton_settings, scaled, send_json, wait_for
+from tests.support import RedisServer, baton_settings, scaled, send_json, serving, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = "127.0.0.0/8"
@@ -139,14 +139,9 @@ class _Service(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Service)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    _Service.stop_trickling.set()
-    server.shutdown()
-    server.server_close()
+    with serving(_Service) as url:
+        yield url
+        _Service.stop_trickling.set()
 
 
 def http_workflow(uri: str, method: str = "POST", **request: Any) -> dict[str, Any]:

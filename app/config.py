@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     fork branches and wide forks are cut to it (app.compiler.weights). In Redis a message is
     about 4/3 of it (base64 body) plus its headers: 8 KiB keeps every message under 16 KiB."""
 
+    fuse_steps: bool = True
+    """Run consecutive steps of one transformation in one message (app.compiler.fusion);
+    a workflow turns it off for itself with `metadata: {"baton": {"fuseSteps": false}}`."""
+
     visibility_timeout: int = Field(default=6 * 3600, gt=0)
     """Seconds before an unacknowledged task is delivered again; above the longest task."""
 

@@ -7,6 +7,8 @@ longer than the segment size, or heavier than the byte budget of one broker mess
 that compiles the rest when it runs, so message size and nesting depth stay bounded
 whatever the workflow's length and shape. A fork whose branches do not fit one message
 compiles to a `baton.fork` task that sends them when it runs, each with its own message.
+Consecutive steps of one transformation share a message, and a JOIN runs in the message
+of the step after it, where app.compiler.fusion allows.
 Data-dependent operators (switch, loop, dynamic fork, dynamic task) compile to one
 control task that compiles its sub-route when it runs.
 Runtime tasks are named, never imported. No I/O here.
@@ -14,6 +16,7 @@ Runtime tasks are named, never imported. No I/O here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,6 +24,7 @@ from celery import chain, chord
 from celery.canvas import Signature
 
 from app.celery_app import celery_app
+from app.compiler.fusion import FUSED, foldable_join, fusing, fusion_key
 from app.compiler.plan import (
     MAIN,
     DynamicForkStage,
@@ -124,7 +128,7 @@ def step_signature(
 ) -> Signature:
     """The signature of one step; `task_name` overrides the name its type gives."""
     spec = plan.steps[ref]
-    name = task_name or CONTROL_TASKS.get(spec.type, TASK_PREFIX + spec.name)
+    name = task_name or step_task_name(spec.type, spec.name)
     options = signature_options(spec.policy_overrides, spec.task.start_delay or 0)
     kwargs = _frame(final, iteration)
     if spec.task.start_delay:
@@ -134,6 +138,11 @@ def step_signature(
     return celery_app.signature(
         name, args=(run_id, ref, plan.digest), kwargs=kwargs, immutable=True, **options,
     )
+
+
+def step_task_name(task_type: str, name: str) -> str:
+    """The Celery task that runs a step of this type and task name."""
+    return CONTROL_TASKS.get(task_type, TASK_PREFIX + name)
 
 
 def fork_signature(
@@ -163,6 +172,10 @@ class _Built:
     signature: Signature | None
     """None for an empty sequence."""
     weight: int
+    tail: Signature | None = None
+    """The signature the route's next step may be fused into (its message runs last)."""
+    folded: bool = False
+    """A fork whose join runs in the message of the stage after it, which it took."""
 
 
 class _Cut:
@@ -172,6 +185,10 @@ class _Cut:
     def __init__(self, plan: Plan, run_id: str, segment_size: int, iteration: int | None):
         self.plan, self.run_id = plan, run_id
         self.segment_size, self.iteration = segment_size, iteration
+        self.fusing = fusing(plan)
+
+    def key(self, stage: Stage) -> str | None:
+        return fusion_key(self.plan, stage) if self.fusing else None
 
     def route(self, sequence_id: str, start: int, budget: int, ends_run: bool, *,
               whole: bool, required: bool) -> _Built | None:
@@ -185,15 +202,26 @@ class _Cut:
         signatures: list[Signature] = []
         used = 0
         position = start
+        tail: Signature | None = None
         while position < end:
             stage = stages[position]
             last = position == len(stages) - 1
+            key = self.key(stage)
+            added = len(json.dumps(stage.ref)) + 2
+            if tail is not None and key is not None and key == tail.name \
+                    and used + added <= budget - (0 if last else _CONTINUE_WEIGHT):
+                _fuse(tail, stage.ref, final=ends_run and last, last=last)
+                used += added
+                position += 1
+                continue
             first = not signatures
             # a second signature makes the route a chain; a stage not last, a continue too
             room = budget - used - (CHAIN_OVERHEAD if not (first and last) else 0) \
                 - (0 if last else _CONTINUE_WEIGHT)
+            after = stages[position + 1] if position + 1 < end else None
             built = self.stage(stage, room, final=ends_run and last, may_cut=first and not whole,
-                               must=first and required, late=not first and not whole)
+                               must=first and required, late=not first and not whole,
+                               after=after, after_final=ends_run and position + 2 == len(stages))
             if built is None:
                 if whole or first:
                     return None
@@ -207,7 +235,8 @@ class _Cut:
                 signature.set(ignore_result=True)
             signatures.append(signature)
             used += built.weight
-            position += 1
+            position += 2 if built.folded else 1
+            tail = built.tail if key is not None or built.folded else None
         if position < len(stages):
             signatures.append(celery_app.signature(
                 CONTINUE_TASK, args=(self.run_id, sequence_id, position, self.plan.digest),
@@ -221,19 +250,24 @@ class _Cut:
         return _Built(chain(*signatures), used + CHAIN_OVERHEAD)
 
     def stage(self, stage: Stage, room: int, *, final: bool, may_cut: bool, must: bool,
-              late: bool) -> _Built | None:
+              late: bool, after: Stage | None = None, after_final: bool = False
+              ) -> _Built | None:
         """A stage within `room` bytes, None if it does not fit (unless it `must`).
 
         A fork goes inline with its branches entire if they fit, else (as the first stage
         of a segment, `may_cut`) with its branches cut to their shares, else as a
         `baton.fork` task that sends its branches when it runs. A `late` stage (one the
         segment may end before) does not become a `baton.fork`: the next segment starts
-        with it and may hold it inline.
+        with it and may hold it inline. An inline fork whose join may be folded takes the
+        stage `after` it into its join's message (`after_final`: that stage ends the run).
         """
         if isinstance(stage, ForkStage):
-            inline = self.fork(stage, room, final, whole=True)
+            fold = after if after is not None and self.key(after) is not None and foldable_join(
+                self.plan, stage.join_ref) else None
+            final = after_final if fold is not None else final
+            inline = self.fork(stage, room, final, whole=True, fold=fold)
             if inline is None and may_cut:
-                inline = self.fork(stage, room, final, whole=False)
+                inline = self.fork(stage, room, final, whole=False, fold=fold)
             if inline is not None or late:
                 return inline
             signature = celery_app.signature(
@@ -246,12 +280,13 @@ class _Cut:
         else:
             raise TypeError(f"unknown stage {stage!r}")
         weight = weigh(signature)
-        return _Built(signature, weight) if weight <= room or must else None
+        return _Built(signature, weight, signature) if weight <= room or must else None
 
-    def fork(self, stage: ForkStage, room: int, final: bool, *, whole: bool) -> _Built | None:
+    def fork(self, stage: ForkStage, room: int, final: bool, *, whole: bool,
+             fold: Stage | None = None) -> _Built | None:
         """The fork inline, branches sharing what the join leaves of `room` (None if a
-        branch does not fit its share)."""
-        join = self.join(stage, final)
+        branch does not fit its share); its join runs in `fold`'s message if given."""
+        join = self.join(stage, final, fold)
         left = room - join.weight - CHORD_OVERHEAD
         branches = []
         for index, branch_id in enumerate(stage.branches):
@@ -264,15 +299,33 @@ class _Cut:
             left -= built.weight
         signature = watched_fork(self.plan, self.run_id, stage.join_ref, self.iteration,
                                  fork_signature(branches, join.signature))
-        return _Built(signature, room - left)
+        folded = fold is not None
+        return _Built(signature, room - left, join.signature if folded else None, folded)
 
-    def join(self, stage: ForkStage, final: bool) -> _Built:
-        """A fork's join, with the watch that starts its timer when it has one."""
+    def join(self, stage: ForkStage, final: bool, fold: Stage | None = None) -> _Built:
+        """A fork's join, with the watch that starts its timer when it has one; run in the
+        message of the step `fold` (then `final` is that step's) if given."""
+        if fold is not None:
+            signature = step_signature(self.plan, self.run_id, fold.ref, final=final,
+                                       iteration=self.iteration)
+            signature.args = (self.run_id, stage.join_ref, self.plan.digest)
+            signature.kwargs[FUSED] = [fold.ref]
+            return _Built(signature, weigh(signature))
         signature = step_signature(self.plan, self.run_id, stage.join_ref, final=final,
                                    iteration=self.iteration)
         watch = _JOIN_WATCH_WEIGHT if self.plan.steps[stage.join_ref].policy_overrides.get(
             "timeout_seconds") else 0
         return _Built(signature, weigh(signature) + watch)
+
+
+def _fuse(signature: Signature, ref: str, *, final: bool, last: bool) -> None:
+    """Run step `ref` in `signature`'s message after the steps it runs (`final`: it ends
+    the run; `last`: it ends its sequence, so the message keeps its result for a fork)."""
+    signature.kwargs.setdefault(FUSED, []).append(ref)
+    if final:
+        signature.kwargs["final"] = True
+    if last:
+        signature.options.pop("ignore_result", None)
 
 
 def _frame(final: bool, iteration: int | None) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from app.runtime.messages import message_of
 from app.runtime.schemas import check_step_input, check_step_output, checked_run_output
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store, plans
-from app.runtime.step_task import StepTask, stop_route
+from app.runtime.step_task import StepTask, is_fused, stop_route
 from app.store import Claim, ClaimVerdict, RunStatus, StepStatus
 
 __all__ = ["StepTask", "StepContext", "Outcome", "execute_step", "stop_route", "record_ref"]
@@ -86,6 +86,20 @@ Resend = Callable[[str, Plan, StepSpec, Any, bool, int | None], Signature | None
 output, final, iteration)."""
 
 
+@dataclass(frozen=True)
+class StepKind:
+    """What the step runner runs for the steps of one Celery task, in its own message or
+    fused into another's (app.runtime.fusion)."""
+
+    work: Work
+    policy: StepPolicy | None
+    resend: Resend | None
+
+
+KINDS: dict[str, StepKind] = {}
+"""Celery task name -> the steps it runs."""
+
+
 def step_task(
     name: str, work: Work, *, policy: StepPolicy | None = None, resend: Resend | None = None,
     doc: str | None = None, options: Mapping[str, Any] | None = None,
@@ -99,12 +113,19 @@ def step_task(
     def run(
         self: Task, run_id: str, ref: str, digest: str, final: bool = False,
         iteration: int | None = None, delay_left: float = 0.0,
+        fused: list[str] | None = None,
     ) -> Any:
         if delay_left > 0:
             return hop(self, delay_left)
+        if fused is not None:
+            from app.runtime.fusion import run_fused  # it runs each step through this module
+
+            return run_fused(self, run_id, [ref, *fused], digest, final=final,
+                             iteration=iteration)
         return execute_step(self, run_id, ref, digest, work, final=final,
                             iteration=iteration, policy=policy, resend=resend)
 
+    KINDS[name] = StepKind(work, policy, resend)
     run.__doc__ = doc or work.__doc__
     run.__name__ = getattr(work, "__name__", name)
     return celery_app.task(name=name, bind=True, base=StepTask, step_policy=policy,
@@ -300,8 +321,10 @@ def _failed(
         error["message"] = timed_out.reason
     if policy is not None and not isinstance(exc, _NOT_RETRIED) \
             and not (timed_out and timed_out.ends_run):
-        # a retry after a poll timeout (sent by the worker) ran no claim: the message counts
-        attempts = max(claim.attempts, int(task.request.retries or 0) + 1)
+        # a retry after a poll timeout (sent by the worker) ran no claim: the message counts,
+        # unless it runs fused steps (no poll timeout), whose retries are not this step's
+        attempts = claim.attempts if is_fused(task) else \
+            max(claim.attempts, int(task.request.retries or 0) + 1)
         if attempts <= chosen.retry_count:
             delay = chosen.delay(attempts - 1)
             options = timeouts.retry_options(run_id, recorded_as, chosen, delay)

@@ -19,6 +19,7 @@ from celery.worker import state as worker_state
 from celery.worker.request import Request
 
 from app.celery_app import celery_app, control_time_limits
+from app.compiler.fusion import FUSED
 from app.store import ROUTE_ROOT
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,20 @@ SEND_CHECK_EVERY: Final = 200
 
 
 def stop_route(task: Task) -> None:
-    """Send nothing more down this message's route (Celery reads request.chain after return)."""
+    """Send nothing more down this message's route (Celery reads request.chain after return);
+    a message running fused steps runs none after this one (app.runtime.fusion)."""
     task.request.chain = None
+    task.request.baton_stopped = True
+
+
+def is_fused(task: Task) -> bool:
+    """Whether the running message runs fused steps (app.runtime.fusion)."""
+    return FUSED in (task.request.kwargs or {})
+
+
+def route_stopped(task: Task) -> bool:
+    """Whether the running step stopped its message's route (see stop_route)."""
+    return bool(getattr(task.request, "baton_stopped", False))
 
 
 class StepRequest(Request):  # type: ignore[misc]

@@ -96,6 +96,10 @@ def executions(key: str) -> list[str]:
     return list(get_store().client.lrange(f"test:exec:{key}", 0, -1))
 
 
+def tagged(key: str, tag: str) -> list[str]:
+    return [entry for entry in executions(key) if entry.startswith(f"{tag}:")]
+
+
 def count(key: str) -> int:
     return int(get_store().client.get(f"test:attempts:{key}") or 0)
 
@@ -127,6 +131,33 @@ def test_a_worker_process_killed_mid_step_loses_nothing(
         assert again[0].split(":")[1] != first[0].split(":")[1]
         assert count(f"{key}-before") == 1 and count(f"{key}-after") == 1
         assert run.steps["held"].attempts == 2
+
+
+def test_a_pool_process_killed_inside_a_fused_message_runs_no_done_step_again(
+    worker_process: WorkerProcess,
+) -> None:
+    # three steps of one transformation run in one message (app.compiler.fusion)
+    for _ in range(min(ROUNDS, 5)):
+        key = uuid.uuid4().hex
+        client = get_store().client
+        client.rpush(f"test:gate:{key}:first", "open")
+        client.rpush(f"test:gate:{key}:after", "open")
+        run = submit_workflow({"name": "fused_faults", "version": 1, "tasks": [
+            {"name": "hold", "taskReferenceName": tag,
+             "inputParameters": {"key": key, "tag": tag}}
+            for tag in ("first", "held", "after")]})
+        held = wait_for(partial(tagged, key, "held"), timeout=30,
+                        what="the held step to start")
+
+        os.kill(int(held[0].split(":")[1]), signal.SIGKILL)  # the pool process running it
+        wait_for(lambda: len(tagged(key, "held")) == 2, timeout=30,  # noqa: B023 (waited here)
+                 what="the held step to be delivered again")
+        client.rpush(f"test:gate:{key}:held", "open")
+
+        assert run.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+        tags = [entry.split(":")[0] for entry in executions(key)]
+        assert tags == ["first", "held", "held", "after"]
+        assert [run.steps[tag].attempts for tag in ("first", "held", "after")] == [1, 2, 1]
 
 
 def test_a_worker_stopped_with_sigterm_hands_its_work_on(

@@ -17,6 +17,8 @@ nothing but speed is fused:
   same queue, the same policy and the same Celery options;
 - with no limit of their own that Celery applies per message (a start delay, a time
   limit, a poll timeout) and no taskDefinition routing (namespace, isolation group);
+- whose input does not read `${CPEWF_TASK_ID}`: fused steps share their message's Celery
+  task id (the `taskId` on their records, which links each to its message in Flower);
 - in one sequence of one segment, so a fused message is bounded as a route is;
 - a JOIN (not an EXCLUSIVE_JOIN, not one with a timeout of its own) is folded into a
   next step that may be fused.
@@ -33,6 +35,7 @@ from typing import Any, Final
 
 from app.compiler.plan import Plan, Stage, StepStage
 from app.config import get_settings
+from app.dsl.expressions import TASK_ID_ROOT
 from app.registry import TASK_PREFIX
 from app.timeouts import signature_options
 
@@ -56,6 +59,8 @@ def fusion_key(plan: Plan, stage: Stage) -> str | None:
     task = spec.task
     if spec.type != "SIMPLE" or task.start_delay:
         return None
+    if TASK_ID_ROOT in spec.inputs.roots():
+        return None  # each step's own task id, as Conductor gives it
     if signature_options(spec.policy_overrides):
         return None  # time limits and expiry apply to a whole message
     definition = task.task_definition

@@ -64,8 +64,9 @@ def waiting(run: WorkflowRun, ref: str) -> Any:
     def parked() -> Any:
         step = run.steps.get(ref)
         record = get_store().get_step_records(run.id, [ref]).get(ref, {})
+        # its route is parked before its own output is recorded
         return step if step and step.status is StepStatus.IN_PROGRESS and \
-            record.get("parked") else None
+            record.get("parked") and record.get("output") else None
     return wait_for(parked, timeout=30, what=f"step {ref} to wait")
 
 

@@ -7,22 +7,27 @@
 -- current one was sent before a rerun or restart and is 'stale', whatever its step says;
 -- one of a run over for good is 'dropped' (a few reads, no write: a cancelled run may
 -- have thousands of messages queued).
-local run_status = redis.call('HGET', KEYS[1], 'status')
+-- Each record is read once (HMGET) and written once: the counters are computed here, as
+-- HINCRBY would, in the one HSET that claims the step.
+local run = fields_of(KEYS[1], 'status', 'root')
+local run_status = run.status
 if not run_status then return {'missing'} end
-if fenced(KEYS[1], ARGV[9]) then return {'stale', redis.call('HGET', KEYS[1], 'root')} end
+if fenced_by(run.root, ARGV[9]) then return {'stale', run.root} end
 if OVER[run_status] then return {'dropped', run_status} end
-local step_status = redis.call('HGET', KEYS[2], 'status')
+local step = fields_of(KEYS[2], 'status', 'deliveries', 'attempts', 'endTime')
+local step_status = step.status
 if step_status == 'COMPLETED' or step_status == 'COMPLETED_WITH_ERRORS'
    or step_status == 'SKIPPED' then
   return {'done', step_status, unstash(KEYS[1], redis.call('HGET', KEYS[2], 'output')) or ''}
 end
 if run_status ~= 'RUNNING' then return {'stopped', run_status} end
-local deliveries = redis.call('HINCRBY', KEYS[2], 'deliveries', 1)
-redis.call('HSET', KEYS[2], 'status', 'IN_PROGRESS', 'referenceTaskName', ARGV[1],
-  'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4], 'taskType', ARGV[6],
-  'taskDefName', ARGV[7])
-redis.call('HDEL', KEYS[2], 'endTime')
-local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+local deliveries = (tonumber(step.deliveries) or 0) + 1
+local attempts = (tonumber(step.attempts) or 0) + 1
+-- the fields in the order the record has always had them: deliveries first, attempts last
+redis.call('HSET', KEYS[2], 'deliveries', tostring(deliveries), 'status', 'IN_PROGRESS',
+  'referenceTaskName', ARGV[1], 'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4],
+  'taskType', ARGV[6], 'taskDefName', ARGV[7], 'attempts', tostring(attempts))
+if step.endTime then redis.call('HDEL', KEYS[2], 'endTime') end
 redis.call('SADD', part(KEYS[1], 'refs'), ARGV[1])
 if deliveries > tonumber(ARGV[5]) then return {'exhausted', tostring(deliveries)} end
 local out = {'run', attempts, {}, {}}

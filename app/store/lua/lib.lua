@@ -28,17 +28,36 @@ local function is_ended(run)
   return ENDED[redis.call('HGET', run, 'status') or ''] == true
 end
 
+-- The named fields of a hash in one HMGET, by name; a missing one is nil. Every command a
+-- script runs counts against the store's cost per step: a script reads what it needs of a
+-- record at once rather than field by field.
+local function fields_of(key, ...)
+  local names = {...}
+  local values = redis.call('HMGET', key, unpack(names))
+  local found = {}
+  for i, name in ipairs(names) do
+    if values[i] then found[name] = values[i] end
+  end
+  return found
+end
+
+-- Whether a write of route `root` is fenced off by the run's `fence` (its `root` field).
+local function fenced_by(fence, root)
+  return fence ~= nil and fence ~= false and root ~= '' and fence ~= root
+end
+
 -- A write from an earlier route of the run (`root` is the writer's route root, '' outside
 -- a task): each rerun and restart gives the run a new root, and a task of an earlier
 -- attempt must not write over the new attempt's records.
 local function fenced(run, root)
-  local fence = redis.call('HGET', run, 'root')
-  return fence and root ~= '' and fence ~= root
+  return fenced_by(redis.call('HGET', run, 'root'), root)
 end
 
--- Give a key written after its run ended the run's retention.
-local function keep(run, key, retention)
-  if is_ended(run) then redis.call('EXPIRE', key, retention) end
+-- Give a key written after its run ended the run's retention; `status` is the run's, when
+-- the caller has read it already.
+local function keep(run, key, retention, status)
+  if status == nil then status = redis.call('HGET', run, 'status') end
+  if ENDED[status or ''] then redis.call('EXPIRE', key, retention) end
 end
 
 -- Payloads (a run's input and output, a step's input and output) of STASH_MIN bytes or
@@ -51,16 +70,18 @@ local STASH_MARK = 64 -- '@'
 local function blob_of(run, digest) return part(run, 'blob:' .. digest) end
 
 -- The text to record for a payload: itself when small, else its digest, with the text
--- kept under the run's blobs (expired and persisted with the run).
-local function stash(run, text, retention)
+-- kept under the run's blobs (expired and persisted with the run); `status` is the run's,
+-- when the caller has read it already.
+local function stash(run, text, retention, status)
   if #text < STASH_MIN then return text end
   local digest = redis.sha1hex(text)
   local blob = blob_of(run, digest)
   if redis.call('SADD', part(run, 'blobs'), digest) == 1 then
     redis.call('SET', blob, text)
   end
-  keep(run, blob, retention)
-  keep(run, part(run, 'blobs'), retention)
+  if status == nil then status = redis.call('HGET', run, 'status') end
+  keep(run, blob, retention, status)
+  keep(run, part(run, 'blobs'), retention, status)
   return '@' .. digest
 end
 
@@ -78,15 +99,19 @@ local function unstash_record(run, flat)
   return flat
 end
 
--- Every key of the run, for expiring or persisting them together.
+-- Every key of the run, for expiring or persisting them together (a set found empty is
+-- left out: Redis keeps no empty set, so there is no key to expire).
 local function run_keys(run)
   local keys = {run, part(run, 'refs'), part(run, 'vars'), part(run, 'dynamic'),
-                part(run, 'parked'), part(run, 'aliases'), part(run, 'blobs'),
-                part(run, 'canceled'), part(run, 'cancel_events')}
-  for _, digest in ipairs(redis.call('SMEMBERS', part(run, 'blobs'))) do
+                part(run, 'parked'), part(run, 'canceled'), part(run, 'cancel_events')}
+  local blobs = redis.call('SMEMBERS', part(run, 'blobs'))
+  if #blobs > 0 then keys[#keys + 1] = part(run, 'blobs') end
+  for _, digest in ipairs(blobs) do
     keys[#keys + 1] = blob_of(run, digest)
   end
-  for _, ref in ipairs(redis.call('SMEMBERS', part(run, 'aliases'))) do
+  local aliases = redis.call('SMEMBERS', part(run, 'aliases'))
+  if #aliases > 0 then keys[#keys + 1] = part(run, 'aliases') end
+  for _, ref in ipairs(aliases) do
     keys[#keys + 1] = step_of(run, ref)
   end
   for _, ref in ipairs(redis.call('SMEMBERS', part(run, 'refs'))) do
@@ -97,27 +122,30 @@ local function run_keys(run)
   return keys
 end
 
--- A run's definition lives while any open run uses it, then for the retention.
-local function release_definition(run, retention)
-  local digest = redis.call('HGET', run, 'plan')
+-- A run's definition lives while any open run uses it, then for the retention. `known`
+-- holds the run's `plan` and `workflowId` when the caller has read them already.
+local function release_definition(run, retention, known)
+  known = known or fields_of(run, 'plan', 'workflowId')
+  local digest = known.plan
   if not digest then return end
   local users = part(definition_of(digest), 'runs')
-  redis.call('SREM', users, redis.call('HGET', run, 'workflowId') or '')
+  redis.call('SREM', users, known.workflowId or '')
   if redis.call('SCARD', users) == 0 then
     redis.call('EXPIRE', definition_of(digest), retention)
   end
 end
 
 local function hold_definition(run)
-  local digest = redis.call('HGET', run, 'plan')
+  local known = redis.call('HMGET', run, 'plan', 'workflowId')
+  local digest = known[1]
   if not digest then return end
-  redis.call('SADD', part(definition_of(digest), 'runs'), redis.call('HGET', run, 'workflowId'))
+  redis.call('SADD', part(definition_of(digest), 'runs'), known[2])
   redis.call('PERSIST', definition_of(digest))
 end
 
-local function expire_run(run, retention)
+local function expire_run(run, retention, known)
   for _, key in ipairs(run_keys(run)) do redis.call('EXPIRE', key, retention) end
-  release_definition(run, retention)
+  release_definition(run, retention, known)
 end
 
 local function persist_run(run)
@@ -128,11 +156,9 @@ end
 -- The reply of a script that ended its run:
 -- {1, status, parent run id, parent step ref, reason, root the run was started on}.
 local function ended(run)
-  return {1, redis.call('HGET', run, 'status'),
-    redis.call('HGET', run, 'parentWorkflowId') or '',
-    redis.call('HGET', run, 'parentWorkflowTaskRef') or '',
-    redis.call('HGET', run, 'reasonForIncompletion') or '',
-    redis.call('HGET', run, 'root') or ''}
+  local found = redis.call('HMGET', run, 'status', 'parentWorkflowId', 'parentWorkflowTaskRef',
+    'reasonForIncompletion', 'root')
+  return {1, found[1], found[2] or '', found[3] or '', found[4] or '', found[5] or ''}
 end
 
 -- A step its run's end cancelled: noted in `<run>:cancel_events`, which the end's hook
@@ -307,8 +333,8 @@ end
 -- the call that ends the run: once per end, whichever path ends it. The entry carries
 -- Conductor's WorkflowSummary of the run as `payload`, masked by the run's maskedFields; `eventType` is Conductor's
 -- listener event, `completed` or `terminated` (FAILED, TIMED_OUT and TERMINATED runs).
-local function publish_status(run)
-  local sink = redis.call('HGET', run, 'statusSink')
+local function publish_status(run, sink)
+  if sink == nil then sink = redis.call('HGET', run, 'statusSink') end
   if not sink then return end
   local get = function(name) return redis.call('HGET', run, name) or nil end
   local status = get('status')
@@ -370,27 +396,41 @@ end
 -- End an open run now. A run asked to COMPLETE after a permissive step failed ends FAILED.
 -- `output`, `reason` and `failed` ('' for none) are written when given.
 local function close(run, status, output, reason, failed, now, retention)
-  local permissive = redis.call('HGET', run, 'permissiveFailure')
+  local known = fields_of(run, 'permissiveFailure', 'statusSink', 'plan', 'workflowId',
+    unpack(DEFERRED))
+  local permissive = known.permissiveFailure
   if status == 'COMPLETED' and permissive then
-    redis.call('HSET', run, 'status', 'FAILED', 'failedReferenceTaskName', permissive,
+    status = 'FAILED'
+    redis.call('HSET', run, 'status', status, 'failedReferenceTaskName', permissive,
       'reasonForIncompletion', 'permissive step ' .. permissive .. ' failed', 'endTime', now)
   else
-    redis.call('HSET', run, 'status', status, 'endTime', now)
-    if output ~= '' then redis.call('HSET', run, 'output', output) end
-    if reason ~= '' then redis.call('HSET', run, 'reasonForIncompletion', reason) end
-    if failed ~= '' then redis.call('HSET', run, 'failedReferenceTaskName', failed) end
+    -- one HSET, the fields in the order separate writes would have added them
+    local fields = {'status', status, 'endTime', now}
+    if output ~= '' then fields[#fields + 1] = 'output'; fields[#fields + 1] = output end
+    if reason ~= '' then
+      fields[#fields + 1] = 'reasonForIncompletion'; fields[#fields + 1] = reason
+    end
+    if failed ~= '' then
+      fields[#fields + 1] = 'failedReferenceTaskName'; fields[#fields + 1] = failed
+    end
+    redis.call('HSET', run, unpack(fields))
   end
-  if redis.call('HGET', run, 'status') ~= 'COMPLETED' then cancel_waiting_joins(run, now) end
-  redis.call('HDEL', run, unpack(DEFERRED))
-  publish_status(run)
-  expire_run(run, retention)
+  if status ~= 'COMPLETED' then cancel_waiting_joins(run, now) end
+  local deferred = {}
+  for _, name in ipairs(DEFERRED) do
+    if known[name] then deferred[#deferred + 1] = name end
+  end
+  if #deferred > 0 then redis.call('HDEL', run, unpack(deferred)) end
+  publish_status(run, known.statusSink or false)
+  expire_run(run, retention, known)
   return ended(run)
 end
 
 -- End a RUNNING run; a PAUSED one keeps the end (the first asked for) until it is resumed,
 -- as Conductor decides nothing for a paused workflow. Returns the ended reply, or 0.
-local function finish(run, status, output, reason, failed, now, retention)
-  local current = redis.call('HGET', run, 'status')
+-- `current` is the run's status when the caller has read it already.
+local function finish(run, status, output, reason, failed, now, retention, current)
+  if current == nil then current = redis.call('HGET', run, 'status') end
   if current == 'PAUSED' then
     if not redis.call('HGET', run, 'deferredStatus') then
       redis.call('HSET', run, 'deferredStatus', status, 'deferredOutput', output,

@@ -176,6 +176,8 @@ class _Built:
     """The signature the route's next step may be fused into (its message runs last)."""
     folded: bool = False
     """A fork whose join runs in the message of the stage after it, which it took."""
+    body: Signature | None = None
+    """A fork's join (its chord's body), or the message it is folded into."""
 
 
 class _Cut:
@@ -210,7 +212,8 @@ class _Cut:
             added = len(json.dumps(stage.ref)) + 2
             if tail is not None and key is not None and key == tail.name \
                     and used + added <= budget - (0 if last else _CONTINUE_WEIGHT):
-                _fuse(tail, stage.ref, final=ends_run and last, last=last)
+                _fuse(tail, stage.ref, final=ends_run and last,
+                      keeps=last and sequence_id != MAIN)
                 used += added
                 position += 1
                 continue
@@ -228,11 +231,19 @@ class _Cut:
                 break
             signature = built.signature
             assert signature is not None
-            if not last and not isinstance(stage, ForkStage):
-                # Clients follow the run store, not Celery results. Only the last task of a
-                # sequence may be a chord member whose result closes a fork, so only it (and
-                # every fork, whose header would inherit the option) keeps its result.
-                signature.set(ignore_result=True)
+            # Clients follow the run store, not Celery results. Only the last task of a
+            # branch may be a chord member whose result closes a fork, so only it keeps its
+            # result; a fork's own options would go to its header: its body is set instead.
+            # (The workflow's own list is never a branch: a child run's route is followed
+            # by the task that ends its parent's step.)
+            ends = position + (2 if built.folded else 1) == len(stages)
+            keeps = ends and sequence_id != MAIN
+            if not keeps:
+                if isinstance(stage, ForkStage):
+                    if built.body is not None:
+                        built.body.set(ignore_result=True)
+                else:
+                    signature.set(ignore_result=True)
             signatures.append(signature)
             used += built.weight
             position += 2 if built.folded else 1
@@ -300,7 +311,8 @@ class _Cut:
         signature = watched_fork(self.plan, self.run_id, stage.join_ref, self.iteration,
                                  fork_signature(branches, join.signature))
         folded = fold is not None
-        return _Built(signature, room - left, join.signature if folded else None, folded)
+        return _Built(signature, room - left, join.signature if folded else None, folded,
+                      join.signature)
 
     def join(self, stage: ForkStage, final: bool, fold: Stage | None = None) -> _Built:
         """A fork's join, with the watch that starts its timer when it has one; run in the
@@ -318,13 +330,13 @@ class _Cut:
         return _Built(signature, weigh(signature) + watch)
 
 
-def _fuse(signature: Signature, ref: str, *, final: bool, last: bool) -> None:
+def _fuse(signature: Signature, ref: str, *, final: bool, keeps: bool) -> None:
     """Run step `ref` in `signature`'s message after the steps it runs (`final`: it ends
-    the run; `last`: it ends its sequence, so the message keeps its result for a fork)."""
+    the run; `keeps`: it ends a branch, so the message keeps its result for a fork)."""
     signature.kwargs.setdefault(FUSED, []).append(ref)
     if final:
         signature.kwargs["final"] = True
-    if last:
+    if keeps:
         signature.options.pop("ignore_result", None)
 
 

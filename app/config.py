@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     """Run consecutive steps of one transformation in one message (app.compiler.fusion);
     a workflow turns it off for itself with `metadata: {"baton": {"fuseSteps": false}}`."""
 
+    fork_spread: int = Field(default=128, ge=1)
+    """The most messages a fork's branches are spread over: a wider fork sends its one-step
+    branches of one transformation in batches, several to a message (app.compiler.batches),
+    each still claimed, recorded and retried on its own. Above what the workers run at once,
+    more messages buy no parallelism, only broker and bookkeeping work. Off with fusion."""
+
     visibility_timeout: int = Field(default=6 * 3600, gt=0)
     """Seconds before an unacknowledged task is delivered again; above the longest task."""
 

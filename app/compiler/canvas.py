@@ -6,7 +6,9 @@ longer than the segment size, or heavier than the byte budget of one broker mess
 (app.compiler.weights), compiles to its first stages followed by a `baton.continue` task
 that compiles the rest when it runs, so message size and nesting depth stay bounded
 whatever the workflow's length and shape. A fork whose branches do not fit one message
-compiles to a `baton.fork` task that sends them when it runs, each with its own message.
+compiles to a `baton.fork` task that sends them when it runs, each with its own message,
+but for one-step branches of a fork wider than `BATON_FORK_SPREAD`, sent in batches
+(app.compiler.batches).
 Consecutive steps of one transformation share a message, and a JOIN runs in the message
 of the step after it, where app.compiler.fusion allows.
 Data-dependent operators (switch, loop, dynamic fork, dynamic task) compile to one
@@ -24,6 +26,7 @@ from celery import chain, chord
 from celery.canvas import Signature
 
 from app.celery_app import celery_app
+from app.compiler.batches import Member, batched
 from app.compiler.fusion import FUSED, foldable_join, fusing, fusion_key
 from app.compiler.plan import (
     MAIN,
@@ -117,9 +120,10 @@ def fork_route(
     for branch_id in stage.branches:
         built = cut.route(branch_id, 0, share, False, whole=False, required=True)
         assert built is not None and built.signature is not None  # no empty branches
-        branches.append(built.signature)
+        branches.append(Member(built.signature, built.weight, cut.branch_key(branch_id)))
+    members = batched(branches, len(branches), share)
     return watched_fork(plan, run_id, stage.join_ref, iteration,
-                        fork_signature(branches, join.signature))
+                        fork_signature(members, join.signature))
 
 
 def step_signature(
@@ -191,6 +195,11 @@ class _Cut:
 
     def key(self, stage: Stage) -> str | None:
         return fusion_key(self.plan, stage) if self.fusing else None
+
+    def branch_key(self, branch_id: str) -> str | None:
+        """The fusion key of a fork's branch of one step (app.compiler.batches), else None."""
+        stages = self.plan.sequences[branch_id]
+        return self.key(stages[0]) if len(stages) == 1 else None
 
     def route(self, sequence_id: str, start: int, budget: int, ends_run: bool, *,
               whole: bool, required: bool) -> _Built | None:
@@ -298,7 +307,7 @@ class _Cut:
         """The fork inline, branches sharing what the join leaves of `room` (None if a
         branch does not fit its share); its join runs in `fold`'s message if given."""
         join = self.join(stage, final, fold)
-        left = room - join.weight - CHORD_OVERHEAD
+        left = budget = room - join.weight - CHORD_OVERHEAD
         branches = []
         for index, branch_id in enumerate(stage.branches):
             share = left // (len(stage.branches) - index)
@@ -306,10 +315,12 @@ class _Cut:
             if built is None:
                 return None
             assert built.signature is not None  # validation refuses empty branches
-            branches.append(built.signature)
+            branches.append(Member(built.signature, built.weight, self.branch_key(branch_id)))
             left -= built.weight
+        # a batch weighs less than the branches it takes: the fork's weight stays an upper bound
+        members = batched(branches, len(branches), budget)
         signature = watched_fork(self.plan, self.run_id, stage.join_ref, self.iteration,
-                                 fork_signature(branches, join.signature))
+                                 fork_signature(members, join.signature))
         folded = fold is not None
         return _Built(signature, room - left, join.signature if folded else None, folded,
                       join.signature)

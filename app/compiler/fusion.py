@@ -23,7 +23,9 @@ nothing but speed is fused:
 - a JOIN (not an EXCLUSIVE_JOIN, not one with a timeout of its own) is folded into a
   next step that may be fused.
 
-Parallel work is never fused: the branches of a fork are separate messages as before.
+Parallel work is not fused: the branches of a fork are separate messages, but for forks
+wider than the workers can take at once, whose one-step branches go in batches
+(app.compiler.batches) by the same key.
 `BATON_FUSE_STEPS=0` turns fusion off where routes are compiled (clients and workers);
 a workflow turns it off for itself with `metadata: {"baton": {"fuseSteps": false}}`.
 Pure: no I/O.
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from app.compiler.plan import Plan, Stage, StepStage
+from app.compiler.plan import Plan, Stage, StepSpec, StepStage
 from app.config import get_settings
 from app.dsl.expressions import TASK_ID_ROOT
 from app.registry import TASK_PREFIX
@@ -55,7 +57,11 @@ def fusion_key(plan: Plan, stage: Stage) -> str | None:
     """The Celery task a step stage may share a message on, None if it runs on its own."""
     if not isinstance(stage, StepStage):
         return None
-    spec = plan.steps[stage.ref]
+    return step_fusion_key(plan.steps[stage.ref])
+
+
+def step_fusion_key(spec: StepSpec) -> str | None:
+    """`fusion_key` of one step's spec, in the plan or defined at run time."""
     task = spec.task
     if spec.type != "SIMPLE" or task.start_delay:
         return None

@@ -16,6 +16,7 @@ from celery import Task, chain
 from celery.canvas import Signature
 
 from app.celery_app import celery_app
+from app.compiler.batches import Member, batched
 from app.compiler.canvas import (
     CONTROL_TASKS,
     compile_route,
@@ -23,7 +24,9 @@ from app.compiler.canvas import (
     step_signature,
     watched_fork,
 )
+from app.compiler.fusion import fusing
 from app.compiler.plan import DynamicForkStage, LoopStage, Plan, StepSpec, SwitchStage
+from app.compiler.weights import CHORD_OVERHEAD, FLOOR, route_budget, weigh
 from app.config import get_settings
 from app.dsl.expressions import parse_parameter
 from app.dsl.validate import ref_problems
@@ -33,6 +36,7 @@ from app.runtime.containment import contained
 from app.runtime.dynamic_branches import (
     TRANSFORMATION_TYPES,
     Branch,
+    batch_key,
     item_branches,
     listed_branches,
 )
@@ -320,21 +324,33 @@ def _fork_work(context: StepContext) -> Outcome:
     if taken is not None:
         raise OperatorError(f"dynamic task '{taken[0]}' takes the ref of {taken[1]}; give it "
                             "a taskReferenceName of its own")
-    frame = {"iteration": context.iteration} if context.iteration is not None else {}
-    signatures = [
-        celery_app.signature(CONTROL_TASKS.get(branch.type, TASK_PREFIX + branch.name),
-                             args=(context.run_id, branch.ref, context.plan.digest),
-                             kwargs=frame, immutable=True)
-        for branch in branches
-    ]
     stage = context.plan.controls[context.spec.ref]
     assert isinstance(stage, DynamicForkStage)
     join = step_signature(context.plan, context.run_id, stage.join_ref,
                           final=context.final, iteration=context.iteration)
+    signatures = _branch_messages(context, branches, weigh(join))
     output = {"forkedTasks": [branch.ref for branch in branches]}
     fork = fork_signature(signatures, join) if signatures else join
     return Outcome(output, then=watched_fork(context.plan, context.run_id, stage.join_ref,
                                              context.iteration, fork))
+
+
+def _branch_messages(context: StepContext, branches: list[Branch],
+                     join_weight: int) -> list[Signature]:
+    """The fork's chord members: a message per branch, or per batch of branches of one
+    transformation in a fork wider than BATON_FORK_SPREAD (app.compiler.batches)."""
+    frame = {"iteration": context.iteration} if context.iteration is not None else {}
+    batching = len(branches) > get_settings().fork_spread and fusing(context.plan)
+    members = []
+    for branch in branches:
+        signature = celery_app.signature(
+            CONTROL_TASKS.get(branch.type, TASK_PREFIX + branch.name),
+            args=(context.run_id, branch.ref, context.plan.digest), kwargs=dict(frame),
+            immutable=True)
+        key = batch_key(branch) if batching else None
+        members.append(Member(signature, weigh(signature) if batching else 0, key))
+    share = max(route_budget() - join_weight - CHORD_OVERHEAD, FLOOR)
+    return batched(members, len(branches), share)
 
 
 fork_dynamic = system_task("FORK_JOIN_DYNAMIC")(_fork_work)

@@ -13,7 +13,8 @@ Two forms (Conductor's ForkJoinDynamicTaskMapper):
   `_<name>_<i>`, or `_<fork ref>_<name>_<i>` once the run has run another dynamic fork.
 
 A branch may be of any type that is one step (SIMPLE, HTTP, INLINE, SUB_WORKFLOW, ...);
-control flow (a fork, a switch, a loop) cannot be a branch.
+control flow (a fork, a switch, a loop) cannot be a branch. Branches of one transformation
+may be sent in batches, as a wide static fork's are (app.compiler.batches, `batch_key`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from app.compiler.plan import STEP_TYPES
+from app.compiler.fusion import step_fusion_key
+from app.compiler.plan import STEP_TYPES, step_spec
 from app.dsl.fields import unhonoured_task_fields
 from app.dsl.model import WorkflowTask
 from app.runtime.operators import OperatorError
@@ -50,6 +52,15 @@ class Branch:
     @property
     def type(self) -> str:
         return str(self.task.get("type") or "SIMPLE")
+
+
+def batch_key(branch: Branch) -> str | None:
+    """The fusion key a branch may share a message on, as the step runner will see its
+    spec (app.runtime.step builds it from the task kept with the run); None if it runs
+    alone."""
+    if branch.type not in TRANSFORMATION_TYPES:
+        return None
+    return step_fusion_key(step_spec(WorkflowTask.model_validate(branch.task)))
 
 
 def listed_branches(task: WorkflowTask, given: dict[str, Any]) -> list[Branch]:

@@ -136,37 +136,93 @@ def test_a_branch_of_a_batch_failing_once_is_retried_and_the_batch_completes() -
     assert set(steps["fan_join"].output) == {f"b{i}" for i in range(width)}
 
 
+def held_fork(key: str, width: int, closed: str) -> Any:
+    """A run of a fork of `width` `hold` branches h0, h1, ..., whose gates are open but
+    `closed`'s."""
+    tags = [f"h{i}" for i in range(width)]
+    for tag in tags:
+        if tag != closed:
+            get_store().client.rpush(f"test:gate:{key}:{tag}", "open")
+    return submit_workflow(workflow(fork([
+        {"name": "hold", "taskReferenceName": tag, "inputParameters": {"key": key, "tag": tag}}
+        for tag in tags])))
+
+
+def executions(key: str) -> list[tuple[str, int]]:
+    """(tag, pid) of each execution of a `hold` step of `key`, in order."""
+    entries = get_store().client.lrange(f"test:exec:{key}", 0, -1)
+    return [(tag, int(pid)) for tag, pid in (entry.split(":") for entry in entries)]
+
+
+def started(key: str, tag: str) -> list[int]:
+    return [pid for ran, pid in executions(key) if ran == tag]
+
+
 def test_a_batch_whose_worker_process_is_killed_runs_no_completed_branch_again() -> None:
     key = uuid.uuid4().hex
     width = 6  # batches of 2: [h0, h1], [h2, h3], [h4, h5]; killed while h1 runs
     tags = [f"h{i}" for i in range(width)]
     client = get_store().client
-    for tag in tags:
-        if tag != "h1":
-            client.rpush(f"test:gate:{key}:{tag}", "open")
-    branches = [{"name": "hold", "taskReferenceName": tag,
-                 "inputParameters": {"key": key, "tag": tag}} for tag in tags]
-    run = submit_workflow(workflow(fork(branches)))
+    run = held_fork(key, width, closed="h1")
 
-    def executions() -> list[tuple[str, int]]:
-        entries = client.lrange(f"test:exec:{key}", 0, -1)
-        return [(tag, int(pid)) for tag, pid in (entry.split(":") for entry in entries)]
-
-    first = wait_for(lambda: [pid for tag, pid in executions() if tag == "h1"], timeout=60,
-                     what="branch h1 to start")[0]
+    first = wait_for(lambda: started(key, "h1"), timeout=60, what="branch h1 to start")[0]
     os.kill(first, signal.SIGKILL)  # the pool process running the batch [h0, h1]
-    wait_for(lambda: len([tag for tag, _ in executions() if tag == "h1"]) == 2, timeout=60,
+    wait_for(lambda: len(started(key, "h1")) == 2, timeout=60,
              what="the batch to be delivered again")
     client.rpush(f"test:gate:{key}:h1", "open")
 
     assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
-    ran = executions()
+    ran = executions(key)
     assert ("h0", first) in ran  # h0 ran in the killed process, before h1
     assert sorted(tag for tag, _ in ran) == sorted([*tags, "h1"])  # h0 did not run again
     steps = run.steps
     assert steps["h1"].attempts == 2
     assert all(steps[tag].status is StepStatus.COMPLETED and steps[tag].output == {"tag": tag}
                for tag in tags)
+
+
+def idle() -> bool:
+    """Whether the tests' worker runs no task now (it answered, with nothing active)."""
+    import app
+
+    replies = app.celery.control.inspect(timeout=1).active() or {}
+    return bool(replies) and not any(replies.values())
+
+
+def test_a_batch_that_finds_its_run_paused_is_held_back_from_that_branch_on() -> None:
+    key = uuid.uuid4().hex
+    width = 12  # batches of 3: [h0, h1, h2] is paused while h1 runs
+    run = held_fork(key, width, closed="h1")
+    wait_for(lambda: started(key, "h1"), timeout=60, what="branch h1 to start")
+
+    run.pause()
+    get_store().client.rpush(f"test:gate:{key}:h1", "open")
+    wait_for(lambda: run.steps["h1"].status is StepStatus.COMPLETED, timeout=30,
+             what="the running branch to finish")
+    wait_for(idle, timeout=30, what="the worker to run nothing")
+    assert get_store().client.llen(f"baton:run:{{{run.id}}}:parked")  # the rest of its batch
+    assert not started(key, "h2")
+
+    run.resume()
+    assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
+    assert sorted(tag for tag, _ in executions(key)) == sorted(f"h{i}" for i in range(width))
+    assert set(run.steps["fan_join"].output) == {f"h{i}" for i in range(width)}
+
+
+def test_a_batch_of_a_cancelled_run_runs_none_of_its_branches_after() -> None:
+    key = uuid.uuid4().hex
+    run = held_fork(key, 12, closed="h1")
+    wait_for(lambda: started(key, "h1"), timeout=60, what="branch h1 to start")
+
+    run.cancel("enough")
+    get_store().client.rpush(f"test:gate:{key}:h1", "open")
+
+    assert run.wait(timeout=scaled(30)) is RunStatus.TERMINATED
+    wait_for(lambda: run.steps["h1"].status is StepStatus.CANCELED, timeout=30,
+             what="the running branch to end")
+    wait_for(idle, timeout=30, what="the worker to run nothing")
+    assert not started(key, "h2")
+    assert "h2" not in run.steps
 
 
 def test_fusion_switched_off_sends_a_message_per_branch(redis_server: RedisServer) -> None:

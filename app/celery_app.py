@@ -53,6 +53,9 @@ def _configure(app: Celery, settings: Settings) -> None:
         broker_transport_options=broker_transport,
         result_backend_transport_options=transport,
         result_expires=settings.result_expires,
+        # steps keep no result nobody reads (app.compiler.canvas), but a failed step's
+        # error (masked) stays where Celery's tools look for it, whatever its place
+        task_store_errors_even_if_ignored=True,
         worker_send_task_events=settings.worker_send_task_events,
         task_send_sent_event=settings.task_send_sent_event,
         broker_connection_retry_on_startup=True,

@@ -92,11 +92,12 @@ def profile(data: dict[str, Any], top: int = 20) -> None:
     print(out.getvalue())
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory now (VmRSS) or at its highest so far (VmHWM), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
 
 
 def pool_pid(parent: int) -> int:
@@ -124,9 +125,9 @@ def worker_memory(tasks: int) -> None:
         # the run's status is recorded before its last step's task returns: a small run
         # after it, on the one pool process, is run once that task has let go of the plan
         submit_workflow(chain(3), {"x": 1}).wait(timeout=60)
-        after = rss_kib(pid)
+        after, peak = rss_kib(pid), rss_kib(pid, "VmHWM")
         print(f"  pool process RSS: before {before / 1024:.1f} MiB, after {after / 1024:.1f} "
-              f"MiB, grew {(after - before) / 1024:.1f} MiB")
+              f"MiB, grew {(after - before) / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB")
     finally:
         worker.stop()
 

@@ -186,6 +186,11 @@ class _Steps(Mapping[str, StepSpec]):
     ) -> None:
         self._tasks[task.task_reference_name] = (task, fork_ref, extra_reads)
 
+    def placement(self, ref: str) -> tuple[str | None, tuple[str, ...]]:
+        """(fork_ref, extra_reads) the step's spec is built with (app.compiler.pieces)."""
+        _, fork_ref, extra_reads = self._tasks[ref]
+        return fork_ref, extra_reads
+
     def __getitem__(self, ref: str) -> StepSpec:
         spec = self._built.get(ref)
         if spec is None:

@@ -130,7 +130,7 @@ def create_run(
     )
     if standing != run_id:
         return NewRun(standing, None)
-    plans.put(plan, plan_weight(plan, len(definition_json.encode())))
+    plans.put(plan, plan_weight(plan, len(definition_json.encode())), document=document)
     return NewRun(run_id, plan, cached is not None)
 
 

@@ -3,7 +3,9 @@
 Plans are immutable and content-addressed, so a worker builds each definition's plan
 once and keeps it; the definition itself is read from Redis by digest on first use. The
 cache is bounded by memory, not by count: one plan of a 10,000-task definition weighs as
-much as thousands of small ones.
+much as thousands of small ones. A plan heavier than a quarter of the cache is also kept in
+Redis in pieces (app.compiler.pieces), and a worker reads those instead of the definition:
+their outline weighs a few hundred bytes a task, and the steps' specs are read one by one.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import json
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
+from app.compiler.pieces import SPECS_KEPT, Read, assemble, cut
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
@@ -28,6 +33,13 @@ _MIB = 1024 * 1024
 # per byte of the definition's JSON (its static values). The estimate is within 15% of
 # the measure for each shape, erring high; the JSON length alone is off by 2.6x to 31x.
 _BYTES_PER_TASK = 3600
+# What a plan assembled from pieces costs: its outline (stages, controls, the set of refs),
+# measured the same way on chains and chained forks of 20,000 to 100,000 tasks, plus the
+# specs it keeps built.
+_OUTLINE_BYTES_PER_TASK = 400
+# A plan heavier than this share of the cache's budget is stored in pieces too: kept whole,
+# it would push most others out.
+_PIECES_SHARE = 4
 
 
 @lru_cache(maxsize=1)
@@ -53,6 +65,15 @@ def plan_weight(plan: Plan, definition_bytes: int | None = None) -> int:
         definition_bytes = len(json.dumps(plan.definition.to_json_dict(),
                                           separators=(",", ":")).encode())
     return _BYTES_PER_TASK * len(plan.steps) + definition_bytes
+
+
+def outline_weight(plan: Plan) -> int:
+    """An estimate of the memory a plan assembled from pieces holds, in bytes."""
+    return _OUTLINE_BYTES_PER_TASK * len(plan.steps) + _BYTES_PER_TASK * SPECS_KEPT
+
+
+def _budget() -> int:
+    return get_settings().plan_cache_mib * _MIB
 
 
 class _PlanCache:
@@ -84,19 +105,28 @@ class _PlanCache:
             alive = self._alive.get(digest)
             if alive is not None:
                 return alive
-        text = get_store().get_definition(digest)
-        if text is None:
-            raise PlanMissing(f"definition {digest} is not in the store (expired?)")
-        # validated at submit: neither its shape nor its transformation names are checked
-        # again on a worker, only read into the model
-        plan = build_plan(_read_validated(json.loads(text)), validated=True)
-        self.put(plan, plan_weight(plan, len(text.encode())))
+        outline = get_store().get_plan_outline(digest)
+        if outline is not None:
+            plan = assemble(digest, outline, self._reader(digest))
+            self.put(plan, outline_weight(plan))
+            return plan
+        plan, document, size = _built(digest)
+        self.put(plan, plan_weight(plan, size), document=document)
         return plan
 
-    def put(self, plan: Plan, weight: int | None = None) -> None:
-        """Keep a plan; one heavier than the whole budget is used by its caller, not kept."""
+    def put(self, plan: Plan, weight: int | None = None, *,
+            document: Mapping[str, Any] | None = None) -> None:
+        """Keep a plan; one heavier than the whole budget is used by its caller, not kept.
+
+        With its definition's `document`, a plan heavier than a share of the budget is stored
+        in pieces too, for every process that needs it later.
+        """
         weight = plan_weight(plan) if weight is None else weight
-        budget = get_settings().plan_cache_mib * _MIB
+        budget = _budget()
+        if document is not None and weight > budget // _PIECES_SHARE:
+            store = get_store()
+            if not store.keep_plan_pieces(plan.digest):
+                store.put_plan_pieces(plan.digest, *cut(plan, document))
         with self._lock:
             self._alive[plan.digest] = plan
             old = self._plans.pop(plan.digest, None)
@@ -109,6 +139,36 @@ class _PlanCache:
             while self._weight > budget:
                 _, (_, dropped) = self._plans.popitem(last=False)
                 self._weight -= dropped
+
+
+    @staticmethod
+    def _reader(digest: str) -> Read:
+        """Reads a plan's pieces; ones that expired (a run idle past the retention) are
+        written again from the definition first."""
+
+        def read(refs: Sequence[str]) -> list[str]:
+            found = get_store().get_plan_pieces(digest, refs)
+            if None in found:
+                plan, document, _ = _built(digest)
+                get_store().put_plan_pieces(digest, *cut(plan, document))
+                found = get_store().get_plan_pieces(digest, refs)
+            if None in found:
+                raise PlanMissing(f"plan {digest} has no step {refs[found.index(None)]!r}")
+            return [text for text in found if text is not None]
+
+        return read
+
+
+def _built(digest: str) -> tuple[Plan, dict[str, Any], int]:
+    """(plan, the definition's JSON document, its size in bytes) built from the store."""
+    text = get_store().get_definition(digest)
+    if text is None:
+        raise PlanMissing(f"definition {digest} is not in the store (expired?)")
+    document = json.loads(text)
+    # validated at submit: neither its shape nor its transformation names are checked
+    # again on a worker, only read into the model
+    plan = build_plan(_read_validated(document), validated=True, digest=digest)
+    return plan, document, len(text.encode())
 
 
 _read_validated = without_gc(WorkflowDef.model_validate)

@@ -11,6 +11,7 @@ from app.store.keys import (
     WORKFLOWS_INDEX,
     cancel_events_key,
     event_stream,
+    plan_key,
     run_key,
     workflow_key,
 )
@@ -42,6 +43,45 @@ class Catalogue(StoreBase):
         return {name: sorted(int(v) for v in versions)
                 for name, versions in zip(names, self.execute(pipe), strict=True)}
 
+    def put_plan_pieces(self, digest: str, outline: str, pieces: Mapping[str, str]) -> None:
+        """Keep a plan's outline and its steps' pieces for the retention (app.compiler.pieces).
+
+        They are a copy of what the definition holds, read in its place: one that expired is
+        written again from the definition by whoever misses it (app.runtime.state).
+        """
+        key = plan_key(digest)
+        # not a transaction: the pieces of a digest never change, and the outline is
+        # written last, so a reader who finds it finds them too
+        pipe = self.client.pipeline(transaction=False)
+        for chunk in _chunks(pieces, _PIECES_A_COMMAND):
+            pipe.hset(f"{key}:tasks", mapping=chunk)
+        pipe.expire(f"{key}:tasks", self.retention)
+        pipe.set(key, outline, ex=self.retention)
+        self.execute(pipe)
+
+    def keep_plan_pieces(self, digest: str) -> bool:
+        """Start a plan's pieces' retention again; False if they are not (all) there."""
+        key = plan_key(digest)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.expire(key, self.retention)
+        pipe.expire(f"{key}:tasks", self.retention)
+        return all(self.execute(pipe))
+
+    def get_plan_outline(self, digest: str) -> str | None:
+        value = self.guard(lambda: self.client.get(plan_key(digest)))
+        return str(value) if value is not None else None
+
+    def get_plan_pieces(self, digest: str, refs: Sequence[str]) -> list[str | None]:
+        """The pieces of the named steps (None for one not there), keeping them for the
+        retention from now: a run that goes on reading them keeps them."""
+        key = f"{plan_key(digest)}:tasks"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(key, list(refs))
+        pipe.expire(key, self.retention)
+        pipe.expire(plan_key(digest), self.retention)
+        values = self.execute(pipe)[0]
+        return [str(v) if v is not None else None for v in values]
+
     def publish_event(self, sink: str, fields: Mapping[str, Any]) -> tuple[str, str]:
         """Append an event to its sink's stream; returns (stream, event id)."""
         stream = event_stream(sink)
@@ -66,3 +106,13 @@ class Catalogue(StoreBase):
             for name, value in fields.items():
                 args += [name, value]
         return bool(self.call("publish_cancelled", keys, args))
+
+
+# One HSET of a 100,000-task plan's pieces would be a 10 MB command that blocks Redis while
+# it runs; a few thousand fields a command let other clients' commands in between.
+_PIECES_A_COMMAND = 4096
+
+
+def _chunks(pieces: Mapping[str, str], size: int) -> list[dict[Any, Any]]:
+    items = list(pieces.items())
+    return [dict(items[i:i + size]) for i in range(0, len(items), size)]

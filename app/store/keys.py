@@ -57,6 +57,11 @@ def definition_key(digest: str) -> str:
     return f"{PREFIX}:definition:{digest}"
 
 
+def plan_key(digest: str) -> str:
+    """The outline of a big definition's plan (app.compiler.pieces); `<key>:tasks` its pieces."""
+    return f"{PREFIX}:plan:{digest}"
+
+
 def idempotency_key(key: str) -> str:
     return f"{PREFIX}:idempotency:{key}"
 

@@ -1,10 +1,11 @@
-"""A plan in pieces: its outline in one text, each step's task in a text of its own.
+"""A plan in pieces: its outline in one text, its steps' tasks in groups of a few dozen.
 
 A worker that builds the whole plan of a definition of 100,000 tasks holds some 350 MiB for
 it, and more while it builds; a plan that heavy does not fit a worker's plan cache, so it
 was built again for every step. In pieces, a worker reads the outline (the sequences of
 stages and the workflow's own fields: a few hundred bytes a task) and then only the tasks
-its steps run, one piece each, keeping the specs it built most recently.
+its steps run, one group each, keeping the specs it built most recently. A step's group
+follows from its ref alone (a CRC of it), so the outline needs no index of the steps.
 
 What a plan in pieces gives differs from the built plan in two ways the runtime never sees:
 `definition.tasks` holds the first task only (the runtime reads the workflow's own fields),
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
@@ -45,15 +47,27 @@ SPECS_KEPT: Final = 1024
 """Step specs a plan in pieces keeps built (least recently used first out): a step reads its
 own, a segment being compiled reads up to segment_size of them."""
 
+PER_GROUP: Final = 64
+"""Steps' tasks a group holds on average: a few KB to read for one step, and a few thousand
+groups to write for 100,000 steps rather than a hundred thousand pieces."""
+
 Read = Callable[[Sequence[str]], list[str]]
-"""The pieces of the named steps, in order (raises if one is missing)."""
+"""The named groups, in order (raises if one is missing)."""
 
 
+def group_of(ref: str, groups: int) -> str:
+    """The group that holds a step's task."""
+    return str(zlib.crc32(ref.encode()) % groups)
+
+
+@without_gc
 def cut(plan: Plan, document: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
-    """(outline, ref -> piece) of a plan built from `document` (its definition's JSON)."""
+    """(outline, group -> its steps' tasks) of a plan built from `document` (its definition's
+    JSON); a group is a JSON object, ref -> [task, fork_ref, extra_reads]."""
     steps = plan.steps
     assert isinstance(steps, _Steps), "a plan in pieces is cut from a built plan"
-    tasks: dict[str, str] = {}
+    count = -(-len(steps) // PER_GROUP)
+    groups: list[dict[str, Any]] = [{} for _ in range(count)]
     lists: list[Any] = [document["tasks"]]
     while lists:
         for task in lists.pop():
@@ -64,7 +78,7 @@ def cut(plan: Plan, document: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
             ref = task["taskReferenceName"]
             if ref in steps:
                 fork_ref, extra_reads = steps.placement(ref)
-                tasks[ref] = _encode([own, fork_ref, extra_reads])
+                groups[zlib.crc32(ref.encode()) % count][ref] = [own, fork_ref, extra_reads]
     outline = {
         "definition": {k: v for k, v in document.items() if k != "tasks"},
         "first": _own(document["tasks"][0]),
@@ -73,8 +87,9 @@ def cut(plan: Plan, document: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
         "loopOf": dict(plan.loop_of),
         "lastRef": plan.last_ref,
         "steps": len(steps),
+        "groups": count,
     }
-    return json.dumps(outline, separators=(",", ":")), tasks
+    return _encode(outline), {str(i): _encode(group) for i, group in enumerate(groups)}
 
 
 @without_gc
@@ -91,7 +106,7 @@ def assemble(digest: str, outline_text: str, read: Read) -> Plan:
     return Plan(
         digest=digest,
         definition=definition,
-        steps=PieceSteps(sequences, outline["steps"], read),
+        steps=PieceSteps(sequences, outline["steps"], outline["groups"], read),
         sequences=sequences,
         output=output,
         output_reads=_reads(output) if output is not None else (),
@@ -104,10 +119,11 @@ def assemble(digest: str, outline_text: str, read: Read) -> Plan:
 class PieceSteps(Mapping[str, StepSpec]):
     """Ref -> step spec, read and built when asked for, the last SPECS_KEPT of them kept."""
 
-    def __init__(self, sequences: Mapping[str, tuple[Stage, ...]], count: int,
+    def __init__(self, sequences: Mapping[str, tuple[Stage, ...]], count: int, groups: int,
                  read: Read) -> None:
         self._sequences = sequences
         self._count = count
+        self._groups = groups
         self._read = read
         self._refs = frozenset(self._in_order())
         self._built: OrderedDict[str, StepSpec] = OrderedDict()
@@ -121,7 +137,7 @@ class PieceSteps(Mapping[str, StepSpec]):
                 return spec
         if ref not in self._refs:
             raise KeyError(ref)
-        task, fork_ref, extra_reads = json.loads(self._read([ref])[0])
+        task, fork_ref, extra_reads = json.loads(self._read([group_of(ref, self._groups)])[0])[ref]
         spec = step_spec(WorkflowTask.model_validate(task), fork_ref, tuple(extra_reads))
         with self._lock:
             self._built[ref] = spec
@@ -164,8 +180,7 @@ class PieceSteps(Mapping[str, StepSpec]):
 
 
 _NESTED_NAMES: Final = frozenset(NESTED)
-# one encoder for every piece: json.dumps would make one per call (check_circular is off: the
-# document was read from JSON, it has no cycles)
+# check_circular is off: the document was read from JSON, it has no cycles
 _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 

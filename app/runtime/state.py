@@ -146,14 +146,14 @@ class _PlanCache:
         """Reads a plan's pieces; ones that expired (a run idle past the retention) are
         written again from the definition first."""
 
-        def read(refs: Sequence[str]) -> list[str]:
-            found = get_store().get_plan_pieces(digest, refs)
+        def read(names: Sequence[str]) -> list[str]:
+            found = get_store().get_plan_pieces(digest, names)
             if None in found:
                 plan, document, _ = _built(digest)
                 get_store().put_plan_pieces(digest, *cut(plan, document))
-                found = get_store().get_plan_pieces(digest, refs)
+                found = get_store().get_plan_pieces(digest, names)
             if None in found:
-                raise PlanMissing(f"plan {digest} has no step {refs[found.index(None)]!r}")
+                raise PlanMissing(f"plan {digest} has no piece {names[found.index(None)]!r}")
             return [text for text in found if text is not None]
 
         return read

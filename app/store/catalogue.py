@@ -44,7 +44,8 @@ class Catalogue(StoreBase):
                 for name, versions in zip(names, self.execute(pipe), strict=True)}
 
     def put_plan_pieces(self, digest: str, outline: str, pieces: Mapping[str, str]) -> None:
-        """Keep a plan's outline and its steps' pieces for the retention (app.compiler.pieces).
+        """Keep a plan's outline and its pieces (name -> text) for the retention
+        (app.compiler.pieces).
 
         They are a copy of what the definition holds, read in its place: one that expired is
         written again from the definition by whoever misses it (app.runtime.state).
@@ -71,12 +72,12 @@ class Catalogue(StoreBase):
         value = self.guard(lambda: self.client.get(plan_key(digest)))
         return str(value) if value is not None else None
 
-    def get_plan_pieces(self, digest: str, refs: Sequence[str]) -> list[str | None]:
-        """The pieces of the named steps (None for one not there), keeping them for the
+    def get_plan_pieces(self, digest: str, names: Sequence[str]) -> list[str | None]:
+        """The named pieces of a plan (None for one not there), keeping them for the
         retention from now: a run that goes on reading them keeps them."""
         key = f"{plan_key(digest)}:tasks"
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(key, list(refs))
+        pipe.hmget(key, list(names))
         pipe.expire(key, self.retention)
         pipe.expire(plan_key(digest), self.retention)
         values = self.execute(pipe)[0]
@@ -109,8 +110,8 @@ class Catalogue(StoreBase):
 
 
 # One HSET of a 100,000-task plan's pieces would be a 10 MB command that blocks Redis while
-# it runs; a few thousand fields a command let other clients' commands in between.
-_PIECES_A_COMMAND = 4096
+# it runs; a few hundred pieces a command let other clients' commands in between.
+_PIECES_A_COMMAND = 256
 
 
 def _chunks(pieces: Mapping[str, str], size: int) -> list[dict[Any, Any]]:

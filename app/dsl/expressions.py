@@ -43,6 +43,9 @@ _ROOT = re.compile(r"[^.\[]+")
 # `${` or the closing brace
 _TEMPLATE_MARK = re.compile(r"\$\$?\{")
 _EXPRESSION_MARK = re.compile(r"\$\{|\}")
+# a string that is one `${...}` and nothing else, with nothing nested in it: most inputs of a
+# definition are, and parse_template reads them without its general loop
+_WHOLE = re.compile(r"\$\{([^${}]*)\}")
 
 MAX_PATH_CHARS = 4096
 """Longest path an expression may name (static, or built at run time by nesting)."""
@@ -163,6 +166,10 @@ def parse_parameter(value: Any) -> Parameter:
 
 def parse_template(text: str) -> Template | str:
     """Parse one string: a Template if it holds an expression, else the literal text."""
+    whole = _WHOLE.fullmatch(text)
+    if whole is not None and not whole.group(1).isspace() and whole.group(1):
+        path = whole.group(1)
+        return Template((Expression((path,), compile_path(path)),))
     parts: list[str | Expression] = []
     literal: list[str] = []
     i = 0

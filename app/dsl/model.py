@@ -251,6 +251,8 @@ class WorkflowTask(ConductorModel):
         returned whatever the task's type; deciding which belong to which type is the
         validator's job. An inline sub-workflow is a separate workflow and is not a child.
         """
+        if not (self.fork_tasks or self.decision_cases or self.default_case or self.loop_over):
+            return []  # most tasks: walks of 100,000 tasks ask every one of them
         found: list[tuple[str, list[WorkflowTask]]] = [
             (f"forkTasks[{i}]", branch) for i, branch in enumerate(self.fork_tasks) if branch
         ]

@@ -1,15 +1,17 @@
 """What a very large definition costs: validating, planning and submitting it, and the memory
 a worker process keeps after running it.
 
-`python -m bench.big_definition [--tasks N] [--profile] [--worker]`. Two shapes of N tasks
-(default 100,000): a chain of SIMPLE steps, each reading the one before, and a chain of
-two-branch forks with their joins. For each it times, separately, reading the JSON into a
-model (`parse_definition`), `check_definition`, `build_plan` and `submit_workflow`, the
-whole submit included. `--profile` prints the top cProfile entries of one submit of
-each. `--worker` starts a prefork worker (one pool process) and reports the pool
-process's RSS before and after it runs a run of the chain that ends at its third step
-(a TERMINATE), since the memory comes from loading the plan, not from running steps.
-A private redis-server is started; nothing else is needed.
+`python -m bench.big_definition [--tasks N] [--profile] [--worker [--steps S]]`. Two
+shapes of N tasks (default 100,000): a chain of SIMPLE steps, each reading the one before,
+and a chain of two-branch forks with their joins. For each it times, separately, reading
+the JSON into a model (`parse_definition`), `check_definition`, `build_plan` and
+`submit_workflow`, the whole submit included (wall-clock and this process's CPU seconds).
+`--profile` prints the top cProfile entries of one submit of each. `--worker` starts a
+prefork worker (one pool process) and reports the pool process's RSS before and after it
+runs a run of the chain that ends at its S-th step (a TERMINATE; 3 unless given), and its
+peak: the memory comes from loading the plan, not from running steps, and more steps show
+what each step of a big plan costs. A private redis-server is started; nothing else is
+needed.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def pool_pid(parent: int) -> int:
     return int(children[0])
 
 
-def worker_memory(tasks: int) -> None:
+def worker_memory(tasks: int, steps: int) -> None:
     from app.celery_app import all_queues
     from app.client import submit_workflow
     from tests.support import CeleryWorker
@@ -121,10 +123,12 @@ def worker_memory(tasks: int) -> None:
         pid = pool_pid(worker.process.pid)
         before = rss_kib(pid)
         run = timed("submit (terminating)", lambda: submit_workflow(
-            chain(tasks, terminate_at=2), {"x": 1}))
+            chain(tasks, terminate_at=steps - 1), {"x": 1}))
         started = time.perf_counter()
         status = run.wait(timeout=600)
-        print(f"  run ended {status.value} in {time.perf_counter() - started:.2f} s")
+        seconds = time.perf_counter() - started
+        print(f"  run of {steps} steps ended {status.value} in {seconds:.2f} s "
+              f"({1000 * seconds / steps:.1f} ms a step)")
         # the run's status is recorded before its last step's task returns: a small run
         # after it, on the one pool process, is run once that task has let go of the plan
         submit_workflow(chain(3), {"x": 1}).wait(timeout=60)
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks per definition")
     parser.add_argument("--profile", action="store_true", help="profile a submit of each shape")
     parser.add_argument("--worker", action="store_true", help="measure a worker's memory")
+    parser.add_argument("--steps", type=int, default=3, help="steps the --worker run takes")
     options = parser.parse_args(argv)
 
     from tests.support import RedisServer, redis_binary
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"submit of {name} of {options.tasks} tasks")
                 profile(shape(options.tasks))
         elif options.worker:
-            worker_memory(options.tasks)
+            worker_memory(options.tasks, options.steps)
         else:
             for name, shape in (("chain", chain), ("forks", forks)):
                 print(f"{name} of {options.tasks} tasks")

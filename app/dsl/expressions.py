@@ -329,11 +329,14 @@ def _excerpt(text: str) -> str:
 
 
 def _parse_value(value: Any, location: str, depth: int) -> tuple[Any, bool]:
+    kind = type(value)
+    if kind is int or kind is bool or kind is float or value is None:
+        return value, False  # most values of a definition's inputs, asked without ABCs
     # the depth bound keeps this walk, and the walks over the parsed value, off the
     # recursion limit
-    if isinstance(value, Mapping | list) and depth <= 0:
+    if kind is not str and isinstance(value, Mapping | list) and depth <= 0:
         raise ParseFailure(location, f"nested more than {get_settings().max_json_depth} deep")
-    if isinstance(value, str):
+    if kind is str or isinstance(value, str):
         if "${" not in value:
             return value, False
         try:

@@ -154,6 +154,24 @@ def test_pieces_that_expired_are_written_again_from_the_definition(small_cache: 
     assert get_store().get_plan_outline(plan.digest) is not None
 
 
+def test_a_heavy_plan_without_pieces_is_built_once_and_stored_in_pieces(
+    small_cache: None,
+) -> None:
+    # Given a heavy plan's definition recorded without its pieces (as before plans had any)
+    definition = parse_definition(forks(400))
+    plan = build_plan(definition)
+    text = json.dumps(definition.to_json_dict(), separators=(",", ":"))
+    get_store().client.set(definition_key(plan.digest), text)
+    get_store().client.delete(plan_key(plan.digest), f"{plan_key(plan.digest)}:tasks")
+    # When a process asks for it, it is built from the definition
+    built = _PlanCache().get(plan.digest)
+    assert not isinstance(built.steps, PieceSteps)
+    # Then its pieces are stored, and the next process reads those instead
+    found = _PlanCache().get(plan.digest)
+    assert isinstance(found.steps, PieceSteps)
+    _same_specs(plan, found)
+
+
 def test_a_worker_runs_a_heavy_plan_without_holding_or_building_it_whole(
     small_cache: None, tmp_path: Path
 ) -> None:

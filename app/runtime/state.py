@@ -11,6 +11,7 @@ their outline weighs a few hundred bytes a task, and the steps' specs are read o
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import weakref
 from collections import OrderedDict
@@ -22,9 +23,11 @@ from app.compiler.pieces import SPECS_KEPT, Read, assemble, cut
 from app.compiler.plan import Plan, build_plan
 from app.config import get_settings
 from app.dsl.model import WorkflowDef
-from app.errors import BatonError
+from app.errors import BatonError, StoreUnavailable
 from app.gc_pause import without_gc
 from app.store import Ended, RunStore, connect
+
+log = logging.getLogger(__name__)
 
 _MIB = 1024 * 1024
 # What a plan costs in memory, measured with tracemalloc (plans of 100 to 5,000 tasks:
@@ -124,9 +127,7 @@ class _PlanCache:
         weight = plan_weight(plan) if weight is None else weight
         budget = _budget()
         if document is not None and weight > budget // _PIECES_SHARE:
-            store = get_store()
-            if not store.keep_plan_pieces(plan.digest):
-                store.put_plan_pieces(plan.digest, *cut(plan, document))
+            _store_pieces(plan, document)
         with self._lock:
             self._alive[plan.digest] = plan
             old = self._plans.pop(plan.digest, None)
@@ -157,6 +158,20 @@ class _PlanCache:
             return [text for text in found if text is not None]
 
         return read
+
+
+def _store_pieces(plan: Plan, document: Mapping[str, Any]) -> None:
+    """Store a plan in pieces, unless they are there (then their retention starts again).
+
+    The pieces are a copy of the definition: when Redis cannot take them now, the run goes on
+    (its record is written already) and the first worker that misses them writes them.
+    """
+    store = get_store()
+    try:
+        if not store.keep_plan_pieces(plan.digest):
+            store.put_plan_pieces(plan.digest, *cut(plan, document))
+    except StoreUnavailable as exc:
+        log.warning("plan %s is not stored in pieces: %s", plan.digest, exc)
 
 
 def _built(digest: str) -> tuple[Plan, dict[str, Any], int]:

@@ -141,7 +141,6 @@ class _PlanCache:
                 _, (_, dropped) = self._plans.popitem(last=False)
                 self._weight -= dropped
 
-
     @staticmethod
     def _reader(digest: str) -> Read:
         """Reads a plan's pieces; ones that expired (a run idle past the retention) are
@@ -150,8 +149,7 @@ class _PlanCache:
         def read(names: Sequence[str]) -> list[str]:
             found = get_store().get_plan_pieces(digest, names)
             if None in found:
-                plan, document, _ = _built(digest)
-                get_store().put_plan_pieces(digest, *cut(plan, document))
+                _store_pieces(*_built(digest)[:2])
                 found = get_store().get_plan_pieces(digest, names)
             if None in found:
                 raise PlanMissing(f"plan {digest} has no piece {names[found.index(None)]!r}")

@@ -27,6 +27,7 @@ from app.errors import (
     WaitTimeout,
     WorkflowFailed,
 )
+from app.gc_pause import without_gc
 from app.loader import ensure_loaded
 from app.runtime import lifecycle, rerun
 from app.runtime.masking import masked_run_fields, run_mask
@@ -208,6 +209,9 @@ class WorkflowRun:
         )
 
 
+# paused as a whole, not only in reading and in create_run: between them, a collection walked
+# every object of a big definition again (0.2-0.35 s of a 100,000-task submit's 3 s)
+@without_gc
 def submit_workflow(
     definition: DefinitionSource,
     input: Mapping[str, Any] | None = None,

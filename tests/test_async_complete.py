@@ -96,6 +96,27 @@ def test_an_event_step_publishes_then_waits_for_its_completion(worker: Any) -> N
         run.complete_step("ask", {"answer": 43})
 
 
+def test_a_completion_as_soon_as_the_step_waits_keeps_the_steps_own_output(
+        worker: Any, service: str) -> None:
+    # a service that calls back at once: the completion is tried from the moment of submit
+    for round_ in range(5):
+        call = {"name": "call", "taskReferenceName": "call", "type": "HTTP",
+                "asyncComplete": True, "inputParameters": {"http_request": {
+                    "uri": service, "method": "POST", "body": {"order": round_}}}}
+        run = submit_workflow(wf(call, outputParameters={
+            "code": "${call.output.response.statusCode}", "job": "${call.output.job}"}))
+
+        def completed(run: WorkflowRun = run, job: str = f"j-{round_}") -> bool:
+            try:
+                run.complete_step("call", {"job": job})
+            except NotWaiting:
+                return False  # not waiting yet: its route is not parked
+            return True
+
+        wait_for(completed, timeout=30, interval=0, what="the step to take its completion")
+        assert run.result(timeout=30) == {"code": 202, "job": f"j-{round_}"}
+
+
 def test_an_http_step_calls_once_and_its_completion_ends_the_run(
         worker: Any, service: str) -> None:
     before = _Counting.calls

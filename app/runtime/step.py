@@ -77,6 +77,10 @@ class Outcome:
     """The step's status once recorded; IN_PROGRESS for a loop whose iterations go on."""
     stop: bool = False
     """Send nothing more down this route (another delivery already carries it on)."""
+    parked: str = ""
+    """A waiting step's parked route (JSON, app.runtime.waiting), recorded with its output:
+    it may be completed from outside once the route is there, and not before its own
+    output is, which the completion adds to."""
 
 
 Work = Callable[[StepContext], Any]
@@ -236,7 +240,8 @@ def _execute_step(
     over_limit = store.complete_step(
         run_id, recorded_as, input=step_input, output=outcome.output, run_output=run_output,
         final=ends, status=outcome.status, alias=ref if iteration is not None else None,
-        cached=hit.found, expect=StepStatus.IN_PROGRESS if waiting else None)
+        cached=hit.found, expect=StepStatus.IN_PROGRESS if waiting else None,
+        parked=outcome.parked)
     if over_limit is None:
         stop_route(task)  # completed meanwhile: that completion carried the route on
         if task.request.chord:
@@ -302,7 +307,7 @@ def _check(value: Any, where: str, max_bytes: int, setting: str) -> None:
 def _outcome(result: Any) -> Outcome:
     if isinstance(result, Outcome):
         return Outcome(normalise_output(result.output), result.then, result.end_run,
-                       result.status, result.stop)
+                       result.status, result.stop, result.parked)
     return Outcome(normalise_output(result))
 
 

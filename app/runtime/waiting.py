@@ -111,10 +111,10 @@ def park(context: StepContext, output: Any = None) -> Outcome:
               "group_index": request.group_index, "root_id": request.root_id,
               "final": context.final, "iteration": context.iteration,
               "task_id": request.id}
-    get_store().record_step(context.run_id, context.record_ref, {"parked": json.dumps(parked)})
     watch(context)
     keep_message(context)  # for a retry of the step: it waits again
-    return Outcome(output or {}, status=StepStatus.IN_PROGRESS, stop=True)
+    return Outcome(output or {}, status=StepStatus.IN_PROGRESS, stop=True,
+                   parked=json.dumps(parked))
 
 
 def _park(context: StepContext) -> Outcome:

@@ -294,11 +294,13 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
         error: Mapping[str, Any] | None = None,
         expect: StepStatus | None = None,
         cached: bool = False,
+        parked: str = "",
     ) -> bool | None:
         """Record a step's input and output; with `final`, complete the run in the same call.
 
         `alias` is a second ref the record is copied to (a loop step's unsuffixed ref).
-        `cached` marks an output taken from the output cache (the step did not run).
+        `cached` marks an output taken from the output cache (the step did not run);
+        `parked` is a waiting step's parked route, recorded with its output.
         With `expect`, the step is completed only if it has that status: None when it has
         not (another caller completed it first). Returns True when this call ended the run.
         A RefusedOutput as `run_output` ends the run FAILED with its reason.
@@ -314,7 +316,7 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
         args = [now_ms(), self.retention, dumps(input), dumps(output), ending, status,
                 given_error, expect or "", alias or "", ROUTE_ROOT.get(),
                 get_settings().max_run_bytes, ref, refused.reason if refused else "",
-                "1" if cached else ""]
+                "1" if cached else "", parked]
         reply = self.call("complete_step", keys, args)
         if reply == -1:
             return None

@@ -4,7 +4,8 @@
 --       error ('' for none), the status the step must have ('' for any), alias ref, route root,
 --       the most bytes the run may record (0 for no limit), ref, the reason the run output
 --       is refused ('' for none: the run completes; else it ends FAILED with it), '1' when the output
---       was taken from the output cache (recorded as `cached`)
+--       was taken from the output cache (recorded as `cached`), a waiting step's parked route
+--       ('' for none: recorded with the output, so it is never completed from outside before)
 -- Replies -1 when a status is required and the step is not in it (another caller completed
 -- it, or its run was cancelled) or the write is fenced off. An output that takes the run's
 -- recorded bytes over the limit is not recorded: the step and its run fail instead.
@@ -51,6 +52,10 @@ if ARGV[14] == '1' then
   fields[#fields + 1] = 'true'
 elseif step.cached then
   gone[#gone + 1] = 'cached'
+end
+if ARGV[15] ~= '' then
+  fields[#fields + 1] = 'parked'
+  fields[#fields + 1] = ARGV[15]
 end
 redis.call('HSET', KEYS[2], unpack(fields))
 if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     """How deep SUB_WORKFLOW runs may nest (a workflow that starts itself stops here)."""
     max_deliveries: int = Field(default=10, ge=1)
     """A step delivered more often than this fails instead of looping (e.g. it kills its worker)."""
+    limit_lease_seconds: float = Field(default=30.0, gt=0)
+    """How long a step's slot under a concurrency limit stays held without its worker
+    renewing it (every third of it while the step runs): a worker killed while holding a
+    slot gives it back within this time (app.runtime.limits)."""
 
     # Containment: what a definition or an input may cost. Every limit fails with a message
     # naming it; each is a deliberate ceiling that no sane workflow meets.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from app.errors import TransformationError
+from app.limits import Limit
 from app.policy import StepPolicy
 
 TASK_PREFIX: Final = "tasks."
@@ -33,6 +34,8 @@ class Transformation:
     """Parameters the function takes by name; None when it takes `**kwargs`."""
     policy: StepPolicy = StepPolicy()
     """Retry and timeout defaults; a workflow task may override them."""
+    limit: Limit | None = None
+    """Flow limit across every worker (app.limits); a workflow task may set its counts."""
 
     @property
     def task_name(self) -> str:
@@ -55,7 +58,8 @@ _registry: dict[str, Transformation] = {}
 
 
 def describe(
-    func: Callable[..., Any], name: str, queue: str, policy: StepPolicy | None = None
+    func: Callable[..., Any], name: str, queue: str, policy: StepPolicy | None = None,
+    limit: Limit | None = None,
 ) -> Transformation:
     """Check a function's name, queue and signature and describe it as a transformation."""
     if not _NAME.match(name):
@@ -83,7 +87,16 @@ def describe(
         required=frozenset(required),
         accepted=frozenset(accepted) if accepted is not None else None,
         policy=policy or StepPolicy(),
+        limit=_checked_limit(name, limit),
     )
+
+
+def _checked_limit(name: str, limit: Limit | None) -> Limit | None:
+    if limit is not None and not isinstance(limit, Limit):
+        raise TransformationError(
+            f"transformation '{name}': limit must be an app.limits.Limit, not "
+            f"{type(limit).__name__}")
+    return limit if limit is not None and limit.active else None
 
 
 def add(transformation: Transformation) -> None:

@@ -9,6 +9,7 @@ from celery import Task
 
 from app import registry
 from app.celery_app import declare_queues
+from app.limits import Limit
 from app.policy import StepPolicy
 from app.registry import Transformation
 from app.runtime.step import StepContext, step_task
@@ -31,6 +32,7 @@ def transformation(
     retry_count: int | None = None,
     timeout_seconds: float | None = None,
     policy: StepPolicy | None = None,
+    limit: Limit | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -43,6 +45,7 @@ def transformation(
     retry_count: int | None = None,
     timeout_seconds: float | None = None,
     policy: StepPolicy | None = None,
+    limit: Limit | None = None,
 ) -> F | Callable[[F], F]:
     """Register a function as a transformation, run by the Celery task `tasks.<name>`.
 
@@ -51,8 +54,10 @@ def transformation(
     `{"result": value}`). `name` defaults to the function's name, `queue` to the name.
     `policy` sets retry and timeout defaults (`retry_count` and `timeout_seconds` are
     shorthands for its two most used fields); a workflow task may override them through
-    `taskDefinition` or `retryCount`. The function itself is returned unchanged, so it
-    stays callable in tests.
+    `taskDefinition` or `retryCount`. `limit` bounds how many of its steps run at once and
+    how often one starts, across every worker (app.limits.Limit); a workflow task may set
+    Conductor's `concurrentExecLimit` and `rateLimitPerFrequency` instead. The function
+    itself is returned unchanged, so it stays callable in tests.
     """
     chosen_policy = (policy or StepPolicy()).merged(
         {k: v for k, v in (("retry_count", retry_count), ("timeout_seconds", timeout_seconds))
@@ -61,7 +66,7 @@ def transformation(
 
     def register(f: F) -> F:
         chosen = name or f.__name__
-        described = registry.describe(f, chosen, queue or chosen, chosen_policy)
+        described = registry.describe(f, chosen, queue or chosen, chosen_policy, limit)
         registry.add(described)
         register_transformation_task(described)
         declare_queues()

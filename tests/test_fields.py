@@ -65,9 +65,12 @@ REFUSED = [
                "optional": True, "taskDefinition": {"name": "j", "timeoutSeconds": 5,
                                                     "timeoutPolicy": "RETRY"}}),
      "tasks[1].taskDefinition.timeoutPolicy"),
-    (workflow(task_def(rateLimitPerFrequency=10, rateLimitFrequencyInSeconds=1)),
+    # flow limits hold transformations' steps only
+    (workflow(task(type="WAIT", taskDefinition={"name": "w", "rateLimitPerFrequency": 10})),
      "tasks[0].taskDefinition.rateLimitPerFrequency"),
-    (workflow(task_def(concurrentExecLimit=2)), "tasks[0].taskDefinition.concurrentExecLimit"),
+    (workflow(task(type="HTTP", inputParameters={"http_request": {"uri": "http://x"}},
+                   taskDefinition={"name": "h", "concurrentExecLimit": 2})),
+     "tasks[0].taskDefinition.concurrentExecLimit"),
     (workflow(task_def(pollTimeoutSeconds=30, timeoutPolicy="ALERT_ONLY")),
      "tasks[0].taskDefinition.pollTimeoutSeconds"),
     (workflow(task_def(totalTimeoutSeconds=30, timeoutPolicy="ALERT_ONLY")),
@@ -103,9 +106,23 @@ def test_unhonoured_field_is_refused_with_its_path(data: dict[str, Any], path: s
 
 def test_message_says_what_to_do() -> None:
     found = problems(workflow(task(taskReferenceName="a"), task(taskReferenceName="b"),
-                              task_def(rateLimitPerFrequency=3)))
-    assert found == ["tasks[2].taskDefinition.rateLimitPerFrequency: not supported yet "
-                     "(rate limits are planned); remove it or set 0"]
+                              task(taskReferenceName="w", type="WAIT",
+                                   taskDefinition={"name": "w", "rateLimitPerFrequency": 3})))
+    assert found == ["tasks[2].taskDefinition.rateLimitPerFrequency: not supported on a WAIT "
+                     "task: flow limits hold the steps of a transformation (SIMPLE or DYNAMIC "
+                     "tasks); remove it or set 0"]
+
+
+def test_flow_limits_of_a_transformation_are_accepted_and_checked() -> None:
+    assert problems(workflow(task_def(concurrentExecLimit=2, rateLimitPerFrequency=5,
+                                      rateLimitFrequencyInSeconds=60))) == []
+    assert problems(workflow(task_def(concurrentExecLimit=-1))) == [
+        "tasks[0].taskDefinition.concurrentExecLimit: cannot be negative (got -1); 0 or "
+        "absent means no limit"]
+    assert problems(workflow(task_def(rateLimitPerFrequency=5,
+                                      rateLimitFrequencyInSeconds=0))) == [
+        "tasks[0].taskDefinition.rateLimitFrequencyInSeconds: must be more than 0 with "
+        "rateLimitPerFrequency set (got 0); absent means 1 second, as in Conductor"]
 
 
 def test_every_refusal_comes_with_the_other_problems() -> None:

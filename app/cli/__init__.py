@@ -2,7 +2,7 @@
 
 One module per group of commands: `runs` (run, submit), `monitoring` (status, list),
 `definitions` (validate, graph, schema), `lifecycle` (register, complete), `workers`
-(worker), `doctor` (doctor); `common` holds what they
+(worker), `doctor` (doctor), `limits` (limits); `common` holds what they
 share. Every failure a user can cause ends in one line on stderr and a non-zero exit
 code; every option can also be set through the environment variable its help names.
 """
@@ -23,6 +23,7 @@ from app.cli.lifecycle import (
     resume,
     retry,
 )
+from app.cli.limits import limits
 from app.cli.monitoring import list_command, status
 from app.cli.runs import run, submit
 from app.cli.workers import worker
@@ -38,7 +39,7 @@ def main() -> None:
 
 
 for _command in (run, submit, status, list_command, complete, pause, resume, cancel, retry,
-                 rerun, restart, graph, validate, register, schema, worker, doctor):
+                 rerun, restart, graph, validate, register, schema, worker, doctor, limits):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -88,7 +88,7 @@ def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:
             yield ("taskDefinition.pollTimeoutSeconds",
                    "not supported yet on an optional or permissive task with timeoutPolicy "
                    "RETRY (its run would end TIMED_OUT); remove it or set TIME_OUT_WF")
-        for field, message in _task_definition(task.task_definition):
+        for field, message in _task_definition(task.task_definition, task.type):
             yield (f"taskDefinition.{field}", message)
         for field, message in queue_parts(task.type, task.task_definition):
             yield (f"taskDefinition.{field}", message)
@@ -130,13 +130,12 @@ def _async_complete(task: WorkflowTask) -> Iterator[tuple[str, str]]:
                "TIMED_OUT); set TIME_OUT_WF or ALERT_ONLY")
 
 
-def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:
-    if definition.rate_limit_per_frequency:
-        yield ("rateLimitPerFrequency",
-               "not supported yet (rate limits are planned); remove it or set 0")
-    if definition.concurrent_exec_limit:
-        yield ("concurrentExecLimit",
-               "not supported yet (concurrency limits are planned); remove it or set 0")
+# Types whose steps run a transformation: the only ones a flow limit holds (app.limits).
+_LIMITED: Final = frozenset({"SIMPLE", "DYNAMIC"})
+
+
+def _task_definition(definition: TaskDef, task_type: str) -> Iterator[tuple[str, str]]:
+    yield from _limits(definition, task_type)
     if definition.timeout_policy == "ALERT_ONLY":
         for field, value in (("pollTimeoutSeconds", definition.poll_timeout_seconds),
                              ("totalTimeoutSeconds", definition.total_timeout_seconds)):
@@ -144,6 +143,22 @@ def _task_definition(definition: TaskDef) -> Iterator[tuple[str, str]]:
                 yield (field,
                        "not supported yet with timeoutPolicy ALERT_ONLY (a step past it is "
                        "stopped); remove it or set RETRY or TIME_OUT_WF")
+
+
+def _limits(definition: TaskDef, task_type: str) -> Iterator[tuple[str, str]]:
+    """Conductor's flow limits of a task (app.limits): whole numbers, on transformations."""
+    for field, value in (("concurrentExecLimit", definition.concurrent_exec_limit),
+                         ("rateLimitPerFrequency", definition.rate_limit_per_frequency)):
+        if value is not None and value < 0:
+            yield (field, f"cannot be negative (got {value}); 0 or absent means no limit")
+        elif value and task_type not in _LIMITED:
+            yield (field, f"not supported on a {task_type} task: flow limits hold the steps "
+                          "of a transformation (SIMPLE or DYNAMIC tasks); remove it or set 0")
+    frequency = definition.rate_limit_frequency_in_seconds
+    if definition.rate_limit_per_frequency and frequency is not None and frequency <= 0:
+        yield ("rateLimitFrequencyInSeconds",
+               f"must be more than 0 with rateLimitPerFrequency set (got {frequency}); "
+               "absent means 1 second, as in Conductor")
 
 
 def _sub_workflow(params: SubWorkflowParams) -> Iterator[tuple[str, str]]:

@@ -27,7 +27,7 @@ from app.dsl.model import WorkflowTask
 from app.errors import TerminalError
 from app.payloads import InvalidPayload, PayloadTooLarge, check_payload
 from app.policy import StepPolicy
-from app.runtime import cache, state_events, timeouts
+from app.runtime import cache, limits, state_events, timeouts
 from app.runtime.containment import describe_error, guarded, hop, mark_recorded
 from app.runtime.lifecycle import drop, hold_back
 from app.runtime.masking import masked_exception
@@ -117,8 +117,9 @@ def step_task(
     def run(
         self: Task, run_id: str, ref: str, digest: str, final: bool = False,
         iteration: int | None = None, delay_left: float = 0.0,
-        fused: list[str] | None = None,
+        fused: list[str] | None = None, limit_ticket: list[str] | None = None,
     ) -> Any:
+        # limit_ticket: the slot a parked message was handed (read off the request)
         if delay_left > 0:
             return hop(self, delay_left)
         if fused is not None:
@@ -188,6 +189,8 @@ def _execute_step(
         max_deliveries=get_settings().max_deliveries,
         reads_run=spec.reads_run or final,
     )
+    if claim.verdict is not ClaimVerdict.RUN:
+        limits.give_back(task, run_id, recorded_as)  # a slot it was handed goes on
     if claim.verdict is ClaimVerdict.DROPPED:
         drop(task)  # its run is over for good (cancelled, timed out)
     if claim.verdict is ClaimVerdict.STALE:
@@ -209,6 +212,10 @@ def _execute_step(
         return None
 
     scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
+    held = limits.acquire(task, run_id, recorded_as, limits.step_limit(task, spec, policy),
+                          scope)
+    if held is limits.PARKED:
+        return None  # over its limit: the message waits in Redis, not in a worker
     step_input: Any = None
     try:
         resolved = spec.inputs.resolve(scope)
@@ -230,8 +237,10 @@ def _execute_step(
         run_output = _workflow_output(plan, scope, ref, step_input, outcome.output) if ends \
             else None
     except cache.CacheUnreachable:
+        limits.release(held)
         raise  # nothing was decided: the message goes back to its queue (guarded)
     except Exception as exc:
+        limits.release(held)  # before a retry is sent, so that it may take the slot
         return _failed(task, run_id, plan, spec, claim, step_input, exc, final, iteration,
                        policy)
     # a step left waiting may be completed from outside as soon as its route is parked
@@ -242,6 +251,7 @@ def _execute_step(
         final=ends, status=outcome.status, alias=ref if iteration is not None else None,
         cached=hit.found, expect=StepStatus.IN_PROGRESS if waiting else None,
         parked=outcome.parked)
+    limits.release(held)
     if over_limit is None:
         stop_route(task)  # completed meanwhile: that completion carried the route on
         if task.request.chord:

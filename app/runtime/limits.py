@@ -1,0 +1,237 @@
+"""Flow limits at run time: a step takes its slot before its work, or waits without a worker.
+
+A step of a limited transformation asks its limit once its claim says RUN. Over the
+limit, its claim is undone (the step is SCHEDULED again, noting what it waits on), its
+message (from this step on, route and fork membership and all) is parked with the limit
+and the worker moves on. Whoever frees a slot (a step's end, a timer when the next start
+is due or a lease ran out) is handed the next parked message in the same script and
+sends it; the message carries a ticket, so its step finds the slot already its own.
+A slot's lease is renewed by a thread of the worker while the step runs: a worker killed
+while holding one gives it back within the lease, and a handed message its sender never
+sent is parked again then. Steps with no limit cost nothing here: no Redis command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from app.celery_app import celery_app
+from app.config import get_settings
+from app.dsl.expressions import Parameter, parse_parameter
+from app.limits import Limit, task_limit
+from app.registry import TASK_PREFIX, transformations
+from app.runtime.messages import message_of, send_message
+from app.runtime.scope import build_scope
+from app.runtime.state import get_store
+from app.runtime.step_task import stop_route
+from app.store.limits import LimitStore
+
+log = logging.getLogger(__name__)
+TICKET: Final = "limit_ticket"
+"""Keyword argument of a message handed a slot: [limit id, holder]."""
+PUMP_TASK: Final = "baton.limit_pump"
+MAX_TIMER_SECONDS: Final = 3600.0
+"""A timer further off is sent this far ahead and looks again then (below any visibility
+timeout, so the broker never delivers it twice)."""
+
+
+@dataclass
+class Held:
+    """A slot (or a start) a running step holds under its limit."""
+
+    limit_id: str
+    holder: str
+    leased: bool
+    """It holds a slot of a concurrency limit, whose lease is renewed while it runs."""
+    released: bool = False
+
+
+PARKED: Final = Held("", "", False, True)
+"""What `acquire` returns for a step it parked: its route is stopped, return at once."""
+
+
+@lru_cache(maxsize=4)
+def _limit_store(client: Any) -> LimitStore:
+    return LimitStore(client)
+
+
+def limit_store() -> LimitStore:
+    return _limit_store(get_store().client)
+
+
+def _lease_ms() -> int:
+    return int(get_settings().limit_lease_seconds * 1000)
+
+
+def step_limit(task: Task, spec: Any, policy: Any) -> Limit | None:
+    """The limit of a step: only a transformation's steps (those with a policy) have one."""
+    if policy is None or not task.name.startswith(TASK_PREFIX):
+        return None
+    found = transformations().get(task.name[len(TASK_PREFIX):])
+    return task_limit(found.limit if found is not None else None, spec.task.task_definition)
+
+
+def acquire(task: Task, run_id: str, recorded_as: str, limit: Limit | None,
+            scope: Mapping[str, Any]) -> Held | None:
+    """Take the step's slot; None when it has no limit, PARKED when it must wait (its route
+    is then stopped; a fork member raises Ignore, so its fork does not count it yet)."""
+    ticket = _take_ticket(task, run_id, recorded_as)
+    if limit is None:
+        if ticket is not None:  # handed a slot, and limited no more since
+            release(Held(ticket[0], ticket[1], True))
+        return None
+    name = task.name[len(TASK_PREFIX):]
+    key = _key_value(limit, scope, run_id, str(task.request.id or ""))
+    limit_id = name if key is None else f"{name}|{key}"
+    if ticket is not None and ticket[0] != limit_id:
+        release(Held(ticket[0], ticket[1], True))
+        ticket = None
+    holder = ticket[1] if ticket is not None else _new_holder(run_id, recorded_as)
+    store = limit_store()
+    while True:
+        message = message_of(task, **{TICKET: [limit_id, holder]})
+        asked = store.acquire(
+            limit_id, holder, json.dumps(message), lease_ms=_lease_ms(),
+            concurrency=limit.concurrency, interval_ms=limit.interval_ms, name=name,
+            key=key or "", ticket=ticket is not None)
+        if asked.verdict != "duplicate":
+            break
+        ticket, holder = None, _new_holder(run_id, recorded_as)  # another delivery has it
+    _send(limit_id, asked.send, asked.timer_ms)
+    if asked.verdict == "run":
+        held = Held(limit_id, holder, leased=limit.concurrency > 0)
+        if held.leased:
+            _renewer.add(held)
+        if asked.waited:
+            store.started(run_id, recorded_as)
+        return held
+    waiting_on = f"limit {limit_id} ({limit.describe()})"
+    store.unclaim(run_id, recorded_as, str(task.request.id or ""), waiting_on)
+    stop_route(task)
+    if task.request.chord:
+        raise Ignore()
+    return PARKED
+
+
+def release(held: Held | None) -> None:
+    """Give a step's slot back at its end (idempotent) and send what it frees."""
+    if held is None or held.released:
+        return
+    held.released = True
+    if held.leased:
+        _renewer.discard(held)
+    released = limit_store().release(held.limit_id, held.holder, lease_ms=_lease_ms())
+    _send(held.limit_id, released.send, released.timer_ms)
+
+
+def give_back(task: Task, run_id: str, recorded_as: str) -> None:
+    """A message handed a slot whose step will not run now (done, paused, cancelled, stale):
+    the slot goes to the next in line."""
+    ticket = _take_ticket(task, run_id, recorded_as)
+    if ticket is not None:
+        release(Held(ticket[0], ticket[1], True))
+
+
+@celery_app.task(name=PUMP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def pump(limit_id: str, due_ms: int) -> None:
+    """A limit's timer: a start is due, or a lease ran out; hand out what is free."""
+    released = limit_store().release(limit_id, "", lease_ms=_lease_ms(), timer_ms=due_ms)
+    _send(limit_id, released.send, released.timer_ms)
+
+
+def _send(limit_id: str, messages: list[str], timer_ms: int) -> None:
+    for message in messages:
+        send_message(json.loads(message))
+    if timer_ms:
+        countdown = min(max(timer_ms / 1000 - time.time(), 0.0), MAX_TIMER_SECONDS)
+        celery_app.send_task(PUMP_TASK, args=[limit_id, timer_ms], countdown=countdown)
+
+
+def _take_ticket(task: Task, run_id: str, recorded_as: str) -> tuple[str, str] | None:
+    """The slot a message was handed, taken off its request (a retry or a message kept for
+    `retry` is sent from the request: it asks afresh)."""
+    kwargs = task.request.kwargs
+    if not kwargs or TICKET not in kwargs:
+        return None
+    task.request.kwargs = {k: v for k, v in kwargs.items() if k != TICKET}
+    ticket = kwargs[TICKET]
+    if not (isinstance(ticket, list) and len(ticket) == 2
+            and str(ticket[1]).startswith(f"{run_id}|{recorded_as}|")):
+        return None  # a fused message's ticket of an earlier step, already taken
+    return str(ticket[0]), str(ticket[1])
+
+
+def _new_holder(run_id: str, recorded_as: str) -> str:
+    return f"{run_id}|{recorded_as}|{uuid.uuid4().hex[:12]}"
+
+
+@lru_cache(maxsize=256)
+def _key_parameter(key: str) -> Parameter:
+    return parse_parameter(key)
+
+
+def _key_value(limit: Limit, scope: Mapping[str, Any], run_id: str, task_id: str) -> str | None:
+    """The value of the limit's key for this step, as text."""
+    if limit.key is None:
+        return None
+    parameter = _key_parameter(limit.key)
+    roots = parameter.roots()
+    refs = sorted(root for root in roots if root != "workflow" and root not in scope)
+    if refs or ("workflow" in roots and "input" not in scope.get("workflow", {})):
+        # the claim read only what the step's input needs: read what the key needs too
+        run, variables, records = get_store().read_state(run_id, refs)
+        scope = {**scope, **build_scope(run, records, task_id, variables)}
+    value = parameter.resolve(scope)
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+class _Renewer:
+    """One thread per worker process renewing the leases of the slots its steps hold."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, set[str]] = {}
+        self._pid = 0
+
+    def add(self, held: Held) -> None:
+        with self._lock:
+            self._held.setdefault(held.limit_id, set()).add(held.holder)
+            if self._pid != os.getpid():  # none yet in this (forked) process
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="baton-limit-leases",
+                                 daemon=True).start()
+
+    def discard(self, held: Held) -> None:
+        with self._lock:
+            holders = self._held.get(held.limit_id)
+            if holders is not None:
+                holders.discard(held.holder)
+                if not holders:
+                    del self._held[held.limit_id]
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(get_settings().limit_lease_seconds / 3)
+            with self._lock:
+                held = {limit_id: sorted(holders) for limit_id, holders in self._held.items()}
+            for limit_id, holders in held.items():
+                try:
+                    limit_store().renew(limit_id, holders, lease_ms=_lease_ms())
+                except Exception:  # Redis away: the next round tries again
+                    log.warning("could not renew the leases of limit %s", limit_id,
+                                exc_info=True)
+
+
+_renewer = _Renewer()

@@ -1,0 +1,133 @@
+"""Flow limits in Redis: slots, start tokens, leases and the messages waiting for them.
+
+Each limit (a transformation's name, and its key's value when it has a key) keeps its
+holders with a lease, the messages handed a slot but not yet started, the messages
+waiting in line, and its rate's next start (GCRA). Every change is one script of
+`lua/limit_*.lua`, run with Redis's clock; a limit's keys share a hash tag. The messages
+are opaque JSON here: the runtime captures and sends them (app.runtime.limits).
+Knows nothing of Celery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+import redis
+
+from app.store.base import StoreBase
+from app.store.keys import PREFIX, step_key
+
+LIMITS_INDEX: Final = f"{PREFIX}:limits"
+"""Set of the ids of every limit a step has asked (for `baton limits`)."""
+_SCRIPTS: Final = ("limit_acquire", "limit_release", "limit_renew", "limit_unclaim")
+
+
+def limit_keys(limit_id: str) -> list[str]:
+    """The keys of one limit, in the order every limit script takes them."""
+    tag = limit_id.replace("{", "(").replace("}", ")")
+    base = f"{PREFIX}:limit:{{{tag}}}"
+    return [base, f"{base}:holders", f"{base}:handed", f"{base}:waiting", f"{base}:parked",
+            LIMITS_INDEX]
+
+
+@cache
+def _source(name: str) -> str:
+    folder = resources.files("app.store") / "lua"
+    return (folder / "limit_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a step's limit answered (see LimitStore.acquire)."""
+
+    verdict: str
+    """'run', 'parked' or 'duplicate'."""
+    timer_ms: int
+    """When a timer should look at the limit again (epoch ms, Redis's clock); 0: none."""
+    waited: bool
+    """The step had been handed its slot after waiting."""
+    send: list[str]
+    """Messages (JSON) handed a slot by this call, for the caller to send."""
+    now_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Released:
+    timer_ms: int
+    send: list[str]
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """One limit as `baton limits` shows it."""
+
+    id: str
+    name: str
+    key: str
+    concurrency: int
+    interval_ms: int
+    in_use: int
+    waiting: int
+
+
+class LimitStore:
+    """The flow limits' scripts, on the run store's client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._scripts = {name: client.register_script(_source(name)) for name in _SCRIPTS}
+
+    def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+        return StoreBase.guard(lambda: script(keys=keys, args=args))
+
+    def acquire(
+        self, limit_id: str, holder: str, message: str, *, lease_ms: int, concurrency: int,
+        interval_ms: int, name: str, key: str, ticket: bool,
+    ) -> Asked:
+        """Take a slot (and a start) for `holder`, or park `message` in line for one."""
+        reply = self._call("limit_acquire", limit_keys(limit_id), [
+            holder, message, lease_ms, concurrency, interval_ms, name, key,
+            "1" if ticket else "0", limit_id])
+        return Asked(str(reply[0]), int(reply[1]), reply[2] == "1", [str(m) for m in reply[3:]])
+
+    def release(self, limit_id: str, holder: str, *, lease_ms: int,
+                timer_ms: int | None = None) -> Released:
+        """Give `holder`'s slot back ('' for none) and hand what is free to waiting messages;
+        `timer_ms` is the due time of the timer that calls (it is then no longer pending)."""
+        reply = self._call("limit_release", limit_keys(limit_id), [
+            holder, lease_ms, "" if timer_ms is None else str(timer_ms)])
+        return Released(int(reply[0]), [str(m) for m in reply[1:]])
+
+    def renew(self, limit_id: str, holders: Iterable[str], *, lease_ms: int) -> None:
+        """Extend the leases of holders still running (not those reaped meanwhile)."""
+        self._call("limit_renew", limit_keys(limit_id)[1:2], [lease_ms, *holders])
+
+    def unclaim(self, run_id: str, ref: str, task_id: str, waiting_on: str) -> bool:
+        """Put a step its limit holds back to SCHEDULED, its claim uncounted."""
+        return bool(self._call("limit_unclaim", [step_key(run_id, ref)], [task_id, waiting_on]))
+
+    def started(self, run_id: str, ref: str) -> None:
+        """A step that waited on a limit runs now: it waits on nothing."""
+        StoreBase.guard(lambda: self.client.hdel(step_key(run_id, ref), "waitingOn"))
+
+    def states(self) -> list[LimitState]:
+        """Every limit a step has asked, with its use and its line."""
+        ids = sorted(StoreBase.guard(lambda: self.client.smembers(LIMITS_INDEX)))
+        pipe = self.client.pipeline(transaction=False)
+        for limit_id in ids:
+            meta, holders, _, waiting, _, _ = limit_keys(limit_id)
+            pipe.hmget(meta, "name", "key", "concurrency", "interval")
+            pipe.zcard(holders)
+            pipe.zcard(waiting)
+        replies = StoreBase.guard(pipe.execute)
+        states = []
+        for index, limit_id in enumerate(ids):
+            (name, key, concurrency, interval), in_use, waiting = replies[3 * index:3 * index + 3]
+            states.append(LimitState(limit_id, name or limit_id, key or "", int(concurrency or 0),
+                                     int(interval or 0), int(in_use), int(waiting)))
+        return states

@@ -1,0 +1,230 @@
+"""Flow limits across every worker: concurrency, rate, keys, a killed holder, visibility.
+
+Real worker processes (`celery worker`, as the Procfile starts them): two instances of
+two pool processes each. The steps note themselves in Redis (tests/limit_steps.py), so
+what ran at once is measured by the steps, not inferred.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import tests.limit_steps  # noqa: F401  (registers the limited transformations here too)
+from app import RunStatus, StepStatus, submit_workflow
+from app.cli import main
+from app.dsl.model import TaskDef
+from app.errors import TransformationError
+from app.limits import Limit, task_limit
+from app.runtime.state import get_store
+from tests.support import RedisServer, scaled, wait_for
+from tests.test_faults import WorkerProcess, executions
+
+LEASE_SECONDS = 2.0
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[list[WorkerProcess]]:
+    folder = tmp_path_factory.mktemp("limits")
+    env = {"BATON_TRANSFORMATIONS": "tests.transformations,tests.conformance_steps,"
+                                    "tests.limit_steps",
+           "BATON_LIMIT_LEASE_SECONDS": str(LEASE_SECONDS)}
+    started = [WorkerProcess(folder / f"worker{i}.log", f"limits{i}-{uuid.uuid4().hex[:6]}",
+                             concurrency=2, extra_env=env) for i in range(2)]
+    for process in started:
+        process.ready()
+    yield started
+    for process in started:
+        process.stop(signal.SIGKILL)
+
+
+def steps_of(name: str, key: str, refs: list[str], **inputs: Any) -> list[dict[str, Any]]:
+    return [{"name": name, "taskReferenceName": ref,
+             "inputParameters": {"key": key, **inputs}} for ref in refs]
+
+
+def fork(name: str, key: str, width: int) -> dict[str, Any]:
+    branches = [steps_of(name, key, [f"b{i}"]) for i in range(width)]
+    return {"name": "limited_fork", "version": 1, "tasks": [
+        {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN",
+         "forkTasks": branches},
+        {"name": "join", "taskReferenceName": "join", "type": "JOIN",
+         "joinOn": [f"b{i}" for i in range(width)]}]}
+
+
+def chain(name: str, key: str, length: int, **inputs: Any) -> dict[str, Any]:
+    return {"name": "limited_chain", "version": 1,
+            "tasks": steps_of(name, key, [f"s{i}" for i in range(length)], **inputs)}
+
+
+def most_at_once(key: str) -> int:
+    return int(get_store().client.get(f"test:limits:{key}:max") or 0)
+
+
+def starts(key: str) -> list[float]:
+    entries = get_store().client.lrange(f"test:limits:{key}:starts", 0, -1)
+    return sorted(float(entry.split(":")[0]) for entry in entries)
+
+
+def limits_document() -> list[dict[str, Any]]:
+    result = CliRunner().invoke(main, ["limits", "--json"])
+    assert result.exit_code == 0, result.output
+    return list(json.loads(result.output))
+
+
+def test_a_concurrency_limit_holds_across_every_worker(workers: list[WorkerProcess]) -> None:
+    # Given 30 steps of 0.1 s (fork members, fused chains) of a transformation limited to
+    # two at once, on four pool processes
+    key = uuid.uuid4().hex
+    began = time.monotonic()
+    runs = [submit_workflow(fork("two_at_once", key, 9)) for _ in range(2)]
+    runs += [submit_workflow(chain("two_at_once", key, 3)) for _ in range(4)]
+
+    # Then every run completes, never more than two of its steps ran at once, and the
+    # waiting cost no attempt and no delivery
+    for run in runs:
+        assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
+    assert most_at_once(key) == 2
+    assert len(starts(key)) == 30
+    assert time.monotonic() - began >= 30 * 0.1 / 2
+    for run in runs:
+        for step in run.steps.values():
+            assert step.attempts <= 1, (step.ref, step.attempts)
+    document = next(d for d in limits_document() if d["id"] == "two_at_once")
+    assert document["capacity"] == 2 and document["inUse"] == 0 and document["waiting"] == 0
+
+
+def test_a_task_definition_sets_conductors_concurrency_limit(
+    workers: list[WorkerProcess],
+) -> None:
+    key = uuid.uuid4().hex
+    definition = chain("noted", key, 1)
+    definition["tasks"][0]["taskDefinition"] = {"name": "noted", "concurrentExecLimit": 1}
+    runs = [submit_workflow(definition) for _ in range(8)]
+
+    for run in runs:
+        assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
+    assert most_at_once(key) == 1
+    assert len(starts(key)) == 8
+
+
+def test_a_rate_limit_spaces_starts_across_every_worker(workers: list[WorkerProcess]) -> None:
+    # Given 15 steps offered at once to a transformation allowed 5 starts a second
+    key = uuid.uuid4().hex
+    runs = [submit_workflow(chain("five_a_second", key, 1)) for _ in range(15)]
+
+    for run in runs:
+        assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
+    times = starts(key)
+    assert len(times) == 15
+    # Then no second holds more than five starts (a few ms of jitter between the limit's
+    # clock and the steps' own), and the starts come at five a second
+    for index, first in enumerate(times):
+        assert sum(1 for t in times[index:] if t < first + 0.97) <= 5, times
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 4.0 <= rate <= 5.3, rate
+
+
+def test_a_keyed_limit_holds_each_key_apart(workers: list[WorkerProcess]) -> None:
+    # Given a backlog of one customer's steps, one at a time per customer
+    key = uuid.uuid4().hex
+    busy = [submit_workflow(chain("one_per_customer", f"{key}-a", 1, seconds=0.4),
+                            {"customer": "a"}) for _ in range(6)]
+    wait_for(lambda: starts(f"{key}-a"), timeout=30, what="the first step of customer a")
+    other = submit_workflow(chain("one_per_customer", f"{key}-b", 1), {"customer": "b"})
+
+    # Then the other customer's step starts without waiting for that backlog
+    assert other.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+    assert len(starts(f"{key}-a")) < 6
+    for run in busy:
+        assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
+    assert most_at_once(f"{key}-a") == 1
+    ids = {d["id"] for d in limits_document()}
+    assert {"one_per_customer|a", "one_per_customer|b"} <= ids
+
+
+def held(key: str, tag: str) -> dict[str, Any]:
+    return {"name": "held_slot", "version": 1, "tasks": [
+        {"name": "hold", "taskReferenceName": "held",
+         "inputParameters": {"key": key, "tag": tag},
+         "taskDefinition": {"name": "hold", "concurrentExecLimit": 1}}]}
+
+
+def test_a_killed_holder_gives_its_slot_back_within_the_lease(
+    workers: list[WorkerProcess],
+) -> None:
+    client = get_store().client
+    key = uuid.uuid4().hex
+    # Given one step holding the only slot, and another waiting for it
+    first = submit_workflow(held(key, "first"))
+    running = wait_for(lambda: executions(key), timeout=30, what="the first step to start")
+    second = submit_workflow(held(key, "second"))
+
+    def waiting() -> bool:
+        step = get_store().get_steps(second.id).get("held", {})
+        return step.get("status") == StepStatus.SCHEDULED and "waitingOn" in step
+
+    wait_for(waiting, timeout=30, what="the second step to wait on the limit")
+    record = get_store().get_steps(second.id)["held"]
+    assert record["waitingOn"] == "limit hold (1 at once)"
+    assert record.get("attempts") in (None, "0") and record.get("deliveries") in (None, "0")
+    document = next(d for d in limits_document() if d["id"] == "hold")
+    assert (document["inUse"], document["capacity"], document["waiting"]) == (1, 1, 1)
+
+    # When the pool process holding the slot is killed
+    os.kill(int(running[0].split(":")[1]), signal.SIGKILL)
+    killed = time.monotonic()
+
+    # Then the waiting step gets the slot within the lease (and the killed step, delivered
+    # again, waits behind it: the limit is never exceeded)
+    wait_for(lambda: [e for e in executions(key) if e.startswith("second:")], timeout=30,
+             what="the second step to start")
+    assert time.monotonic() - killed <= scaled(LEASE_SECONDS + 3)
+    assert [e.split(":")[0] for e in executions(key)] == ["first", "second"]
+    client.rpush(f"test:gate:{key}:second", "open")
+    assert second.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+    wait_for(lambda: len(executions(key)) == 3, timeout=30,
+             what="the killed step to run again")
+    client.rpush(f"test:gate:{key}:first", "open")
+    assert first.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+    assert first.steps["held"].attempts == 2
+    assert "waitingOn" not in get_store().get_steps(first.id)["held"]
+
+
+# -- the Limit object and Conductor's fields (no workers) ------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"concurrency": -1}, "limit concurrency cannot be negative"),
+    ({"rate": 2.5}, "limit rate must be a whole number, not 2.5"),
+    ({"rate": 1, "per_seconds": 0}, "limit per_seconds must be more than 0"),
+    ({"concurrency": 1, "key": "customer"}, "limit key 'customer' holds no ${...} expression"),
+    ({"concurrency": 1, "key": "${workflow.input"}, "limit key '${workflow.input'"),
+])
+def test_a_limit_is_checked_when_declared(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(TransformationError, match=re.escape(message)):
+        Limit(**fields)
+
+
+def test_a_task_definition_sets_the_counts_of_a_limit() -> None:
+    default = Limit(concurrency=3, key="${workflow.input.c}")
+    definition = TaskDef(name="t", concurrentExecLimit=2, rateLimitPerFrequency=10)
+    assert task_limit(default, definition) == Limit(
+        concurrency=2, rate=10, per_seconds=1, key="${workflow.input.c}")
+    assert task_limit(None, TaskDef(name="t", rateLimitPerFrequency=6,
+                                    rateLimitFrequencyInSeconds=60)) == Limit(
+        rate=6, per_seconds=60)
+    assert task_limit(None, TaskDef(name="t", concurrentExecLimit=0)) is None
+    assert task_limit(default, None) is default
+    assert Limit(rate=6, per_seconds=60).interval_ms == 10_000

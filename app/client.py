@@ -62,6 +62,8 @@ class Step:
     """Each earlier attempt that failed: attempt, startTime, endTime (epoch ms), error."""
     cached: bool = False
     """Its output was taken from the output cache (its cacheConfig): it did not run."""
+    waiting_on: str | None = None
+    """The flow limit a SCHEDULED step waits on (`limit <id> (<what it allows>)`)."""
 
     @classmethod
     def from_record(
@@ -83,6 +85,8 @@ class Step:
             ended_at=_time(doc.get("endTime")),
             failed_attempts=failed,
             cached=doc.get("cached") == "true",
+            waiting_on=doc.get("waitingOn") if doc.get("status") == StepStatus.SCHEDULED
+            else None,
         )
 
 

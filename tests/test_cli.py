@@ -322,6 +322,7 @@ def test_status_json_is_a_stable_document(worker: Any, tmp_path: Path) -> None:
     assert list(ok) == [
         "ref", "type", "name", "status", "attempts", "worker", "taskId", "startTime",
         "endTime", "durationMs", "input", "output", "error", "failedAttempts", "cached",
+        "waitingOn",
     ]
     assert {k: ok[k] for k in ("ref", "type", "name", "status", "attempts", "input", "output",
                                "error")} == {

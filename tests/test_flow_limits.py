@@ -181,6 +181,9 @@ def test_a_killed_holder_gives_its_slot_back_within_the_lease(
     assert record.get("attempts") in (None, "0") and record.get("deliveries") in (None, "0")
     document = next(d for d in limits_document() if d["id"] == "hold")
     assert (document["inUse"], document["capacity"], document["waiting"]) == (1, 1, 1)
+    shown = CliRunner().invoke(main, ["status", second.id])
+    assert "SCHEDULED (waiting on limit hold (1 at once))" in shown.output, shown.output
+    assert second.steps["held"].waiting_on == "limit hold (1 at once)"
 
     # When the pool process holding the slot is killed
     os.kill(int(running[0].split(":")[1]), signal.SIGKILL)

@@ -67,6 +67,7 @@ def status(run_id: str, as_json: bool, redis_url: str | None) -> None:
       input, output and error (null, or an object with type, message, traceback);
       failedAttempts: each failed attempt (attempt, startTime, endTime, error);
       cached: true when the step's output came from the output cache (cacheConfig);
+      waitingOn: the flow limit a SCHEDULED step waits on (see `baton limits`), or null;
       cached: true when the run completed at once with a cached output.
     """
     use_redis(redis_url, "status")
@@ -183,6 +184,7 @@ def step_document(step: Step) -> dict[str, Any]:
         },
         "failedAttempts": list(step.failed_attempts),
         "cached": step.cached,
+        "waitingOn": step.waiting_on,
     }
 
 
@@ -224,6 +226,8 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
 def _status(document: Mapping[str, Any]) -> str:
     """A run's or step's status, marked when its output came from the output cache."""
     status = str(document["status"])
+    if document.get("waitingOn"):
+        return f"{status} (waiting on {document['waitingOn']})"
     return f"{status} (cached)" if document.get("cached") else status
 
 

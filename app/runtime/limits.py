@@ -99,6 +99,7 @@ def acquire(task: Task, run_id: str, recorded_as: str, limit: Limit | None,
         release(Held(ticket[0], ticket[1], True))
         ticket = None
     holder = ticket[1] if ticket is not None else _new_holder(run_id, recorded_as)
+    parked_before = ticket is not None  # only a parked message carries a ticket
     store = limit_store()
     while True:
         message = message_of(task, **{TICKET: [limit_id, holder]})
@@ -114,7 +115,7 @@ def acquire(task: Task, run_id: str, recorded_as: str, limit: Limit | None,
         held = Held(limit_id, holder, leased=limit.concurrency > 0)
         if held.leased:
             _renewer.add(held)
-        if asked.waited:
+        if parked_before:
             store.started(run_id, recorded_as)
         return held
     waiting_on = f"limit {limit_id} ({limit.describe()})"

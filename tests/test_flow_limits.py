@@ -205,6 +205,31 @@ def test_a_killed_holder_gives_its_slot_back_within_the_lease(
     assert "waitingOn" not in get_store().get_steps(first.id)["held"]
 
 
+
+def test_cancelling_a_run_gives_its_slot_to_the_next_in_line(
+    workers: list[WorkerProcess],
+) -> None:
+    client = get_store().client
+    key = uuid.uuid4().hex
+    # Given a run whose step holds the only slot, and another run waiting for it
+    first = submit_workflow(held(key, "first"))
+    wait_for(lambda: executions(key), timeout=30, what="the first step to start")
+    second = submit_workflow(held(key, "second"))
+    wait_for(lambda: getattr(second.steps.get("held"), "waiting_on", None), timeout=30,
+             what="the second step to wait on the limit")
+
+    # When the first run is cancelled (its step's process is killed)
+    first.cancel()
+
+    # Then the waiting step takes the slot, and the cancelled step does not run again
+    wait_for(lambda: len(executions(key)) == 2, timeout=30, what="the second step to start")
+    client.rpush(f"test:gate:{key}:second", "open")
+    assert second.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+    assert first.status is RunStatus.TERMINATED
+    assert [e.split(":")[0] for e in executions(key)] == ["first", "second"]
+    wait_for(lambda: next(d for d in limits_document() if d["id"] == "hold")["inUse"] == 0,
+             timeout=30, what="the slots to be free")
+
 # -- the Limit object and Conductor's fields (no workers) ------------------------------------
 
 

@@ -24,6 +24,7 @@ from app.celery_app import celery_app
 from app.delays import hop_until
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
+from app.runtime import limits
 from app.runtime.messages import message_of, send_message
 from app.runtime.state import get_store
 from app.runtime.step_task import StepTask, stop_route
@@ -126,6 +127,7 @@ def terminate(run_id: str, reason: str = "terminated",
         raise LifecycleError(f"run {run_id} is not RUNNING or PAUSED: {_status(run_id)}")
     if task_ids:
         celery_app.control.revoke(task_ids, terminate=True, signal=STOP_SIGNAL)
+        limits.run_ended(run_id)  # their flow-limit slots come back soon after
 
 
 @celery_app.task(name=DEADLINE_TASK, bind=True, base=StepTask)  # type: ignore[untyped-decorator]

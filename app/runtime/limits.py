@@ -83,10 +83,16 @@ def step_limit(task: Task, spec: Any, policy: Any) -> Limit | None:
     return task_limit(found.limit if found is not None else None, spec.task.task_definition)
 
 
-def acquire(task: Task, run_id: str, recorded_as: str, limit: Limit | None,
+def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Limit | None,
             scope: Mapping[str, Any]) -> Held | None:
     """Take the step's slot; None when it has no limit, PARKED when it must wait (its route
-    is then stopped; a fork member raises Ignore, so its fork does not count it yet)."""
+    is then stopped; a fork member raises Ignore, so its fork does not count it yet).
+
+    A step asks as `<run>|<ref>|<attempt>`: a message delivered again after it parked (its
+    claim undone, so the same attempt) finds its parked copy and keeps one in line; a
+    retry, or a delivery after its worker died mid-step, asks anew, and a dead holder's
+    slot comes back with its lease.
+    """
     ticket = _take_ticket(task, run_id, recorded_as)
     if limit is None:
         if ticket is not None:  # handed a slot, and limited no more since
@@ -98,7 +104,7 @@ def acquire(task: Task, run_id: str, recorded_as: str, limit: Limit | None,
     if ticket is not None and ticket[0] != limit_id:
         release(Held(ticket[0], ticket[1], True))
         ticket = None
-    holder = ticket[1] if ticket is not None else _new_holder(run_id, recorded_as)
+    holder = ticket[1] if ticket is not None else f"{run_id}|{recorded_as}|{attempts}"
     parked_before = ticket is not None  # only a parked message carries a ticket
     store = limit_store()
     while True:
@@ -176,6 +182,16 @@ def _take_ticket(task: Task, run_id: str, recorded_as: str) -> tuple[str, str] |
 
 def _new_holder(run_id: str, recorded_as: str) -> str:
     return f"{run_id}|{recorded_as}|{uuid.uuid4().hex[:12]}"
+
+
+def run_ended(run_id: str) -> None:
+    """A run ended from outside (cancel, terminate): the slots its running steps hold come
+    back once their processes are killed, a third of the lease and a second from now,
+    rather than when the whole lease ends (a step that runs on renews its lease first)."""
+    grace_ms = _lease_ms() // 3 + 1000
+    for limit_id, holders in limit_store().holders_of(f"{run_id}|").items():
+        timer_ms = limit_store().expire(limit_id, holders, grace_ms=grace_ms)
+        _send(limit_id, [], timer_ms)
 
 
 @lru_cache(maxsize=256)

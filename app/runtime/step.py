@@ -212,8 +212,8 @@ def _execute_step(
         return None
 
     scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
-    held = limits.acquire(task, run_id, recorded_as, limits.step_limit(task, spec, policy),
-                          scope)
+    held = limits.acquire(task, run_id, recorded_as, claim.attempts,
+                          limits.step_limit(task, spec, policy), scope)
     if held is limits.PARKED:
         return None  # over its limit: the message waits in Redis, not in a worker
     step_input: Any = None

@@ -23,7 +23,8 @@ from app.store.keys import PREFIX, step_key
 
 LIMITS_INDEX: Final = f"{PREFIX}:limits"
 """Set of the ids of every limit a step has asked (for `baton limits`)."""
-_SCRIPTS: Final = ("limit_acquire", "limit_release", "limit_renew", "limit_unclaim")
+_SCRIPTS: Final = ("limit_acquire", "limit_expire", "limit_release", "limit_renew",
+                   "limit_unclaim")
 
 
 def limit_keys(limit_id: str) -> list[str]:
@@ -106,6 +107,23 @@ class LimitStore:
     def renew(self, limit_id: str, holders: Iterable[str], *, lease_ms: int) -> None:
         """Extend the leases of holders still running (not those reaped meanwhile)."""
         self._call("limit_renew", limit_keys(limit_id)[1:2], [lease_ms, *holders])
+
+    def holders_of(self, prefix: str) -> dict[str, list[str]]:
+        """The holders whose id starts with `prefix` (a run's: `<run id>|`), by limit. Reads
+        every limit's holders: for the end of a run from outside, not for each step."""
+        ids = sorted(StoreBase.guard(lambda: self.client.smembers(LIMITS_INDEX)))
+        pipe = self.client.pipeline(transaction=False)
+        for limit_id in ids:
+            pipe.zrange(limit_keys(limit_id)[1], 0, -1)
+        replies = StoreBase.guard(pipe.execute)
+        found = {limit_id: [h for h in holders if h.startswith(prefix)]
+                 for limit_id, holders in zip(ids, replies, strict=True)}
+        return {limit_id: holders for limit_id, holders in found.items() if holders}
+
+    def expire(self, limit_id: str, holders: Sequence[str], *, grace_ms: int) -> int:
+        """End these holders' leases within `grace_ms`; returns when a timer is due (0: none)."""
+        reply = self._call("limit_expire", limit_keys(limit_id), [grace_ms, *holders])
+        return int(reply[0])
 
     def unclaim(self, run_id: str, ref: str, task_id: str, waiting_on: str) -> bool:
         """Put a step its limit holds back to SCHEDULED, its claim uncounted."""

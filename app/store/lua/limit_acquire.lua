@@ -4,7 +4,7 @@
 --       (a slot was handed to it), limit id
 -- Replies {verdict, timer ms (0: none), waited ('1'/'0'), messages to send...}: 'run' (do
 -- the work, holding the slot), 'parked' (wait: the message is kept), 'duplicate' (the
--- ticket is held by a delivery that started: ask again with a holder of its own).
+-- holder is held by a delivery that started: ask again with a holder of its own).
 local now = now_ms()
 local holder, lease = ARGV[1], tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'name', ARGV[6], 'key', ARGV[7], 'concurrency', ARGV[4],
@@ -33,6 +33,8 @@ if ARGV[8] == '1' then
   -- its place, and the parked copy is never sent
   redis.call('ZREM', KEYS[4], holder)
   redis.call('HDEL', KEYS[5], holder)
+elseif redis.call('ZSCORE', KEYS[2], holder) then
+  return reply('duplicate', 0, '0')
 end
 if redis.call('ZCARD', KEYS[4]) == 0 and slot_free() and token_wait(now) == 0 then
   take_token(now)

@@ -45,8 +45,10 @@ local function park(holder, message, first)
     score = head[2] and (tonumber(head[2]) - 1) or 0
   else
     score = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+    -- the same message parked again (delivered twice) keeps its place: one copy waits
+    if redis.call('ZSCORE', KEYS[4], holder) then score = nil end
   end
-  redis.call('ZADD', KEYS[4], score, holder)
+  if score then redis.call('ZADD', KEYS[4], score, holder) end
   redis.call('HSET', KEYS[5], holder, message)
 end
 

@@ -25,6 +25,7 @@ from app.cli import main
 from app.dsl.model import TaskDef
 from app.errors import TransformationError
 from app.limits import Limit, task_limit
+from app.runtime.limits import limit_store
 from app.runtime.state import get_store
 from tests.support import RedisServer, scaled, wait_for
 from tests.test_faults import WorkerProcess, executions
@@ -256,3 +257,55 @@ def test_a_task_definition_sets_the_counts_of_a_limit() -> None:
     assert task_limit(None, TaskDef(name="t", concurrentExecLimit=0)) is None
     assert task_limit(default, None) is default
     assert Limit(rate=6, per_seconds=60).interval_ms == 10_000
+
+
+
+# -- the limit's scripts on their own (Redis, no workers) --------------------------------------
+
+
+def test_a_handed_message_its_sender_never_sent_is_parked_again_when_its_lease_ends(
+    redis_server: RedisServer,
+) -> None:
+    store = limit_store()
+    limit_id = f"unsent-{uuid.uuid4().hex}"
+
+    def ask(holder: str, message: str) -> Any:
+        return store.acquire(limit_id, holder, message, lease_ms=300, concurrency=1,
+                             interval_ms=0, name="unsent", key="", ticket=False)
+
+    # Given one holder and a message waiting for its slot
+    assert ask("a", "{}").verdict == "run"
+    assert ask("b", '{"m": "b"}').verdict == "parked"
+    # When the holder's end hands the slot to the waiting message (twice: idempotent), and
+    # the process that should send it dies before it does
+    assert store.release(limit_id, "a", lease_ms=300).send == ['{"m": "b"}']
+    assert store.release(limit_id, "a", lease_ms=300).send == []
+    # Then the message is parked again once that lease ends, first in line, and handed on
+    assert ask("c", "{}").verdict == "parked"
+
+    def handed_again() -> list[str]:
+        return store.release(limit_id, "", lease_ms=300).send
+
+    assert wait_for(handed_again, timeout=5, what="the unsent message to be handed again") \
+        == ['{"m": "b"}']
+    state = next(s for s in store.states() if s.id == limit_id)
+    assert (state.in_use, state.waiting) == (1, 1)  # b holds the slot, c waits
+
+
+def test_a_rate_limit_says_when_its_next_start_is_due(redis_server: RedisServer) -> None:
+    store = limit_store()
+    limit_id = f"rate-{uuid.uuid4().hex}"
+
+    def ask(holder: str) -> Any:
+        return store.acquire(limit_id, holder, json.dumps({"h": holder}), lease_ms=5000,
+                             concurrency=0, interval_ms=500, name="rate", key="",
+                             ticket=False)
+
+    assert ask("a").verdict == "run"
+    began = time.time() * 1000
+    second = ask("b")
+    # the next start is due one interval after the first, and a timer is asked for then
+    assert second.verdict == "parked"
+    assert began + 300 <= second.timer_ms <= began + 600
+    assert ask("c").timer_ms == 0  # one timer is pending already
+    assert store.release(limit_id, "", lease_ms=5000).send == []  # not due yet

@@ -54,11 +54,14 @@ class Held:
     limit_id: str
     holder: str
     leased: bool
-    """It holds a slot of a concurrency limit, whose lease is renewed while it runs."""
+    """It holds a slot of a concurrency limit (or a start handed to it), with a lease;
+    a step that took a start under a rate alone holds nothing to give back."""
     released: bool = False
+    handed: bool = False
+    """A ticket: its slot was handed to a message whose step may not have started."""
 
 
-PARKED: Final = Held("", "", False, True)
+PARKED: Final = Held("", "", leased=False, released=True)
 """What `acquire` returns for a step it parked: its route is stopped, return at once."""
 
 
@@ -96,27 +99,30 @@ def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Lim
     ticket = _take_ticket(task, run_id, recorded_as)
     if limit is None:
         if ticket is not None:  # handed a slot, and limited no more since
-            release(Held(ticket[0], ticket[1], True))
+            release(Held(ticket[0], ticket[1], True, handed=True))
         return None
     name = task.name[len(TASK_PREFIX):]
     key = _key_value(limit, scope, run_id, str(task.request.id or ""))
     limit_id = name if key is None else f"{name}|{key}"
     if ticket is not None and ticket[0] != limit_id:
-        release(Held(ticket[0], ticket[1], True))
+        release(Held(ticket[0], ticket[1], True, handed=True))
         ticket = None
     holder = ticket[1] if ticket is not None else f"{run_id}|{recorded_as}|{attempts}"
     parked_before = ticket is not None  # only a parked message carries a ticket
     store = limit_store()
+    message = ""  # captured only once the limit is reached: most steps never need it
     while True:
-        message = message_of(task, **{TICKET: [limit_id, holder]})
         asked = store.acquire(
-            limit_id, holder, json.dumps(message), lease_ms=_lease_ms(),
-            concurrency=limit.concurrency, interval_ms=limit.interval_ms, name=name,
-            key=key or "", ticket=ticket is not None)
-        if asked.verdict != "duplicate":
+            limit_id, holder, message, lease_ms=_lease_ms(), concurrency=limit.concurrency,
+            interval_ms=limit.interval_ms, name=name, key=key or "",
+            ticket=ticket is not None)
+        _send(limit_id, asked.send, asked.timer_ms)
+        if asked.verdict == "duplicate":  # another delivery holds it
+            ticket, holder, message = None, _new_holder(run_id, recorded_as), ""
+        elif asked.verdict == "full":
+            message = json.dumps(message_of(task, **{TICKET: [limit_id, holder]}))
+        else:
             break
-        ticket, holder = None, _new_holder(run_id, recorded_as)  # another delivery has it
-    _send(limit_id, asked.send, asked.timer_ms)
     if asked.verdict == "run":
         held = Held(limit_id, holder, leased=limit.concurrency > 0)
         if held.leased:
@@ -134,12 +140,12 @@ def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Lim
 
 def release(held: Held | None) -> None:
     """Give a step's slot back at its end (idempotent) and send what it frees."""
-    if held is None or held.released:
+    if held is None or held.released or not held.leased:
         return
     held.released = True
-    if held.leased:
-        _renewer.discard(held)
-    released = limit_store().release(held.limit_id, held.holder, lease_ms=_lease_ms())
+    _renewer.discard(held)
+    released = limit_store().release(held.limit_id, held.holder, lease_ms=_lease_ms(),
+                                     ticket=held.handed)
     _send(held.limit_id, released.send, released.timer_ms)
 
 
@@ -148,7 +154,7 @@ def give_back(task: Task, run_id: str, recorded_as: str) -> None:
     the slot goes to the next in line."""
     ticket = _take_ticket(task, run_id, recorded_as)
     if ticket is not None:
-        release(Held(ticket[0], ticket[1], True))
+        release(Held(ticket[0], ticket[1], True, handed=True))
 
 
 @celery_app.task(name=PUMP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

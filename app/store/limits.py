@@ -22,7 +22,8 @@ from app.store.base import StoreBase
 from app.store.keys import PREFIX, step_key
 
 LIMITS_INDEX: Final = f"{PREFIX}:limits"
-"""Set of the ids of every limit a step has asked (for `baton limits`)."""
+"""Sorted set of the ids of the limits steps have asked, by when one last waited or held a
+slot (for `baton limits`, and for the slots of a run that ended)."""
 _SCRIPTS: Final = ("limit_acquire", "limit_expire", "limit_release", "limit_renew",
                    "limit_unclaim")
 
@@ -46,14 +47,11 @@ class Asked:
     """What a step's limit answered (see LimitStore.acquire)."""
 
     verdict: str
-    """'run', 'parked' or 'duplicate'."""
+    """'run', 'full' (ask again with the message to park), 'parked' or 'duplicate'."""
     timer_ms: int
     """When a timer should look at the limit again (epoch ms, Redis's clock); 0: none."""
-    waited: bool
-    """The step had been handed its slot after waiting."""
     send: list[str]
     """Messages (JSON) handed a slot by this call, for the caller to send."""
-    now_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,28 +88,32 @@ class LimitStore:
         self, limit_id: str, holder: str, message: str, *, lease_ms: int, concurrency: int,
         interval_ms: int, name: str, key: str, ticket: bool,
     ) -> Asked:
-        """Take a slot (and a start) for `holder`, or park `message` in line for one."""
+        """Take a slot (and a start) for `holder`, or park `message` in line for one; with
+        no message ('') nothing is parked: 'full' says to ask again with it."""
         reply = self._call("limit_acquire", limit_keys(limit_id), [
             holder, message, lease_ms, concurrency, interval_ms, name, key,
             "1" if ticket else "0", limit_id])
-        return Asked(str(reply[0]), int(reply[1]), reply[2] == "1", [str(m) for m in reply[3:]])
+        return Asked(str(reply[0]), int(reply[1]), [str(m) for m in reply[2:]])
 
     def release(self, limit_id: str, holder: str, *, lease_ms: int,
-                timer_ms: int | None = None) -> Released:
+                timer_ms: int | None = None, ticket: bool = False) -> Released:
         """Give `holder`'s slot back ('' for none) and hand what is free to waiting messages;
-        `timer_ms` is the due time of the timer that calls (it is then no longer pending)."""
+        `timer_ms` is the due time of the timer that calls (it is then no longer pending);
+        `ticket`: the holder was handed its slot and its step may not have started."""
         reply = self._call("limit_release", limit_keys(limit_id), [
-            holder, lease_ms, "" if timer_ms is None else str(timer_ms)])
+            holder, lease_ms, "" if timer_ms is None else str(timer_ms),
+            "1" if ticket else "0"])
         return Released(int(reply[0]), [str(m) for m in reply[1:]])
 
     def renew(self, limit_id: str, holders: Iterable[str], *, lease_ms: int) -> None:
         """Extend the leases of holders still running (not those reaped meanwhile)."""
-        self._call("limit_renew", limit_keys(limit_id)[1:2], [lease_ms, *holders])
+        keys = limit_keys(limit_id)
+        self._call("limit_renew", [keys[1], keys[5]], [lease_ms, limit_id, *holders])
 
     def holders_of(self, prefix: str) -> dict[str, list[str]]:
         """The holders whose id starts with `prefix` (a run's: `<run id>|`), by limit. Reads
         every limit's holders: for the end of a run from outside, not for each step."""
-        ids = sorted(StoreBase.guard(lambda: self.client.smembers(LIMITS_INDEX)))
+        ids = self._ids()
         pipe = self.client.pipeline(transaction=False)
         for limit_id in ids:
             pipe.zrange(limit_keys(limit_id)[1], 0, -1)
@@ -133,9 +135,12 @@ class LimitStore:
         """A step that waited on a limit runs now: it waits on nothing."""
         StoreBase.guard(lambda: self.client.hdel(step_key(run_id, ref), "waitingOn"))
 
+    def _ids(self) -> list[str]:
+        return sorted(StoreBase.guard(lambda: self.client.zrange(LIMITS_INDEX, 0, -1)))
+
     def states(self) -> list[LimitState]:
         """Every limit a step has asked, with its use and its line."""
-        ids = sorted(StoreBase.guard(lambda: self.client.smembers(LIMITS_INDEX)))
+        ids = self._ids()
         pipe = self.client.pipeline(transaction=False)
         for limit_id in ids:
             meta, holders, _, waiting, _, _ = limit_keys(limit_id)

@@ -10,5 +10,6 @@ for i = 2, #ARGV do
     redis.call('ZADD', KEYS[2], 'XX', until_ms, ARGV[i])
   end
 end
-redis.call('HDEL', KEYS[1], 'timer') -- the pending one may be due later than these leases
-return {next_timer(now)}
+local meta = load_meta()
+meta.timer = 0 -- the pending one may be due later than these leases
+return {next_timer(meta, now)}

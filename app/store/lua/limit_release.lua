@@ -1,19 +1,20 @@
 -- A step's end gives its slot back (ARGV[1] its holder, '' for none), or a timer looks at
 -- the limit (ARGV[3] its due time, '' for none): free slots and due starts go to the
 -- waiting messages. Idempotent: a holder not holding gives nothing back.
--- ARGV: holder, lease ms, timer due
+-- ARGV: holder, lease ms, timer due, '1' when the holder is a ticket handed a slot (its
+--       message may not have started)
 -- Replies {timer ms (0: none), messages to send...}.
-local now = now_ms()
 if ARGV[1] ~= '' then
   redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[3], ARGV[1])
+  if ARGV[4] == '1' then redis.call('HDEL', KEYS[3], ARGV[1]) end
 end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'timer') == ARGV[3] then
   redis.call('HDEL', KEYS[1], 'timer')
 end
-reap(now)
+if redis.call('ZCARD', KEYS[4]) == 0 then return {0} end
+local now = now_ms()
+local meta = load_meta()
 local out = {}
-hand_out(now, tonumber(ARGV[2]), out)
-local r = {next_timer(now)}
+local r = {settle(meta, now, tonumber(ARGV[2]), out)}
 for _, message in ipairs(out) do r[#r + 1] = message end
 return r

@@ -1,7 +1,9 @@
--- Renew the leases of the holders of one limit a worker still runs (KEYS[1]: its holders
--- zset; ARGV: lease ms, holders...); one reaped meanwhile is not put back.
+-- Renew the leases of the holders of one limit a worker still runs; one reaped meanwhile
+-- is not put back. KEYS: its holders zset, the index of limits; ARGV: lease ms, limit id,
+-- holders...
 local now = now_ms()
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
 end
-return #ARGV - 1
+redis.call('ZADD', KEYS[2], now, ARGV[2]) -- in use: listed
+return #ARGV - 2

@@ -69,6 +69,8 @@ def _check(run_id: str, alive: Mapping[str, set[str]], min_idle: float) -> Stuck
         return None  # a message of its current route is on its way
     steps = store.get_steps(run_id)
     for record in steps.values():
+        if record.get("status") == StepStatus.SCHEDULED and record.get("waitingOn"):
+            return None  # its message waits in Redis for a flow limit (app.runtime.limits)
         if record.get("status") != StepStatus.IN_PROGRESS:
             continue
         if record.get("taskType") in _WAITING_TYPES and record.get("parked"):

@@ -163,25 +163,33 @@ def held(key: str, tag: str) -> dict[str, Any]:
          "taskDefinition": {"name": "hold", "concurrentExecLimit": 1}}]}
 
 
+def holding_and_waiting(key: str) -> tuple[Any, Any, list[str]]:
+    """A run whose step holds the only slot of `hold`, one whose step waits for it, and
+    what the holder noted when it started (its tag and pid)."""
+    first = submit_workflow(held(key, "first"))
+    running = wait_for(lambda: executions(key), timeout=30, what="the first step to start")
+    second = submit_workflow(held(key, "second"))
+    wait_for(lambda: getattr(second.steps.get("held"), "waiting_on", None), timeout=30,
+             what="the second step to wait on the limit")
+    return first, second, running
+
+
+def hold_limit() -> dict[str, Any]:
+    return next(d for d in limits_document() if d["id"] == "hold")
+
+
 def test_a_killed_holder_gives_its_slot_back_within_the_lease(
     workers: list[WorkerProcess],
 ) -> None:
     client = get_store().client
     key = uuid.uuid4().hex
     # Given one step holding the only slot, and another waiting for it
-    first = submit_workflow(held(key, "first"))
-    running = wait_for(lambda: executions(key), timeout=30, what="the first step to start")
-    second = submit_workflow(held(key, "second"))
-
-    def waiting() -> bool:
-        step = get_store().get_steps(second.id).get("held", {})
-        return step.get("status") == StepStatus.SCHEDULED and "waitingOn" in step
-
-    wait_for(waiting, timeout=30, what="the second step to wait on the limit")
+    first, second, running = holding_and_waiting(key)
     record = get_store().get_steps(second.id)["held"]
+    assert record["status"] == StepStatus.SCHEDULED
     assert record["waitingOn"] == "limit hold (1 at once)"
     assert record.get("attempts") in (None, "0") and record.get("deliveries") in (None, "0")
-    document = next(d for d in limits_document() if d["id"] == "hold")
+    document = hold_limit()
     assert (document["inUse"], document["capacity"], document["waiting"]) == (1, 1, 1)
     shown = CliRunner().invoke(main, ["status", second.id])
     assert "SCHEDULED (waiting on limit hold (1 at once))" in shown.output, shown.output
@@ -216,11 +224,7 @@ def test_cancelling_a_run_gives_its_slot_to_the_next_in_line(
     client = get_store().client
     key = uuid.uuid4().hex
     # Given a run whose step holds the only slot, and another run waiting for it
-    first = submit_workflow(held(key, "first"))
-    wait_for(lambda: executions(key), timeout=30, what="the first step to start")
-    second = submit_workflow(held(key, "second"))
-    wait_for(lambda: getattr(second.steps.get("held"), "waiting_on", None), timeout=30,
-             what="the second step to wait on the limit")
+    first, second, _ = holding_and_waiting(key)
 
     # When the first run is cancelled (its step's process is killed)
     first.cancel()
@@ -231,8 +235,53 @@ def test_cancelling_a_run_gives_its_slot_to_the_next_in_line(
     assert second.wait(timeout=scaled(30)) is RunStatus.COMPLETED
     assert first.status is RunStatus.TERMINATED
     assert [e.split(":")[0] for e in executions(key)] == ["first", "second"]
-    wait_for(lambda: next(d for d in limits_document() if d["id"] == "hold")["inUse"] == 0,
+    wait_for(lambda: hold_limit()["inUse"] == 0,
              timeout=30, what="the slots to be free")
+
+
+def test_a_slot_handed_to_a_paused_run_goes_on_and_resume_asks_again(
+    workers: list[WorkerProcess],
+) -> None:
+    client = get_store().client
+    key = uuid.uuid4().hex
+    # Given a run waiting for the slot another run holds, then paused
+    first, second, _ = holding_and_waiting(key)
+    second.pause()
+
+    # When the holder ends, the slot is handed to the paused run's step, which gives it
+    # back and waits with its run
+    client.rpush(f"test:gate:{key}:first", "open")
+    assert first.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+    wait_for(lambda: hold_limit()["waiting"] == 0
+             and not second.steps["held"].waiting_on, timeout=30,
+             what="the paused run's step to give its slot back")
+    assert hold_limit()["inUse"] == 0
+    assert [e.split(":")[0] for e in executions(key)] == ["first"]
+
+    # Then resuming the run asks the limit again, and its step runs
+    second.resume()
+    wait_for(lambda: len(executions(key)) == 2, timeout=30, what="the second step to start")
+    client.rpush(f"test:gate:{key}:second", "open")
+    assert second.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+    assert second.steps["held"].attempts == 1
+
+
+def test_a_retried_step_gives_its_slot_back_and_asks_again(
+    workers: list[WorkerProcess],
+) -> None:
+    # Given steps that fail once each, one at a time
+    keys = [uuid.uuid4().hex for _ in range(4)]
+    runs = [submit_workflow({"name": "limited_retries", "version": 1, "tasks": [
+        {"name": "flaky", "taskReferenceName": "flaky",
+         "inputParameters": {"key": key, "failures": 1},
+         "taskDefinition": {"name": "flaky", "concurrentExecLimit": 1}}]}) for key in keys]
+
+    # Then each is retried once, and no slot is lost on the way
+    for run in runs:
+        assert run.wait(timeout=scaled(60)) is RunStatus.COMPLETED
+        assert run.steps["flaky"].attempts == 2
+    wait_for(lambda: next(d for d in limits_document() if d["id"] == "flaky")["inUse"] == 0,
+             timeout=10, what="every slot to be free")
 
 # -- the Limit object and Conductor's fields (no workers) ------------------------------------
 

@@ -149,12 +149,15 @@ def release(held: Held | None) -> None:
     _send(held.limit_id, released.send, released.timer_ms)
 
 
-def give_back(task: Task, run_id: str, recorded_as: str) -> None:
+def give_back(task: Task, run_id: str, recorded_as: str, held_back: bool) -> None:
     """A message handed a slot whose step will not run now (done, paused, cancelled, stale):
-    the slot goes to the next in line."""
+    the slot goes to the next in line. One `held_back` with its paused or failed run waits
+    on the run now, no more on the limit."""
     ticket = _take_ticket(task, run_id, recorded_as)
     if ticket is not None:
         release(Held(ticket[0], ticket[1], True, handed=True))
+        if held_back:
+            limit_store().started(run_id, recorded_as)
 
 
 @celery_app.task(name=PUMP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -190,7 +190,8 @@ def _execute_step(
         reads_run=spec.reads_run or final,
     )
     if claim.verdict is not ClaimVerdict.RUN:
-        limits.give_back(task, run_id, recorded_as)  # a slot it was handed goes on
+        # a slot it was handed goes on
+        limits.give_back(task, run_id, recorded_as, claim.verdict is ClaimVerdict.STOPPED)
     if claim.verdict is ClaimVerdict.DROPPED:
         drop(task)  # its run is over for good (cancelled, timed out)
     if claim.verdict is ClaimVerdict.STALE:

@@ -132,7 +132,7 @@ class LimitStore:
         return bool(self._call("limit_unclaim", [step_key(run_id, ref)], [task_id, waiting_on]))
 
     def started(self, run_id: str, ref: str) -> None:
-        """A step that waited on a limit runs now: it waits on nothing."""
+        """A step that waited on a limit runs now, or waits on its run: not on the limit."""
         StoreBase.guard(lambda: self.client.hdel(step_key(run_id, ref), "waitingOn"))
 
     def _ids(self) -> list[str]:

@@ -29,6 +29,7 @@ from app.errors import (
     WaitTimeout,
     WorkflowFailed,
 )
+from app.limits import Limit
 from app.policy import RetryLogic, StepPolicy
 from app.runtime import control as _control  # noqa: F401  (registers baton.* tasks)
 from app.runtime import fork_sending as _fork_sending  # noqa: F401  (registers baton.fork)
@@ -60,6 +61,7 @@ __all__ = [
     "transformation",
     "StepPolicy",
     "RetryLogic",
+    "Limit",
     # Celery
     "celery",
     # Errors

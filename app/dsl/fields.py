@@ -131,7 +131,7 @@ def _async_complete(task: WorkflowTask) -> Iterator[tuple[str, str]]:
 
 
 # Types whose steps run a transformation: the only ones a flow limit holds (app.limits).
-_LIMITED: Final = frozenset({"SIMPLE", "DYNAMIC"})
+LIMITED_TYPES: Final = frozenset({"SIMPLE", "DYNAMIC"})
 
 
 def _task_definition(definition: TaskDef, task_type: str) -> Iterator[tuple[str, str]]:
@@ -151,7 +151,7 @@ def _limits(definition: TaskDef, task_type: str) -> Iterator[tuple[str, str]]:
                          ("rateLimitPerFrequency", definition.rate_limit_per_frequency)):
         if value is not None and value < 0:
             yield (field, f"cannot be negative (got {value}); 0 or absent means no limit")
-        elif value and task_type not in _LIMITED:
+        elif value and task_type not in LIMITED_TYPES:
             yield (field, f"not supported on a {task_type} task: flow limits hold the steps "
                           "of a transformation (SIMPLE or DYNAMIC tasks); remove it or set 0")
     frequency = definition.rate_limit_frequency_in_seconds

@@ -30,6 +30,7 @@ from celery.exceptions import Ignore
 from app.celery_app import celery_app
 from app.config import get_settings
 from app.dsl.expressions import Parameter, parse_parameter
+from app.dsl.fields import LIMITED_TYPES
 from app.limits import Limit, task_limit
 from app.registry import TASK_PREFIX, transformations
 from app.runtime.messages import message_of, send_message
@@ -79,8 +80,11 @@ def _lease_ms() -> int:
 
 
 def step_limit(task: Task, spec: Any, policy: Any) -> Limit | None:
-    """The limit of a step: only a transformation's steps (those with a policy) have one."""
-    if policy is None or not task.name.startswith(TASK_PREFIX):
+    """The limit of a step: only a transformation's steps (SIMPLE or DYNAMIC, run by its own
+    task) have one."""
+    # by the step's own type: a message may run a step of another type before its own
+    # (a folded JOIN runs in the message of the transformation step after it)
+    if policy is None or spec.type not in LIMITED_TYPES or not task.name.startswith(TASK_PREFIX):
         return None
     found = transformations().get(task.name[len(TASK_PREFIX):])
     return task_limit(found.limit if found is not None else None, spec.task.task_definition)

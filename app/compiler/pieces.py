@@ -26,14 +26,14 @@ from app.compiler.plan import (
     MAIN,
     DynamicForkStage,
     ForkStage,
+    LazySteps,
     LoopStage,
     Plan,
     Stage,
     StepSpec,
     StepStage,
     SwitchStage,
-    _reads,
-    _Steps,
+    parameter_reads,
     step_spec,
 )
 from app.dsl.expressions import parse_parameter
@@ -65,7 +65,7 @@ def cut(plan: Plan, document: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     """(outline, group -> its steps' tasks) of a plan built from `document` (its definition's
     JSON); a group is a JSON object, ref -> [task, fork_ref, extra_reads]."""
     steps = plan.steps
-    assert isinstance(steps, _Steps), "a plan in pieces is cut from a built plan"
+    assert isinstance(steps, LazySteps), "a plan in pieces is cut from a built plan"
     count = -(-len(steps) // PER_GROUP)
     groups: list[dict[str, Any]] = [{} for _ in range(count)]
     lists: list[Any] = [document["tasks"]]
@@ -109,7 +109,7 @@ def assemble(digest: str, outline_text: str, read: Read) -> Plan:
         steps=PieceSteps(sequences, outline["steps"], outline["groups"], read),
         sequences=sequences,
         output=output,
-        output_reads=_reads(output) if output is not None else (),
+        output_reads=parameter_reads(output) if output is not None else (),
         last_ref=outline["lastRef"],
         loop_of=outline["loopOf"],
         controls=controls,

@@ -163,14 +163,14 @@ def build_plan(
         steps=builder.steps,
         sequences=builder.sequences,
         output=output,
-        output_reads=_reads(output) if output is not None else (),
+        output_reads=parameter_reads(output) if output is not None else (),
         last_ref=getattr(last, "join_ref", last.ref),
         loop_of=builder.loop_of,
         controls=builder.controls,
     )
 
 
-class _Steps(Mapping[str, StepSpec]):
+class LazySteps(Mapping[str, StepSpec]):
     """Ref -> step spec, each spec built when it is first asked for.
 
     A run reads a few steps of its definition at a time; parsing every task's input when
@@ -213,7 +213,7 @@ class _Steps(Mapping[str, StepSpec]):
 
 class _Builder:
     def __init__(self) -> None:
-        self.steps = _Steps()
+        self.steps = LazySteps()
         self.sequences: dict[str, tuple[Stage, ...]] = {}
         self.loop_of: dict[str, str] = {}
         self.controls: dict[str, Stage] = {}
@@ -303,11 +303,12 @@ def step_spec(
     # a join reads its fork too: a dynamic fork's record lists the branches it sent
     forks = (fork_ref,) if fork_ref is not None else ()
     # a loop's `items` is resolved with its input: the refs it names are read as well
-    items = _reads(parse_parameter(task.items)) if task.type == "DO_WHILE" and task.items else ()
+    looped = task.type == "DO_WHILE" and task.items
+    items = parameter_reads(parse_parameter(task.items)) if looped else ()
     # a cache key is resolved with the input: the refs it names beyond the input are read too
     key_roots = key_reads(task)
     cached = sorted(key_roots - {WORKFLOW_ROOT, TASK_ID_ROOT})
-    reads = tuple(dict.fromkeys([*_reads(inputs), *join_on, *forks, *extra_reads, *items,
+    reads = tuple(dict.fromkeys([*parameter_reads(inputs), *join_on, *forks, *extra_reads, *items,
                                  *cached]))
     return StepSpec(
         ref=task.task_reference_name,
@@ -325,7 +326,7 @@ def step_spec(
     )
 
 
-def _reads(parameter: Parameter) -> tuple[str, ...]:
+def parameter_reads(parameter: Parameter) -> tuple[str, ...]:
     roots = parameter.roots() - {WORKFLOW_ROOT, TASK_ID_ROOT}
     return tuple(sorted(roots))
 

@@ -35,9 +35,11 @@ from app.runtime import control as _control  # noqa: F401  (registers baton.* ta
 from app.runtime import fork_sending as _fork_sending  # noqa: F401  (registers baton.fork)
 from app.runtime import integrations as _integrations  # noqa: F401
 from app.runtime import poll_timers as _poll_timers  # noqa: F401  (times out unconsumed steps)
+from app.runtime import run_limits as _run_limits  # noqa: F401  (registers baton.start_run)
 from app.runtime import subworkflows as _subworkflows  # noqa: F401
 from app.runtime import waiting as _waiting  # noqa: F401
 from app.runtime.lifecycle import LifecycleError
+from app.runtime.run_limits import RunLimitReached
 from app.runtime.runs import InvalidInput
 from app.runtime.waiting import NotWaiting
 from app.store import RunStatus, StepStatus
@@ -72,6 +74,7 @@ __all__ = [
     "LifecycleError",
     "NotWaiting",
     "Problem",
+    "RunLimitReached",
     "RunNotFound",
     "StoreUnavailable",
     "TerminalError",

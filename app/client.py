@@ -31,6 +31,7 @@ from app.gc_pause import without_gc
 from app.loader import ensure_loaded
 from app.runtime import lifecycle, rerun
 from app.runtime.masking import masked_run_fields, run_mask
+from app.runtime.run_limits import RunLimitReached
 from app.runtime.runs import check_label, create_run, send_run
 from app.runtime.scope import record_document
 from app.runtime.state import get_store
@@ -231,7 +232,8 @@ def submit_workflow(
 
     `definition` is a definition (model, dict, JSON/YAML text or file) or the name of a
     registered workflow (its highest version, or `version`). Raises DefinitionError
-    (nothing is written), InvalidInput, StoreUnavailable or BrokerUnavailable (the run is
+    (nothing is written), InvalidInput, RunLimitReached (its workflow's rateLimitConfig
+    refused it; nothing is kept), StoreUnavailable or BrokerUnavailable (the run is
     removed again). With an `idempotency_key` seen before, the earlier run is returned and
     nothing new starts. What Conductor accepts but is likely a mistake is kept as the run's
     `warnings`; `strict=True` (default: BATON_STRICT) refuses it as a DefinitionError.
@@ -250,6 +252,8 @@ def submit_workflow(
         return WorkflowRun(new.run_id, store)
     try:
         send_run(new, workflow)
+    except RunLimitReached:
+        raise  # removed already: its workflow's rateLimitConfig (REJECT) refused it
     except Exception as exc:
         try:
             store.delete_run(new.run_id, new.plan.digest, idempotency_key)

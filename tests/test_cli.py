@@ -309,7 +309,7 @@ def test_status_json_is_a_stable_document(worker: Any, tmp_path: Path) -> None:
     assert list(document) == [
         "id", "name", "version", "status", "correlationId", "createTime", "startTime",
         "endTime", "durationMs", "reason", "failedStep", "input", "output", "warnings",
-        "steps", "cached",
+        "steps", "cached", "waitingOn",
     ]
     assert {k: document[k] for k in ("id", "name", "version", "status", "correlationId",
                                      "reason", "failedStep", "input", "output")} == {

@@ -68,7 +68,9 @@ def status(run_id: str, as_json: bool, redis_url: str | None) -> None:
       failedAttempts: each failed attempt (attempt, startTime, endTime, error);
       cached: true when the step's output came from the output cache (cacheConfig);
       waitingOn: the flow limit a SCHEDULED step waits on (see `baton limits`), or null;
-      cached: true when the run completed at once with a cached output.
+      cached: true when the run completed at once with a cached output;
+      waitingOn: the limit (its workflow's rateLimitConfig) a RUNNING run waits on
+      before its first step, or null.
     """
     use_redis(redis_url, "status")
     fields = guard(lambda: get_store().get_run(run_id))
@@ -155,6 +157,8 @@ def run_document(fields: Mapping[str, str], steps: Iterable[Step]) -> dict[str, 
         "warnings": warnings,
         "steps": [step_document(step) for step in steps],
         "cached": fields.get("cached") == "true",
+        # its workflow's rateLimitConfig holds it back before its first step
+        "waitingOn": fields.get("waitingOn") if fields.get("status") == "RUNNING" else None,
     }
 
 

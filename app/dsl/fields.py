@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Final
 
 from app.dsl import cache
+from app.dsl.expressions import ExpressionError, parse_parameter
 from app.dsl.model import (
     SubWorkflowParams,
     TaskDef,
@@ -56,8 +57,21 @@ def unhonoured_task_fields(task: WorkflowTask) -> list[Problem]:
 def _workflow(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
     yield from workflow_schema_problems(definition)
     yield from cache.workflow_problems(definition.cache_config)
-    # rateLimitConfig is accepted and not enforced, as in Conductor OSS (no reader in its
-    # core): see docs/conductor-fields.md.
+    yield from _rate_limit_config(definition)
+
+
+def _rate_limit_config(definition: WorkflowDef) -> Iterator[tuple[str, str]]:
+    """rateLimitConfig, as Orkes Conductor reads it (app.runtime.run_limits enforces it)."""
+    config = definition.rate_limit_config
+    if config is None:
+        return
+    if config.concurrent_exec_limit < 0:
+        yield ("rateLimitConfig.concurrentExecLimit", "cannot be negative")
+    if config.rate_limit_key is not None:
+        try:
+            parse_parameter(config.rate_limit_key)
+        except ExpressionError as exc:
+            yield ("rateLimitConfig.rateLimitKey", str(exc))
 
 
 def _task(task: WorkflowTask) -> Iterator[tuple[str, str]]:

@@ -109,21 +109,23 @@ def cached_run_output(workflow: WorkflowDef, fields: Mapping[str, str]) -> str |
     return text
 
 
-def keep_run_output(run_id: str) -> None:
-    """Keep the output of a run that has just completed, if its workflow caches it.
+def keep_run_output(run_id: str, digest: str | None = None) -> None:
+    """Keep the output of a run that has just completed, if its workflow caches it
+    (`digest`: its plan's, read by the caller already).
 
     Called where the run ended, after the fact: what fails here leaves the output
     uncached and must not reach the caller, whose own write has succeeded.
     """
     try:
-        _keep_run_output(run_id)
+        _keep_run_output(run_id, digest)
     except BatonError as exc:
         log.warning("output of run %s not cached: %s", run_id, exc)
 
 
-def _keep_run_output(run_id: str) -> None:
+def _keep_run_output(run_id: str, digest: str | None) -> None:
     store = get_store()
-    digest = store.get_run_fields(run_id, "plan").get("plan")
+    if digest is None:
+        digest = store.get_run_fields(run_id, "plan").get("plan")
     if not digest:
         return
     workflow = plans.get(digest).definition

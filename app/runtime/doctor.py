@@ -64,6 +64,8 @@ def _check(run_id: str, alive: Mapping[str, set[str]], min_idle: float) -> Stuck
     run = store.get_run(run_id)
     if run is None or run.get("status") != RunStatus.RUNNING:
         return None  # paused, or ended meanwhile
+    if run.get("waitingOn"):
+        return None  # waits for its workflow's limit: its start is kept with it
     roots = alive.get(run_id, set())
     if run.get("root") in roots or (roots and not run.get("root")):
         return None  # a message of its current route is on its way

@@ -17,7 +17,7 @@ from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
 from app.payloads import PayloadTooLarge
-from app.runtime import state_events
+from app.runtime import run_limits, state_events
 from app.runtime.cache import keep_run_output
 from app.runtime.execution import workflow_execution
 from app.runtime.runs import NewRun, create_run, send_run
@@ -31,8 +31,15 @@ FAILURE_WORKFLOW_OUTPUT = "conductor.failure_workflow"
 
 
 def run_ended(ended: Ended) -> None:
+    fields = get_store().get_run_fields(ended.run_id, "plan", "runLimit")
+    if fields.get("runLimit"):  # its workflow's rateLimitConfig: the slot goes on
+        try:
+            run_limits.run_ended(ended.run_id, fields["runLimit"])
+        except BatonError as exc:  # found again when the limit is next full
+            log.warning("run %s: its slot of %s not given back: %s", ended.run_id,
+                        fields["runLimit"], exc)
     if ended.status is RunStatus.COMPLETED:
-        keep_run_output(ended.run_id)
+        keep_run_output(ended.run_id, fields.get("plan"))
         return
     if ended.parent_id:
         error = {"type": "SubWorkflowFailed",

@@ -168,8 +168,13 @@ def retry(run_id: str) -> None:
     A failed SUB_WORKFLOW step is retried in place, as Conductor does: its child run is
     retried, and the parent goes on when the child completes.
     """
+    from app.runtime.run_limits import slot_again  # it builds on this module
+
     store = get_store()
-    reply = store.retry_run(run_id)
+    with slot_again(run_id, "be retried") as give_back:
+        reply = store.retry_run(run_id)
+        if not isinstance(reply, Retried):
+            give_back()
     if isinstance(reply, Retried):
         _reopen_parents(run_id)
         for message in reply.messages:

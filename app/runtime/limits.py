@@ -75,7 +75,7 @@ def limit_store() -> LimitStore:
     return _limit_store(get_store().client)
 
 
-def _lease_ms() -> int:
+def lease_ms() -> int:
     return int(get_settings().limit_lease_seconds * 1000)
 
 
@@ -117,10 +117,10 @@ def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Lim
     message = ""  # captured only once the limit is reached: most steps never need it
     while True:
         asked = store.acquire(
-            limit_id, holder, message, lease_ms=_lease_ms(), concurrency=limit.concurrency,
+            limit_id, holder, message, lease_ms=lease_ms(), concurrency=limit.concurrency,
             interval_ms=limit.interval_ms, name=name, key=key or "",
             ticket=ticket is not None)
-        _send(limit_id, asked.send, asked.timer_ms)
+        send_limit_messages(limit_id, asked.send, asked.timer_ms)
         if asked.verdict == "duplicate":  # another delivery holds it
             ticket, holder, message = None, _new_holder(run_id, recorded_as), ""
         elif asked.verdict == "full":
@@ -148,9 +148,9 @@ def release(held: Held | None) -> None:
         return
     held.released = True
     _renewer.discard(held)
-    released = limit_store().release(held.limit_id, held.holder, lease_ms=_lease_ms(),
+    released = limit_store().release(held.limit_id, held.holder, lease_ms=lease_ms(),
                                      ticket=held.handed)
-    _send(held.limit_id, released.send, released.timer_ms)
+    send_limit_messages(held.limit_id, released.send, released.timer_ms)
 
 
 def give_back(task: Task, run_id: str, recorded_as: str, held_back: bool) -> None:
@@ -167,11 +167,15 @@ def give_back(task: Task, run_id: str, recorded_as: str, held_back: bool) -> Non
 @celery_app.task(name=PUMP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def pump(limit_id: str, due_ms: int) -> None:
     """A limit's timer: a start is due, or a lease ran out; hand out what is free."""
-    released = limit_store().release(limit_id, "", lease_ms=_lease_ms(), timer_ms=due_ms)
-    _send(limit_id, released.send, released.timer_ms)
+    from app.runtime import run_limits  # it builds on this module
+
+    if limit_id.startswith(run_limits.PREFIX):
+        run_limits.timer_due(limit_id)  # runs' slots have no lease: look at their runs
+    released = limit_store().release(limit_id, "", lease_ms=lease_ms(), timer_ms=due_ms)
+    send_limit_messages(limit_id, released.send, released.timer_ms)
 
 
-def _send(limit_id: str, messages: list[str], timer_ms: int) -> None:
+def send_limit_messages(limit_id: str, messages: list[str], timer_ms: int) -> None:
     for message in messages:
         send_message(json.loads(message))
     if timer_ms:
@@ -201,10 +205,10 @@ def run_ended(run_id: str) -> None:
     """A run ended from outside (cancel, terminate): the slots its running steps hold come
     back once their processes are killed, a third of the lease and a second from now,
     rather than when the whole lease ends (a step that runs on renews its lease first)."""
-    grace_ms = _lease_ms() // 3 + 1000
+    grace_ms = lease_ms() // 3 + 1000
     for limit_id, holders in limit_store().holders_of(f"{run_id}|").items():
         timer_ms = limit_store().expire(limit_id, holders, grace_ms=grace_ms)
-        _send(limit_id, [], timer_ms)
+        send_limit_messages(limit_id, [], timer_ms)
 
 
 @lru_cache(maxsize=256)
@@ -258,7 +262,7 @@ class _Renewer:
                 held = {limit_id: sorted(holders) for limit_id, holders in self._held.items()}
             for limit_id, holders in held.items():
                 try:
-                    limit_store().renew(limit_id, holders, lease_ms=_lease_ms())
+                    limit_store().renew(limit_id, holders, lease_ms=lease_ms())
                 except Exception:  # Redis away: the next round tries again
                     log.warning("could not renew the leases of limit %s", limit_id,
                                 exc_info=True)

@@ -22,6 +22,7 @@ from app.compiler.canvas import compile_route
 from app.compiler.plan import MAIN, DynamicForkStage, ForkStage, Plan, Stage, refs_within
 from app.config import get_settings
 from app.runtime.lifecycle import LifecycleError
+from app.runtime.run_limits import slot_again
 from app.runtime.runs import check_input, send_deadline
 from app.runtime.schemas import check_run_input
 from app.runtime.state import get_store, plans
@@ -42,13 +43,15 @@ def rerun(run_id: str, from_step: str, given: Mapping[str, Any] | None = None) -
     if given is not None:
         new_input = check_input(given, plan.definition.input_template)
         check_run_input(plan, new_input)
-    _start_again(run_id, plan, position, new_input)
+    with slot_again(run_id, "rerun"):
+        _start_again(run_id, plan, position, new_input)
 
 
 def restart(run_id: str) -> None:
     """Run an ended run again from the beginning, with the same input (same run id)."""
     plan = _ended_run(run_id, "restart")
-    _start_again(run_id, plan, 0, None)
+    with slot_again(run_id, "restart"):
+        _start_again(run_id, plan, 0, None)
 
 
 def _ended_run(run_id: str, verb: str) -> Plan:

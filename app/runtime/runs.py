@@ -25,6 +25,7 @@ from app.payloads import InvalidPayload, check_payload
 from app.routing import routing_fields
 from app.runtime.cache import cached_run_output
 from app.runtime.masking import masked_fields_record
+from app.runtime.run_limits import RunLimit, RunLimitReached, run_limit, take
 from app.runtime.state import get_store, plan_weight, plans
 from app.store import RunStatus, now_ms
 
@@ -57,6 +58,9 @@ class NewRun:
     cached: bool = False
     """The run was recorded COMPLETED with a cached output (its workflow's cacheConfig):
     it has no route to send."""
+    limit: RunLimit | None = None
+    """The slot of its workflow's rateLimitConfig the run takes before it starts."""
+    idempotency_key: str | None = None
 
 
 @without_gc
@@ -104,6 +108,9 @@ def create_run(
         **routing,
         **masked_fields_record(workflow),
     }
+    limit = run_limit(workflow, json.loads(run_input), correlation_id)
+    if limit is not None:
+        fields["runLimit"] = limit.id  # its end gives the slot back (app.runtime.endings)
     if sink := status_sink(workflow):
         fields["statusSink"] = sink  # the run's end is published there (lua/lib.lua)
     cached = cached_run_output(workflow, fields)
@@ -131,7 +138,8 @@ def create_run(
     if standing != run_id:
         return NewRun(standing, None)
     plans.put(plan, plan_weight(plan, len(definition_json.encode())), document=document)
-    return NewRun(run_id, plan, cached is not None)
+    return NewRun(run_id, plan, cached is not None, None if cached is not None else limit,
+                  idempotency_key)
 
 
 def first_route(new: NewRun) -> Any:
@@ -200,8 +208,25 @@ def send_run(new: NewRun, workflow: WorkflowDef) -> None:
     """Send a new run's first route, and the timer of its timeoutSeconds if it has one."""
     if new.cached:
         return  # completed from the output cache when it was recorded
+    if not may_start(new, root=new.run_id):
+        return  # it waits on its workflow's limit
     first_route(new).apply_async(root_id=new.run_id)
     send_deadline(new.run_id, workflow, new.run_id)
+
+
+def may_start(new: NewRun, *, then: Any = None, root: str,
+              carry: Mapping[str, Any] | None = None) -> bool:
+    """Whether a new run starts now: True unless it waits on its workflow's rateLimitConfig
+    (its start is sent once a slot frees: see run_limits.take). A run the limit refuses is
+    removed, and RunLimitReached raised."""
+    if new.limit is None:
+        return True
+    try:
+        return take(new.limit, new.run_id, then=then, root=root, carry=carry)
+    except RunLimitReached:
+        assert new.plan is not None
+        get_store().delete_run(new.run_id, new.plan.digest, new.idempotency_key)
+        raise
 
 
 def send_deadline(run_id: str, workflow: WorkflowDef, root: str | None) -> None:

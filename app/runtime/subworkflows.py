@@ -29,8 +29,17 @@ from app.runtime.idempotent_children import (
     started_here,
 )
 from app.runtime.lifecycle import still_running
+from app.runtime.messages import message_of
 from app.runtime.operators import OperatorError, system_task
-from app.runtime.runs import Parent, create_run, first_route, send_deadline, send_run
+from app.runtime.run_limits import RunLimitReached
+from app.runtime.runs import (
+    Parent,
+    create_run,
+    first_route,
+    may_start,
+    send_deadline,
+    send_run,
+)
 from app.runtime.scope import build_scope, record_document
 from app.runtime.state import get_store, plans
 from app.runtime.step import (
@@ -97,9 +106,15 @@ def _sub_workflow(context: StepContext) -> Outcome:
                                        context.final, context.iteration, for_child=new.run_id)
     if new.cached:  # the child completed from the output cache: the parent goes on
         return Outcome(output, then=done, status=StepStatus.IN_PROGRESS)
-    send_deadline(new.run_id, child, root)
+    try:
+        starts = may_start(new, then=done, root=root, carry=message_of(context.task))
+    except RunLimitReached as exc:
+        raise OperatorError(str(exc)) from None
     watch(context)  # its timeoutSeconds bounds the wait for the child
     keep_message(context)  # for a retry of the step, with a new child
+    if not starts:  # it waits on its workflow's limit, and sends its route then
+        return Outcome(output, status=StepStatus.IN_PROGRESS, stop=True)
+    send_deadline(new.run_id, child, root)
     return Outcome(output, then=chain(first_route(new), done), status=StepStatus.IN_PROGRESS)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 import redis
 
 from app.store.base import StoreBase
-from app.store.keys import PREFIX, step_key
+from app.store.keys import PREFIX, run_key, step_key
 
 LIMITS_INDEX: Final = f"{PREFIX}:limits"
 """Sorted set of the ids of the limits steps have asked, by when one last waited or held a
@@ -86,23 +86,26 @@ class LimitStore:
 
     def acquire(
         self, limit_id: str, holder: str, message: str, *, lease_ms: int, concurrency: int,
-        interval_ms: int, name: str, key: str, ticket: bool,
+        interval_ms: int, name: str, key: str, ticket: bool, hold_ms: int | None = None,
     ) -> Asked:
         """Take a slot (and a start) for `holder`, or park `message` in line for one; with
-        no message ('') nothing is parked: 'full' says to ask again with it."""
+        no message ('') nothing is parked: 'full' says to ask again with it. A slot taken
+        is held `hold_ms` (default: `lease_ms`, renewed while its step runs)."""
         reply = self._call("limit_acquire", limit_keys(limit_id), [
             holder, message, lease_ms, concurrency, interval_ms, name, key,
-            "1" if ticket else "0", limit_id])
+            "1" if ticket else "0", limit_id, "" if hold_ms is None else str(hold_ms)])
         return Asked(str(reply[0]), int(reply[1]), [str(m) for m in reply[2:]])
 
     def release(self, limit_id: str, holder: str, *, lease_ms: int,
-                timer_ms: int | None = None, ticket: bool = False) -> Released:
+                timer_ms: int | None = None, ticket: bool = False,
+                withdraw: bool = False) -> Released:
         """Give `holder`'s slot back ('' for none) and hand what is free to waiting messages;
         `timer_ms` is the due time of the timer that calls (it is then no longer pending);
-        `ticket`: the holder was handed its slot and its step may not have started."""
+        `ticket`: the holder was handed its slot and its step may not have started;
+        `withdraw`: it leaves the line too, if it waits there."""
         reply = self._call("limit_release", limit_keys(limit_id), [
             holder, lease_ms, "" if timer_ms is None else str(timer_ms),
-            "1" if ticket else "0"])
+            "1" if ticket else "0", "1" if withdraw else "0"])
         return Released(int(reply[0]), [str(m) for m in reply[1:]])
 
     def renew(self, limit_id: str, holders: Iterable[str], *, lease_ms: int) -> None:
@@ -134,6 +137,25 @@ class LimitStore:
     def started(self, run_id: str, ref: str) -> None:
         """A step that waited on a limit runs now, or waits on its run: not on the limit."""
         StoreBase.guard(lambda: self.client.hdel(step_key(run_id, ref), "waitingOn"))
+
+    def run_waits(self, run_id: str, waiting_on: str) -> None:
+        """A run waits for a slot of its workflow's limit before its first step."""
+        StoreBase.guard(lambda: self.client.hset(run_key(run_id), "waitingOn", waiting_on))
+
+    def run_started(self, run_id: str) -> None:
+        StoreBase.guard(lambda: self.client.hdel(run_key(run_id), "waitingOn"))
+
+    def run_statuses(self, run_ids: Sequence[str]) -> list[str | None]:
+        """The status of each run (None: no record, it expired)."""
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(run_key(run_id), "status")
+        return [None if s is None else str(s) for s in StoreBase.guard(pipe.execute)]
+
+    def holders(self, limit_id: str) -> list[str]:
+        """The holders of one limit's slots now."""
+        key = limit_keys(limit_id)[1]
+        return [str(h) for h in StoreBase.guard(lambda: self.client.zrange(key, 0, -1))]
 
     def _ids(self) -> list[str]:
         return sorted(StoreBase.guard(lambda: self.client.zrange(LIMITS_INDEX, 0, -1)))

@@ -1,13 +1,16 @@
 -- A step asks its limit for a slot (and a start under a rate), or parks its message.
 -- ARGV: holder, message (JSON, carrying the holder as its ticket; '' on a first ask),
 --       lease ms, concurrency, interval ms, name, key ('' when none), '1' when the holder
---       is the message's ticket (a slot was handed to it), limit id
+--       is the message's ticket (a slot was handed to it), limit id, hold ms (how long
+--       a holder that starts keeps its slot without renewing it; '' for the lease: a run's
+--       slot is held until its run ends, a step's is renewed while it runs)
 -- Replies {verdict, timer ms (0: none), messages to send...}: 'run' (do the work, holding
 -- the slot), 'full' (over the limit: ask again with the message, to park it), 'parked'
 -- (wait: the message is kept), 'duplicate' (the holder is held by a delivery that
 -- started: ask again with a holder of its own).
 local now = now_ms()
 local holder, lease = ARGV[1], tonumber(ARGV[3])
+local hold = tonumber(ARGV[10]) or lease
 local meta = load_meta()
 local concurrency, interval = tonumber(ARGV[4]), tonumber(ARGV[5])
 if not meta.named or meta.concurrency ~= concurrency or meta.interval ~= interval then
@@ -24,14 +27,14 @@ local function reply(verdict, timer)
 end
 local function run()
   take_token(meta, now)
-  if meta.concurrency > 0 then redis.call('ZADD', KEYS[2], now + lease, holder) end
+  if meta.concurrency > 0 then redis.call('ZADD', KEYS[2], now + hold, holder) end
   return reply('run', 0)
 end
 if ARGV[8] == '1' then
   if redis.call('HDEL', KEYS[3], holder) == 1 then
     -- a slot was handed to this message: it is the step's now
     if meta.concurrency > 0 then
-      redis.call('ZADD', KEYS[2], now + lease, holder)
+      redis.call('ZADD', KEYS[2], now + hold, holder)
     else
       redis.call('ZREM', KEYS[2], holder) -- a start under a rate alone: taken
     end

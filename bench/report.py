@@ -84,6 +84,10 @@ def _round(sample: Sample) -> dict[str, Any]:
     return figures
 
 
+LIMITED = "baton_limit"
+"""The side whose steps run under a limit never reached (bench.run --limited)."""
+
+
 def figures_of(shapes: Sequence[Shape], results: dict[str, dict[str, Series]]) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for shape in shapes:
@@ -94,6 +98,8 @@ def figures_of(shapes: Sequence[Shape], results: dict[str, dict[str, Series]]) -
         report[shape.key] = {"title": shape.title, "sides": list(sides), **sides,
                              "ratio": ratios["raw"]["throughput"],
                              "cpu_ratio": ratios["raw"]["cpu"], "ratios": ratios}
+        if LIMITED in sides:  # what a limit never reached costs: limited over unlimited
+            report[shape.key]["limit_cost"] = _ratios(sides[LIMITED], sides["baton"])
     return report
 
 
@@ -136,6 +142,9 @@ def throughput_note(entry: dict[str, Any]) -> str | None:
 def cpu_note(entry: dict[str, Any]) -> str | None:
     parts = [f"{name}/baton CPU per step {ratios['cpu']:.2f}x"
              for name, ratios in entry["ratios"].items() if ratios["cpu"] is not None]
+    if cost := entry.get("limit_cost"):
+        parts.append(f"an unreached limit: throughput {cost['throughput'] - 1:+.1%}"
+                     + (f", CPU per step {1 / cost['cpu'] - 1:+.1%}" if cost["cpu"] else ""))
     return "; ".join(parts) or None
 
 

@@ -25,6 +25,7 @@ from bench.measure import (
     POLL_S,
     RUN_DEADLINE_S,
     BatonSide,
+    LimitedBatonSide,
     RawSide,
     Side,
     check_output,
@@ -48,6 +49,7 @@ class Options:
     steps: int
     alone: int
     json_path: Path | None
+    limited: bool = False
 
 
 DEFAULTS = (3, 200, 1000, 100, 10)
@@ -70,6 +72,8 @@ def parse_options(argv: list[str] | None) -> Options:
                         help="lone runs of (a) per round, for the idle latency (10)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 round, 20 runs, 100 branches, 40 steps, 3 lone runs")
+    parser.add_argument("--limited", action="store_true",
+                        help="also run Baton with every step under a limit it never reaches")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="also write every figure to PATH as JSON")
     args = parser.parse_args(argv)
@@ -80,7 +84,7 @@ def parse_options(argv: list[str] | None) -> Options:
     if min(counts) < 1:
         parser.error("every count must be at least 1")
     rounds, runs, branches, steps, alone = counts
-    return Options(rounds, runs, branches, steps, alone, args.json)
+    return Options(rounds, runs, branches, steps, alone, args.json, args.limited)
 
 
 def progress(message: str) -> None:
@@ -141,6 +145,8 @@ def benchmark(options: Options, server: RedisServer) -> dict[str, Any]:
               workloads.long_chain(options.steps), workloads.short_chains(options.runs)]
     lone = workloads.many_small_runs(1)  # same definition as (a), one run at a time
     sides: list[Side] = [BatonSide(), RawSide(workloads.RAW), RawSide(workloads.RAW_CHORD)]
+    if options.limited:
+        sides.append(LimitedBatonSide())
     sizes, probes = first_messages(sides, shapes[2], server.url)
     with running_worker(server.dir / "worker.log") as worker:
         progress(f"worker {worker.name} up; warming up")

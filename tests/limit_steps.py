@@ -54,3 +54,9 @@ def one_per_customer(key: str, seconds: float = 0.1) -> dict[str, Any]:
 def noted(key: str, seconds: float = 0.1) -> dict[str, Any]:
     """No limit of its own: a workflow task sets one through its taskDefinition."""
     return _noted(key, seconds)
+
+
+@transformation(queue="faulty", limit=Limit(rate=10, per_seconds=1, key="${workflow.input.tenant}"))
+def ten_a_second(key: str) -> dict[str, Any]:
+    """At most ten of these start in any second, for each tenant."""
+    return _noted(key, 0)

@@ -37,12 +37,13 @@ from app.runtime.messages import message_of, send_message
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store
 from app.runtime.step_task import stop_route
-from app.store.limits import LimitStore
+from app.store.limits import LimitStore, StepClaim
 
 log = logging.getLogger(__name__)
 TICKET: Final = "limit_ticket"
 """Keyword argument of a message handed a slot: [limit id, holder]."""
 PUMP_TASK: Final = "baton.limit_pump"
+HANDED_PRIORITY: Final = 0
 MAX_TIMER_SECONDS: Final = 3600.0
 """A timer further off is sent this far ahead and looks again then (below any visibility
 timeout, so the broker never delivers it twice)."""
@@ -114,32 +115,50 @@ def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Lim
     holder = ticket[1] if ticket is not None else f"{run_id}|{recorded_as}|{attempts}"
     parked_before = ticket is not None  # only a parked message carries a ticket
     store = limit_store()
-    message = ""  # captured only once the limit is reached: most steps never need it
+    waiting_on = f"limit {limit_id} ({limit.describe()})"
+    claim = StepClaim(run_id, recorded_as, str(task.request.id or ""), waiting_on)
+    # the message is captured only once the limit is reached (most steps never need it),
+    # or at once while this process saw the limit full lately: one call fewer to park
+    message = _capture(task, limit_id, holder) if _full_lately(limit_id) else ""
     while True:
         asked = store.acquire(
             limit_id, holder, message, lease_ms=lease_ms(), concurrency=limit.concurrency,
             interval_ms=limit.interval_ms, name=name, key=key or "",
-            ticket=ticket is not None)
+            ticket=ticket is not None, step=claim)
         send_limit_messages(limit_id, asked.send, asked.timer_ms)
         if asked.verdict == "duplicate":  # another delivery holds it
             ticket, holder, message = None, _new_holder(run_id, recorded_as), ""
         elif asked.verdict == "full":
-            message = json.dumps(message_of(task, **{TICKET: [limit_id, holder]}))
+            message = _capture(task, limit_id, holder)
         else:
             break
     if asked.verdict == "run":
+        _full_since.pop(limit_id, None)
         held = Held(limit_id, holder, leased=limit.concurrency > 0)
         if held.leased:
             _renewer.add(held)
         if parked_before:
             store.started(run_id, recorded_as)
         return held
-    waiting_on = f"limit {limit_id} ({limit.describe()})"
-    store.unclaim(run_id, recorded_as, str(task.request.id or ""), waiting_on)
+    _full_since[limit_id] = time.monotonic()  # parked, its claim undone in the same call
     stop_route(task)
     if task.request.chord:
         raise Ignore()
     return PARKED
+
+
+_full_since: dict[str, float] = {}
+"""When this process last saw each limit full (a step of it parked)."""
+FULL_LATELY_SECONDS: Final = 1.0
+
+
+def _full_lately(limit_id: str) -> bool:
+    seen = _full_since.get(limit_id)
+    return seen is not None and time.monotonic() - seen < FULL_LATELY_SECONDS
+
+
+def _capture(task: Task, limit_id: str, holder: str) -> str:
+    return json.dumps(message_of(task, **{TICKET: [limit_id, holder]}))
 
 
 def release(held: Held | None) -> None:
@@ -176,8 +195,11 @@ def pump(limit_id: str, due_ms: int) -> None:
 
 
 def send_limit_messages(limit_id: str, messages: list[str], timer_ms: int) -> None:
+    """Send the messages a limit handed slots to, and its timer if it wants one. A handed
+    message goes first in its queue (kombu's priority step 0): it waited its turn in
+    the limit's line already, and its slot is held, idle, until its step starts."""
     for message in messages:
-        send_message(json.loads(message))
+        send_message(json.loads(message), priority=HANDED_PRIORITY)
     if timer_ms:
         countdown = min(max(timer_ms / 1000 - time.time(), 0.0), MAX_TIMER_SECONDS)
         celery_app.send_task(PUMP_TASK, args=[limit_id, timer_ms], countdown=countdown)

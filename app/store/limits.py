@@ -24,8 +24,7 @@ from app.store.keys import PREFIX, run_key, step_key
 LIMITS_INDEX: Final = f"{PREFIX}:limits"
 """Sorted set of the ids of the limits steps have asked, by when one last waited or held a
 slot (for `baton limits`, and for the slots of a run that ended)."""
-_SCRIPTS: Final = ("limit_acquire", "limit_expire", "limit_release", "limit_renew",
-                   "limit_unclaim")
+_SCRIPTS: Final = ("limit_acquire", "limit_expire", "limit_release", "limit_renew")
 
 
 def limit_keys(limit_id: str) -> list[str]:
@@ -52,6 +51,16 @@ class Asked:
     """When a timer should look at the limit again (epoch ms, Redis's clock); 0: none."""
     send: list[str]
     """Messages (JSON) handed a slot by this call, for the caller to send."""
+
+
+@dataclass(frozen=True)
+class StepClaim:
+    """The claim of a step asking its limit: undone if its message is parked."""
+
+    run_id: str
+    ref: str
+    task_id: str
+    waiting_on: str
 
 
 @dataclass(frozen=True)
@@ -87,13 +96,20 @@ class LimitStore:
     def acquire(
         self, limit_id: str, holder: str, message: str, *, lease_ms: int, concurrency: int,
         interval_ms: int, name: str, key: str, ticket: bool, hold_ms: int | None = None,
+        step: StepClaim | None = None,
     ) -> Asked:
         """Take a slot (and a start) for `holder`, or park `message` in line for one; with
         no message ('') nothing is parked: 'full' says to ask again with it. A slot taken
-        is held `hold_ms` (default: `lease_ms`, renewed while its step runs)."""
-        reply = self._call("limit_acquire", limit_keys(limit_id), [
-            holder, message, lease_ms, concurrency, interval_ms, name, key,
-            "1" if ticket else "0", limit_id, "" if hold_ms is None else str(hold_ms)])
+        is held `hold_ms` (default: `lease_ms`, renewed while its step runs). A `step`
+        whose message is parked is put back as before its claim (`unclaim`, limit_lib.lua).
+        """
+        keys = limit_keys(limit_id)
+        args = [holder, message, lease_ms, concurrency, interval_ms, name, key,
+                "1" if ticket else "0", limit_id, "" if hold_ms is None else str(hold_ms)]
+        if step is not None:
+            keys.append(step_key(step.run_id, step.ref))
+            args += [step.task_id, step.waiting_on]
+        reply = self._call("limit_acquire", keys, args)
         return Asked(str(reply[0]), int(reply[1]), [str(m) for m in reply[2:]])
 
     def release(self, limit_id: str, holder: str, *, lease_ms: int,
@@ -129,10 +145,6 @@ class LimitStore:
         """End these holders' leases within `grace_ms`; returns when a timer is due (0: none)."""
         reply = self._call("limit_expire", limit_keys(limit_id), [grace_ms, *holders])
         return int(reply[0])
-
-    def unclaim(self, run_id: str, ref: str, task_id: str, waiting_on: str) -> bool:
-        """Put a step its limit holds back to SCHEDULED, its claim uncounted."""
-        return bool(self._call("limit_unclaim", [step_key(run_id, ref)], [task_id, waiting_on]))
 
     def started(self, run_id: str, ref: str) -> None:
         """A step that waited on a limit runs now, or waits on its run: not on the limit."""

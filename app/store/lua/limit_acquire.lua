@@ -3,7 +3,10 @@
 --       lease ms, concurrency, interval ms, name, key ('' when none), '1' when the holder
 --       is the message's ticket (a slot was handed to it), limit id, hold ms (how long
 --       a holder that starts keeps its slot without renewing it; '' for the lease: a run's
---       slot is held until its run ends, a step's is renewed while it runs)
+--       slot is held until its run ends, a step's is renewed while it runs), and for a
+--       step: its claiming task id and what it waits on
+-- KEYS: the limit's (see limit_lib.lua), and the step's record when a step asks: a step
+-- whose message is parked is put back as before its claim (unclaim) in the same call.
 -- Replies {verdict, timer ms (0: none), messages to send...}: 'run' (do the work, holding
 -- the slot), 'full' (over the limit: ask again with the message, to park it), 'parked'
 -- (wait: the message is kept), 'duplicate' (the holder is held by a delivery that
@@ -60,4 +63,5 @@ if redis.call('ZCARD', KEYS[4]) == 0 and token_wait(meta, now) == 0 and slot_fre
 end
 if ARGV[2] == '' then return reply('full', 0) end
 park(holder, ARGV[2], false)
+if KEYS[7] then unclaim(KEYS[7], ARGV[11], ARGV[12]) end
 return reply('parked', next_timer(meta, now))

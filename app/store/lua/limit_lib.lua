@@ -22,8 +22,10 @@ local function load_meta()
           named = m[5] ~= false}
 end
 
--- GCRA with a burst of one: a start is due at the theoretical arrival time `tat`; each
--- start moves it on by the interval, so starts are evenly spaced. Returns ms to wait.
+-- GCRA: a start is due at the theoretical arrival time `tat`; each start moves it on by
+-- the interval, so starts are evenly spaced (in any window of the limit's length, at most
+-- its count and one more: a late start's successor may follow it closer than an
+-- interval). Returns ms to wait.
 local function token_wait(meta, now)
   if meta.interval <= 0 or meta.tat <= now then return 0 end
   return meta.tat - now
@@ -31,7 +33,14 @@ end
 
 local function take_token(meta, now)
   if meta.interval <= 0 then return end
-  meta.tat = math.max(meta.tat, now) + meta.interval
+  -- a start taken late by less than an interval (its timer fired late, or its message
+  -- came a little after it was due) keeps the schedule: late starts do not add up into
+  -- a lower rate. One idle for longer starts a new schedule from now.
+  if meta.tat + meta.interval >= now then
+    meta.tat = meta.tat + meta.interval
+  else
+    meta.tat = now + meta.interval
+  end
   redis.call('HSET', KEYS[1], 'tat', tostring(meta.tat))
 end
 
@@ -111,4 +120,18 @@ local function settle(meta, now, lease_ms, out)
   reap(now)
   hand_out(meta, now, lease_ms, out)
   return next_timer(meta, now)
+end
+
+-- Put a step its limit holds back as it was before its claim: SCHEDULED, with the claim's
+-- delivery and attempt uncounted (waiting is neither), noting what it waits on. Only the
+-- claim of this task is undone: once the step was handed on and claimed again by another
+-- delivery, that claim stands.
+local function unclaim(step_key, task_id, waiting_on)
+  local step = redis.call('HMGET', step_key, 'status', 'taskId', 'deliveries', 'attempts')
+  if step[1] ~= 'IN_PROGRESS' or step[2] ~= task_id then return 0 end
+  redis.call('HSET', step_key, 'status', 'SCHEDULED', 'waitingOn', waiting_on,
+    'deliveries', tostring(math.max((tonumber(step[3]) or 1) - 1, 0)),
+    'attempts', tostring(math.max((tonumber(step[4]) or 1) - 1, 0)))
+  redis.call('HDEL', step_key, 'startTime', 'workerId')
+  return 1
 end

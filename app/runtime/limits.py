@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any, Final
 
 from celery import Task
@@ -88,7 +89,26 @@ def step_limit(task: Task, spec: Any, policy: Any) -> Limit | None:
     if policy is None or spec.type not in LIMITED_TYPES or not task.name.startswith(TASK_PREFIX):
         return None
     found = transformations().get(task.name[len(TASK_PREFIX):])
-    return task_limit(found.limit if found is not None else None, spec.task.task_definition)
+    default = found.limit if found is not None else None
+    defined = spec.task.task_definition
+    if defined is None:
+        return default if default is not None and default.active else None
+    return _limit_of(default, defined.concurrent_exec_limit, defined.rate_limit_per_frequency,
+                     defined.rate_limit_frequency_in_seconds)
+
+
+@lru_cache(maxsize=1024)
+def _limit_of(default: Limit | None, concurrency: int | None, rate: int | None,
+              per: int | None) -> Limit | None:
+    """task_limit, once per transformation default and counts (not each step)."""
+    return task_limit(default, SimpleNamespace(
+        concurrent_exec_limit=concurrency, rate_limit_per_frequency=rate,
+        rate_limit_frequency_in_seconds=per))
+
+
+@lru_cache(maxsize=1024)
+def _waiting_on(limit_id: str, limit: Limit) -> str:
+    return f"limit {limit_id} ({limit.describe()})"
 
 
 def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Limit | None,
@@ -115,8 +135,8 @@ def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Lim
     holder = ticket[1] if ticket is not None else f"{run_id}|{recorded_as}|{attempts}"
     parked_before = ticket is not None  # only a parked message carries a ticket
     store = limit_store()
-    waiting_on = f"limit {limit_id} ({limit.describe()})"
-    claim = StepClaim(run_id, recorded_as, str(task.request.id or ""), waiting_on)
+    claim = StepClaim(run_id, recorded_as, str(task.request.id or ""),
+                      _waiting_on(limit_id, limit))
     # the message is captured only once the limit is reached (most steps never need it),
     # or at once while this process saw the limit full lately: one call fewer to park
     message = _capture(task, limit_id, holder) if _full_lately(limit_id) else ""

@@ -13,6 +13,7 @@ from app.limits import Limit
 from app.policy import StepPolicy
 from app.registry import Transformation
 from app.runtime.step import StepContext, step_task
+from app.runtime.step_input import input_checker
 from app.timeouts import attempt_limit, time_limit_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -78,11 +79,13 @@ def transformation(
 def register_transformation_task(transformation: Transformation) -> Task:
     """Make the Celery task `tasks.<name>` that runs a transformation as a step."""
     func, policy = transformation.func, transformation.policy
+    check_input = input_checker(func)  # built once: a step pays only the check itself
 
     def work(context: StepContext) -> Any:
         given = dict(context.input)
         if context.spec.type == "DYNAMIC":  # the name it was chosen by is not its input
             given.pop(context.spec.task.dynamic_task_name_param or "", None)
+        check_input(given)  # InvalidStepInput (terminal) before the function sees a null
         return func(**given)
 
     work.__name__ = func.__name__

@@ -45,15 +45,15 @@ def test_validate_prints_each_problem_as_path_and_message(tmp_path: Path) -> Non
 
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "tasks[0].bogus: unknown field",
-        "tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",
+        "baton: tasks[0].bogus: unknown field",
+        "baton: tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",
     ]
 
 
 def test_validate_names_a_missing_file() -> None:
     result = CliRunner().invoke(main, ["validate", "nope.json"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == "nope.json: no such file"
+    assert result.stderr.strip() == "baton: nope.json: no such file"
 
 
 def test_run_with_redis_url_set_uses_that_redis_and_its_workers(worker: Any) -> None:
@@ -243,10 +243,10 @@ def test_submit_reports_bad_files_and_input_in_one_line(tmp_path: Path) -> None:
     bad_yaml.write_text("name: x\ntasks: [a\n  b: c")
 
     cases = {
-        str(bad_json): f"{bad_json}: malformed JSON at line 2 column 12: Expecting value\n",
-        str(bad_yaml): f"{bad_yaml}: malformed YAML at line 3 column 4: "
+        str(bad_json): f"baton: {bad_json}: malformed JSON at line 2 column 12: Expecting value\n",
+        str(bad_yaml): f"baton: {bad_yaml}: malformed YAML at line 3 column 4: "
                        "expected ',' or ']', but got ':'\n",
-        "nope.json": "nope.json: no such file\n",
+        "nope.json": "baton: nope.json: no such file\n",
     }
     for file, message in cases.items():
         result = invoke("submit", file)

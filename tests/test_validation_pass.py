@@ -117,7 +117,7 @@ def test_cli_validate_prints_warnings_and_exits_0_unless_strict(tmp_path: Path) 
     for args, env in (((path, "--strict"), None), ((path,), {"BATON_STRICT": "1"})):
         strict = invoke("validate", *args, env=env)
         assert strict.exit_code == 2
-        assert strict.stderr.splitlines() == [TYPO_WARNING]
+        assert strict.stderr.splitlines() == [f"baton: {TYPO_WARNING}"]
 
 
 def test_cli_submit_warns_refuses_when_strict_and_status_shows_warnings(
@@ -128,7 +128,7 @@ def test_cli_submit_warns_refuses_when_strict_and_status_shows_warnings(
 
     refused = invoke("submit", path, "--strict", env=env)
     assert refused.exit_code == 2
-    assert refused.stderr.splitlines() == [TYPO_WARNING]
+    assert refused.stderr.splitlines() == [f"baton: {TYPO_WARNING}"]
 
     submitted = invoke("submit", path, "--wait", env=env)
     assert submitted.exit_code == 0, submitted.stderr
@@ -182,9 +182,9 @@ def test_one_pass_checks_transformations_and_warnings_when_strict(tmp_path: Path
 
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "tasks[0].bogus: unknown field",
-        "tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",
-        "tasks[1].inputParameters.v: ${ee.output} names unknown task reference 'ee' "
+        "baton: tasks[0].bogus: unknown field",
+        "baton: tasks[0].name: unknown transformation 'encod' (did you mean 'encode'?)",
+        "baton: tasks[1].inputParameters.v: ${ee.output} names unknown task reference 'ee' "
         "(did you mean 'e'?)",
     ]
 
@@ -287,7 +287,7 @@ def test_an_execution_without_a_definition_is_one_line(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        'this is a workflow execution (workflowId 4f1d, status COMPLETED), not a definition, '
-        'and it has no "workflowDefinition": export the definition itself '
+        'baton: this is a workflow execution (workflowId 4f1d, status COMPLETED), not a '
+        'definition, and it has no "workflowDefinition": export the definition itself '
         "(Conductor's GET /metadata/workflow/wf?version=3)"
     ]

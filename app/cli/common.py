@@ -75,7 +75,7 @@ def guard(action: Callable[[], T]) -> T:
         return action()
     except DefinitionError as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
+            click.echo(error_line(problem), err=True)
         sys.exit(EXIT_INVALID)
     except InvalidPayload as exc:  # an input or output given on the command line
         fail(str(exc), EXIT_INVALID)
@@ -106,6 +106,11 @@ strict_option = option(
     help="Refuse a definition with warnings too (e.g. a ${ref...} naming an unknown task, "
     "which Conductor reads as null).",
 )
+
+
+def error_line(problem: Problem, where: str = "") -> str:
+    """A problem that stops the command, as every error of `baton` starts: `baton: `."""
+    return f"baton: {where}{one_line(str(problem))}"
 
 
 def warning_line(problem: Problem) -> str:

@@ -15,6 +15,7 @@ from app.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
     emit_json,
+    error_line,
     fail,
     guard,
     load_checked,
@@ -39,7 +40,7 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 @click.argument("files", nargs=-1, required=True)
 @strict_option
 def validate(files: tuple[str, ...], strict: bool) -> None:
-    """Check definitions; print each problem as `path: message` (exit 2 on any).
+    """Check definitions; print each problem as `baton: path: message` (exit 2 on any).
 
     Warnings (`warning: path: message`) name what Conductor accepts but is likely a
     mistake, such as a ${ref...} naming an unknown task (read as null); they leave the
@@ -58,7 +59,7 @@ def validate(files: tuple[str, ...], strict: bool) -> None:
         except DefinitionError as exc:
             bad = True
             for problem in exc.problems:
-                click.echo(f"{where}{problem}", err=True)
+                click.echo(error_line(problem, where), err=True)
         else:
             for warning in warnings:
                 click.echo(f"{where}{warning_line(warning)}", err=True)

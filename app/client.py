@@ -7,6 +7,7 @@ run by its id.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ from app.runtime.scope import record_document
 from app.runtime.state import get_store
 from app.runtime.waiting import complete_waiting_step
 from app.store import RunStatus, RunStore, StepStatus
+
+_log = logging.getLogger(__name__)
 
 
 class BrokerUnavailable(BatonError):
@@ -239,13 +242,18 @@ def submit_workflow(
     `warnings`; `strict=True` (default: BATON_STRICT) refuses it as a DefinitionError.
     Conductor's `task_to_domain` ({"encode": "gpu"} sends step `encode` to queue
     `encode:gpu`) and `priority` (0-99, higher first) route every message of the run.
+    A name the definition declares in its `inputParameters` that the input lacks is
+    logged and kept as a warning too (`input.<name>`), an error in strict mode.
     """
     ensure_loaded()
     loaded = read_workflow(definition, version, strict=strict)
     workflow = loaded.definition
+    missing = missing_inputs(workflow, input)
+    for problem in missing:
+        _log.warning("workflow %s: %s", workflow.name, problem)
     new = create_run(workflow, input, correlation_id=correlation_id,
                      idempotency_key=idempotency_key, strict=strict,
-                     warnings=loaded.warnings, task_to_domain=task_to_domain,
+                     warnings=[*loaded.warnings, *missing], task_to_domain=task_to_domain,
                      priority=priority)
     store = get_store()
     if new.plan is None:
@@ -261,6 +269,17 @@ def submit_workflow(
             pass  # the store is gone too; its retention removes the record
         raise BrokerUnavailable(f"cannot send run {new.run_id} to the broker: {exc}") from exc
     return WorkflowRun(new.run_id, store)
+
+
+def missing_inputs(workflow: WorkflowDef, given: Any) -> list[Problem]:
+    """The names a definition declares in its `inputParameters` that an input lacks (its
+    `inputTemplate` counts as given): Conductor reads them as null, which a step would then
+    receive (a misspelled `-i fileLoc=...`)."""
+    if given is not None and not isinstance(given, Mapping):
+        return []  # not an object at all: create_run refuses it with its own error
+    present = {*(given or {}), *workflow.input_template}
+    return [Problem(f"input.{name}", "declared in the workflow's inputParameters but not given")
+            for name in workflow.input_parameters if name not in present]
 
 
 _REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]+")

@@ -7,6 +7,7 @@ output is printed from the same documents. Only reads: nothing here changes a ru
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from app.cli.common import (
     table,
     use_redis,
 )
+from app.cli.consumers import ConsumerCheck, quiet_for
 from app.client import RunSummary, Step, WorkflowRun, list_runs
 from app.errors import Problem
 from app.runtime.masking import masked_run_fields
@@ -82,8 +84,21 @@ def status(run_id: str, as_json: bool, redis_url: str | None) -> None:
     if as_json:
         emit_json(document)
         return
-    for line in run_lines(document, now()):
+    for line in run_lines(document, now(), guard(lambda: _waiting(document, steps))):
         click.echo(line)
+
+
+def _waiting(document: Mapping[str, Any], steps: Mapping[str, Step]) -> list[str]:
+    """For a running run quiet for a while: the queues its waiting steps lie on that no
+    worker consumes (app.cli.consumers)."""
+    if document["status"] != RunStatus.RUNNING.value:
+        return []
+    moments = [m for step in steps.values() for m in (step.started_at, step.ended_at) if m]
+    last = max([*moments, _moment(document["startTime"]) or now()])
+    quiet = (now() - last).total_seconds()
+    if not quiet_for(steps.values(), time.monotonic() - quiet, time.monotonic()):
+        return []
+    return [str(found) for found in ConsumerCheck().unconsumed(document["id"], steps)]
 
 
 @click.command(name="list")
@@ -192,8 +207,11 @@ def step_document(step: Step) -> dict[str, Any]:
     }
 
 
-def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
-    """The human form of a run document: the run's fields, a blank line, the step table."""
+def run_lines(
+    document: Mapping[str, Any], at: datetime, waiting: Iterable[str] = ()
+) -> list[str]:
+    """The human form of a run document: the run's fields (and what it waits on that
+    nothing serves, `waiting`), a blank line, the step table."""
     started = _moment(document["startTime"])
     fields = [
         ("run", document["id"]),
@@ -211,6 +229,7 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
     lines = [f"{name:<12} {one_line(str(value))}" for name, value in fields if value is not None]
     lines += [f"{'warning':<12} {one_line(str(Problem(w['path'], w['message'])))}"
               for w in document.get("warnings") or []]
+    lines += [f"{'waiting':<12} {one_line(line)}" for line in waiting]
     lines.append("")
     if not document["steps"]:
         return [*lines, "no step has started yet"]
@@ -224,7 +243,33 @@ def run_lines(document: Mapping[str, Any], at: datetime) -> list[str]:
         f"{step['ref']} attempt {failed.get('attempt')} failed: {_error(failed.get('error'))}"
         for step in document["steps"] for failed in step.get("failedAttempts") or []
     ]
-    return [*lines, *table(headers, rows), *(["", *history] if history else [])]
+    return [*lines, *table(headers, rows), *(["", *history] if history else []),
+            *failure_lines(document)]
+
+
+TRACEBACK_LINES = 8
+"""Lines of a failed step's traceback `baton status` shows: its end, where the error is."""
+INPUT_WIDTH = 400
+"""Characters of a failed step's input shown on its line (`--json` gives it whole)."""
+
+
+def failure_lines(document: Mapping[str, Any]) -> list[str]:
+    """For a run a step ended: that step's input, its error and its traceback's last lines,
+    so that why it failed shows without `--json`."""
+    failed = next((step for step in document["steps"]
+                   if step["ref"] == document.get("failedStep")), None)
+    if failed is None or not failed["error"]:
+        return []
+    error = failed["error"]
+    shown_input = json.dumps(failed["input"], ensure_ascii=False, separators=(", ", ": "))
+    lines = ["", f"step {failed['ref']} failed", f"  input  {one_line(shown_input, INPUT_WIDTH)}",
+             f"  error  {one_line(str(error.get('type') or 'Error'))}: "
+             f"{one_line(str(error.get('message') or ''))}"]
+    trace = [line for line in str(error.get("traceback") or "").splitlines() if line.strip()]
+    if trace:
+        lines.append("  traceback (last lines)")
+        lines += [f"    {line}" for line in trace[-TRACEBACK_LINES:]]
+    return lines
 
 
 def _status(document: Mapping[str, Any]) -> str:

@@ -7,9 +7,12 @@ ends: plain lines on stderr, fit for logs, or a progress bar when stderr is a te
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,21 +25,25 @@ from app.cli.common import (
     emit_json,
     fail,
     guard,
+    human_duration,
     input_options,
     json_option,
     load_checked,
     option,
     parse_input,
     redis_option,
+    span_ms,
     stderr_is_tty,
     strict_option,
     timeout_option,
     use_redis,
     warning_line,
 )
+from app.cli.consumers import ConsumerCheck, quiet_for
 from app.cli.routing import local_queues, parse_routing, routing_options
-from app.client import Step, WorkflowRun, submit_workflow
+from app.client import Step, WorkflowRun, missing_inputs, submit_workflow
 from app.compiler.plan import Plan
+from app.dsl.validate import is_strict
 from app.embedded import embedded_redis, local_worker
 from app.errors import BatonError, WorkflowFailed
 from app.runtime.state import get_store
@@ -175,14 +182,32 @@ def _start(
     idempotency_key: str | None = None,
     announce: bool = True,
 ) -> WorkflowRun:
-    handle = guard(lambda: submit_workflow(
-        source.file, workflow_input, version=source.version, strict=source.strict,
-        correlation_id=correlation_id, idempotency_key=idempotency_key, **source.routing,
-    ))
+    with _client_log_shown_here():
+        handle = guard(lambda: submit_workflow(
+            source.file, workflow_input, version=source.version, strict=source.strict,
+            correlation_id=correlation_id, idempotency_key=idempotency_key, **source.routing,
+        ))
     if announce:
         definition = plan.definition
         click.echo(f"run {handle.id} of {definition.name} v{definition.version}", err=True)
+    # once the run is in (a refused input is its one line); strict: submit refused these
+    if not is_strict(source.strict):
+        for problem in missing_inputs(plan.definition, workflow_input):
+            click.echo(warning_line(problem), err=True)
     return handle
+
+
+@contextmanager
+def _client_log_shown_here() -> Iterator[None]:
+    """submit_workflow logs what it warns of; the command prints it as a `warning:` line
+    already, and with logging unconfigured Python would print the record again, bare."""
+    client_log = logging.getLogger("app.client")
+    quiet = logging.NullHandler()
+    client_log.addHandler(quiet)
+    try:
+        yield
+    finally:
+        client_log.removeHandler(quiet)
 
 
 def _finish(
@@ -210,14 +235,17 @@ def _finish(
 def follow(
     handle: WorkflowRun, known: int, started: float, timeout: float | None
 ) -> RunStatus:
-    """Report each step as it ends until the run ends; fail past `timeout` seconds."""
-    reporter = _Bar(handle.id, known) if stderr_is_tty() else _Lines(known, started)
+    """Report each step as it ends until the run ends; fail past `timeout` seconds. A run
+    that waits on a queue no worker consumes is told once per queue (app.cli.consumers)."""
+    reporter = _Bar(handle.id, known) if stderr_is_tty() else _Lines(known)
     seen: dict[str, tuple[StepStatus, int]] = {}
     deadline = None if timeout is None else started + timeout
+    waiting = _Waiting(handle.id)
     try:
         while True:
             status = guard(lambda: handle.status)
-            for ref, step in guard(lambda: handle.steps).items():
+            steps = guard(lambda: handle.steps)
+            for ref, step in steps.items():
                 # a step being tried again keeps the end time of its failed attempt
                 if step.ended_at is None or step.status is StepStatus.IN_PROGRESS:
                     continue
@@ -227,6 +255,8 @@ def follow(
                     reporter.step(step)
             if status.terminal:
                 return status
+            for line in waiting.news(steps):
+                reporter.note(line)
             if deadline is not None and time.monotonic() > deadline:
                 reporter.close()
                 fail(f"run {handle.id} still {status.value} after {timeout:g}s", EXIT_FAILED)
@@ -235,33 +265,70 @@ def follow(
         reporter.close()
 
 
-class _Lines:
-    """One line per step as it ends: `[  0.12s] encode COMPLETED (1/2)`."""
+class _Waiting:
+    """What a followed run waits on that no worker serves, each queue told once."""
 
-    def __init__(self, known: int, started: float) -> None:
+    LOOK_EVERY_SECONDS = 1.0
+    """Queue lengths are read at most this often once the run is quiet."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.check = ConsumerCheck()
+        self.progress: tuple[tuple[str, StepStatus, int], ...] = ()
+        self.progress_at = self.looked_at = time.monotonic()
+        self.told: set[str] = set()
+
+    def news(self, steps: dict[str, Step]) -> list[str]:
+        now = time.monotonic()
+        progress = tuple((ref, step.status, step.attempts) for ref, step in steps.items())
+        if progress != self.progress:
+            self.progress, self.progress_at = progress, now
+        if not quiet_for(steps.values(), self.progress_at, now) \
+                or now - self.looked_at < self.LOOK_EVERY_SECONDS:
+            return []
+        self.looked_at = now
+        found = [u for u in guard(lambda: self.check.unconsumed(self.run_id, steps))
+                 if u.queue not in self.told]
+        self.told.update(u.queue for u in found)
+        return [f"waiting: {u}" for u in found]
+
+
+class _Lines:
+    """One line per step as it ends, with the step's own duration from its record (its
+    start to its end in the run store, not when this client noticed it):
+    `[  0.012s] encode COMPLETED (1/2)`."""
+
+    def __init__(self, known: int) -> None:
         self.known = known
-        self.started = started
         self.ended = 0
 
     def step(self, step: Step) -> None:
-        elapsed = time.monotonic() - self.started
+        took = f"[{step_duration(step):>8}]"
         if step.status is StepStatus.SCHEDULED:
             error = step.error or {}
             reason = f"{error.get('type', 'Error')}: {error.get('message', '')}"
             click.echo(
-                f"[{elapsed:6.2f}s] {step.ref} attempt {step.attempts} failed, "
-                f"retrying ({reason})",
+                f"{took} {step.ref} attempt {step.attempts} failed, retrying ({reason})",
                 err=True,
             )
             return
         self.ended += 1
-        click.echo(
-            f"[{elapsed:6.2f}s] {step.ref} {step.status.value} ({self.ended}/{self.known})",
-            err=True,
-        )
+        click.echo(f"{took} {step.ref} {step.status.value} ({self.ended}/{self.known})",
+                   err=True)
+
+    def note(self, line: str) -> None:
+        click.echo(line, err=True)
 
     def close(self) -> None:
         pass
+
+
+def step_duration(step: Step) -> str:
+    """How long a step (or its last attempt) ran, to the millisecond under a minute."""
+    ms = span_ms(step.started_at, step.ended_at)
+    if ms is None or ms < 0:
+        return "-"
+    return f"{ms / 1000:.3f}s" if ms < 60_000 else human_duration(ms)
 
 
 class _Bar:
@@ -280,6 +347,9 @@ class _Bar:
             self._bar.update(0, f"{step.ref} retrying after attempt {step.attempts}")
         else:
             self._bar.update(1, f"{step.ref} {step.status.value}")
+
+    def note(self, line: str) -> None:
+        click.echo(f"\n{line}", err=True)  # below the bar, which is drawn again after
 
     def close(self) -> None:
         if self._open:

@@ -53,7 +53,11 @@ class ConsumerCheck:
 
     def consumed(self) -> frozenset[str]:
         if time.monotonic() - self._asked >= ASK_EVERY_SECONDS:
-            replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
+            # a connection of its own, closed after: a pooled one kept by the process could
+            # have outlived a restart of Redis by the next time (a broadcast does not reconnect)
+            with celery_app.connection_for_write() as connection:
+                replies = celery_app.control.inspect(
+                    timeout=INSPECT_TIMEOUT, connection=connection).active_queues() or {}
             self._consumed = frozenset(
                 queue["name"] for queues in replies.values() for queue in queues or ())
             self._asked = time.monotonic()

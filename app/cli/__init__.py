@@ -2,9 +2,10 @@
 
 One module per group of commands: `runs` (run, submit), `monitoring` (status, list),
 `definitions` (validate, graph, schema), `lifecycle` (register, complete), `workers`
-(worker), `doctor` (doctor), `limits` (limits); `common` holds what they
-share. Every failure a user can cause ends in one line on stderr and a non-zero exit
-code; every option can also be set through the environment variable its help names.
+(worker), `doctor` (doctor), `limits` (limits); `common` holds what they share,
+`consumers` what a followed run waits on that no worker serves. Every failure a user can
+cause ends in one line on stderr starting `baton: ` and a non-zero exit code; every
+option can also be set through the environment variable its help names.
 """
 
 from __future__ import annotations

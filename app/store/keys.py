@@ -11,7 +11,7 @@ from typing import Final
 
 PREFIX: Final = "baton"
 RUNS_INDEX: Final = f"{PREFIX}:runs"
-"""Sorted set of run ids by creation time (for listing)."""
+"""Sorted set of run ids by creation time (for listing); the other run indexes below."""
 
 
 def run_key(run_id: str) -> str:
@@ -105,3 +105,29 @@ def output_cache_key(kind: str, name: str, digest: str) -> str:
     or `workflow`, `name` the task's name or the workflow's `name:version`, `digest` the
     SHA-256 of the resolved key. Shared by every run, so it has no run's hash tag."""
     return f"{PREFIX}:cache:{kind}:{name}:{digest}"
+
+
+# -- the run index (lua/run_index.lua keeps it: change both together) -------------------------
+
+RUNS_EXPIRING: Final = f"{RUNS_INDEX}:expiring"
+"""Sorted set of ended runs (their index entries, JSON) by when their keys expire (ms)."""
+
+
+def runs_by_status(status: str) -> str:
+    """Sorted set of the ids of runs now in `status`, by creation time."""
+    return f"{RUNS_INDEX}:by-status:{status}"
+
+
+def runs_by_workflow(name: str) -> str:
+    """Sorted set of the ids of a workflow's runs, by creation time."""
+    return f"{RUNS_INDEX}:by-workflow:{name}"
+
+
+def runs_by_workflow_status(name: str, status: str) -> str:
+    """Sorted set of the ids of a workflow's runs now in `status`, by creation time."""
+    return f"{RUNS_INDEX}:by-workflow-status:{status}:{name}"
+
+
+def runs_by_correlation(correlation_id: str) -> str:
+    """Sorted set of the ids of the runs of a correlation id, by creation time."""
+    return f"{RUNS_INDEX}:by-correlation:{correlation_id}"

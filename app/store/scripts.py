@@ -1,7 +1,8 @@
 """The run store's Lua scripts: one `.lua` file each in `lua/`, loaded once per client.
 
 Every script is sent with `lua/lib.lua` before it (the helpers they share: fencing, ending
-a run, retention; and before that `lua/json_mask.lua`, the masking of its run summaries),
+a run, retention; and before that `lua/json_mask.lua`, the masking of its run summaries, and
+`lua/run_index.lua`, the run index that lib keeps as runs end and reopen),
 so each stays one atomic call. Redis caches a script by its digest;
 redis-py loads it again by itself after a restart empties that cache (NOSCRIPT).
 """
@@ -20,7 +21,7 @@ NAMES: Final = (
     "add_run_output", "claim_step", "complete_step", "create_run", "define_branches",
     "end_run", "expire_step", "fail_step", "park", "publish_cancelled", "record_step",
     "reopen", "reopen_parent", "retry_run", "retry_step", "switch_status", "terminate",
-    "time_out_step", "write_hash",
+    "time_out_step", "trim_index", "write_hash",
 )
 
 
@@ -31,7 +32,9 @@ def source(name: str) -> str:
     lib = (folder / "lib.lua").read_text().replace("__PREFIX__", PREFIX).replace(
         "__EVENT_STREAM_LENGTH__", str(EVENT_STREAM_LENGTH))
     masking = (folder / "json_mask.lua").read_text()  # used by lib's status summaries
-    return masking + "\n" + lib + "\n" + (folder / f"{name}.lua").read_text()
+    # the run index, which lib's ends and reopenings keep (app.store.index reads it)
+    index = (folder / "run_index.lua").read_text().replace("__PREFIX__", PREFIX)
+    return "\n".join((masking, index, lib, (folder / f"{name}.lua").read_text()))
 
 
 class Scripts:

@@ -19,6 +19,7 @@ from app.config import get_settings
 from app.store.base import ROUTE_ROOT
 from app.store.cache import OutputCache
 from app.store.catalogue import Catalogue
+from app.store.index import RunIndex
 from app.store.keys import (
     RUNS_INDEX,
     attempts_key,
@@ -41,7 +42,7 @@ _STASH_MARK = "@"
 """A recorded payload held by digest starts with it (JSON text never does)."""
 
 
-class RunStore(Lifecycle, Catalogue, OutputCache):
+class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
     """Reads and writes runs, steps and definitions; one instance per process and Redis URL.
 
     `on_end` is called with every run that a call of this store ended (see StoreBase).
@@ -83,10 +84,11 @@ class RunStore(Lifecycle, Catalogue, OutputCache):
     def delete_run(self, run_id: str, digest: str, idempotency: str | None) -> None:
         """Remove a run that was never started (its first message could not be sent)."""
         digests = self.guard(lambda: self.client.smembers(blobs_key(run_id)))
+        indexed = self.get_run_fields(run_id, "workflowType", "status", "correlationId")
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(run_key(run_id), refs_key(run_id), vars_key(run_id), dynamic_key(run_id),
                     blobs_key(run_id), *(blob_key(run_id, str(d)) for d in digests))
-        pipe.zrem(RUNS_INDEX, run_id)
+        self.unindex_pipe(pipe, run_id, indexed)
         pipe.srem(f"{definition_key(digest)}:runs", run_id)
         if idempotency:
             pipe.delete(idempotency_key(idempotency))

@@ -25,7 +25,6 @@ for i = 8 + n, #ARGV, 2 do bytes = bytes + #ARGV[i] end
 redis.call('HSET', KEYS[1], 'bytes', bytes, unpack(fields))
 hset_from(KEYS[5], 7 + n)
 hold_definition(KEYS[1])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5] - ARGV[2] * 1000)
+index_created(KEYS[1], ARGV[5]) -- run_index.lua: KEYS[4] and the other indexes
 if is_ended(KEYS[1]) then expire_run(KEYS[1], ARGV[2]) end
 return ARGV[1]

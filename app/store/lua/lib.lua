@@ -146,9 +146,11 @@ end
 local function expire_run(run, retention, known)
   for _, key in ipairs(run_keys(run)) do redis.call('EXPIRE', key, retention) end
   release_definition(run, retention, known)
+  index_ended(run, retention) -- run_index.lua
 end
 
 local function persist_run(run)
+  index_reopened(run) -- run_index.lua
   for _, key in ipairs(run_keys(run)) do redis.call('PERSIST', key) end
   hold_definition(run)
 end

@@ -13,6 +13,7 @@ if ARGV[2] == 'RUNNING' then
   end
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
+index_switched(KEYS[1], ARGV[1], ARGV[2]) -- run_index.lua
 local parked = part(KEYS[1], 'parked')
 local messages = redis.call('LRANGE', parked, 0, -1)
 redis.call('DEL', parked)

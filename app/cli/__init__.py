@@ -31,6 +31,7 @@ from app.cli.lifecycle import (
 from app.cli.limits import limits
 from app.cli.monitoring import list_command, status
 from app.cli.runs import run, submit
+from app.cli.ui import ui
 from app.cli.workers import worker
 
 
@@ -76,5 +77,6 @@ def main() -> None:
 for _command in (run, submit, status, list_command, complete, pause, resume, cancel, retry,
                  rerun, restart, graph, validate, register, schema, worker, doctor, limits):
     main.add_command(_command)
+main.add_command(ui)  # the workflow view (app.ui)
 
 __all__ = ["main"]

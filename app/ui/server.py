@@ -1,0 +1,63 @@
+"""Serving the workflow view with uvicorn: in the foreground (`baton ui`), or in a thread
+beside a run (`baton run --ui`).
+
+Knows nothing of the routes (app.ui.app); only how the app is configured from the
+environment and how the server is started and stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Final
+
+import uvicorn
+
+from app.runtime.state import get_store
+from app.ui.app import UiConfig, create_app
+from app.ui.security import Credentials
+
+LOOPBACK: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8080
+GRACE_SECONDS: Final = 3
+"""Open live streams end at shutdown after this long; a page's EventSource reconnects."""
+
+
+def config_from_env(credentials: Credentials | None, flower_url: str | None = None) -> UiConfig:
+    secret = os.environ.get("BATON_UI_SECRET")
+    return UiConfig(store=get_store, credentials=credentials,
+                    flower_url=flower_url or os.environ.get("BATON_FLOWER_URL") or None,
+                    csrf_secret=secret.encode() if secret else None)
+
+
+def _server(config: UiConfig, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(
+        create_app(config), host=host, port=port, log_level="warning",
+        timeout_graceful_shutdown=GRACE_SECONDS, lifespan="off"))
+
+
+def serve(config: UiConfig, host: str, port: int) -> None:
+    """Serve until interrupted."""
+    _server(config, host, port).run()
+
+
+@contextlib.contextmanager
+def serving(config: UiConfig, host: str = LOOPBACK, port: int = DEFAULT_PORT,
+            timeout: float = 10) -> Iterator[str]:
+    """Serve in a thread meanwhile; yields the base URL once the server listens."""
+    server = _server(config, host, port)
+    thread = threading.Thread(target=server.run, name="baton-ui", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise OSError(f"the workflow view could not listen on {host}:{port}")
+        time.sleep(0.01)  # waiting for uvicorn's own startup flag
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=GRACE_SECONDS + 5)

@@ -30,7 +30,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from app.cli.common import human_duration
 from app.dsl.validate import parse_definition
 from app.errors import BatonError
 from app.graph import STATUS_COLOURS, build_graph
@@ -124,13 +123,20 @@ def _templates() -> Jinja2Templates:
                              autoescape=True)
     env.filters["ms_time"] = lambda ms: "-" if ms is None else datetime.fromtimestamp(
         ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    env.filters["duration"] = human_duration
+    env.filters["duration"] = _duration
     return Jinja2Templates(env=env)
+
+
+def _duration(ms: int | None) -> str:
+    """A run's length as the list shows it: seconds under a minute, else minutes."""
+    if ms is None:
+        return "-"
+    return f"{ms / 1000:.2f}s" if ms < 60_000 else f"{ms // 60_000}m{ms // 1000 % 60:02d}s"
 
 
 def _status_css() -> str:
     """The graph's node colours per step status, shared with app.graph's renderings."""
-    rules = [f".st-{status} rect {{ fill: {fill}; stroke: {stroke}; }} "
+    rules = [f"svg.graph .node.st-{status} rect {{ fill: {fill}; stroke: {stroke}; }} "
              f".chip.st-{status}, .bar.st-{status} {{ background: {fill}; fill: {fill}; "
              f"border-color: {stroke}; stroke: {stroke}; }}"
              for status, (fill, stroke) in STATUS_COLOURS.items()]

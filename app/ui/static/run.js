@@ -217,7 +217,7 @@
     if (isOpen()) { end = Math.max(end, now); }
     var span = Math.max(end - start, 1);
     var label = 170, width = Math.max(holder.clientWidth || 900, 500), row = 22, top = 20;
-    var plot = width - label - 10;
+    var plot = width - label - 50;
     var svg = svgEl('svg', {width: width, height: top + steps.length * row + 6, 'class': 'gantt'});
     for (var i = 0; i <= 4; i++) {
       var x = label + plot * i / 4;

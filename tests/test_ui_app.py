@@ -294,3 +294,43 @@ def test_the_definitions_page_lists_registered_workflows_with_their_graph(
     assert page.status_code == 200
     assert 'data-ref="one"' in page.text and 'data-ref="two"' in page.text
     assert client.get(f"/definitions/{name}/9").status_code == 404
+
+
+# -- baton run --ui ---------------------------------------------------------------------------
+
+
+def test_baton_run_with_ui_serves_the_view_while_the_run_runs(
+        worker: Any, tmp_path: Any) -> None:
+    import threading
+
+    key = uuid.uuid4().hex
+    name = f"ui_cli_{key[:8]}"
+    definition = tmp_path / "held.json"
+    definition.write_text(json.dumps(wf(name, step("held", "gate", key=key))))
+    port = free_port()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["run"] = CliRunner().invoke(main, ["run", str(definition), "--ui"],
+                                           env={"BATON_UI_PORT": str(port)})
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        def listed() -> list[Any] | None:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/runs",
+                                   params={"workflow": name}, timeout=5)
+            except httpx.TransportError:
+                return None
+            return answer.json()["runs"] or None
+
+        runs = wait_for(listed, timeout=30, what="the view to list the run")
+        assert runs[0]["status"] == "RUNNING"
+    finally:
+        gate_open(key)
+        thread.join(timeout=60)
+    assert result["run"].exit_code == 0, result["run"].output
+    assert f"workflow view: http://127.0.0.1:{port}/runs" in result["run"].output
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/runs", timeout=2)

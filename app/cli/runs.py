@@ -61,11 +61,13 @@ _POLL_SECONDS = 0.05
         show_default=True, help="Where the embedded Redis keeps its data (when no Redis URL "
         "is set).")
 @strict_option
+@option("--ui", "with_ui", is_flag=True, envvar="BATON_RUN_UI",
+        help="Serve the workflow view (`baton ui`) on 127.0.0.1 meanwhile.")
 @redis_option
 def run(
     file: str, input_json: str | None, items: tuple[str, ...], timeout: float | None,
     domains: tuple[str, ...], priority: int | None, state_dir: str, strict: bool,
-    redis_url: str | None,
+    with_ui: bool, redis_url: str | None,
 ) -> None:
     """Run a workflow and print its output as JSON.
 
@@ -77,14 +79,17 @@ def run(
     Example:
       baton run workflows/encode_and_deploy.json -i fileLocation=s3://in/movie.mov
     """
+    from app.ui.server import beside_run  # the web stack is loaded only when asked for
+
     workflow_input = parse_input(input_json, items)
     routing = parse_routing(domains, priority)
     plan = _checked(file, None, strict)
     source = _Source(file, None, strict or None, routing)
     if redis_url:
         use_redis(redis_url, "run")
-        _finish(_start(plan, source, workflow_input), len(plan.steps), time.monotonic(),
-                timeout)
+        with beside_run(with_ui):
+            _finish(_start(plan, source, workflow_input), len(plan.steps), time.monotonic(),
+                    timeout)
         return
     try:
         with embedded_redis(Path(state_dir) / "redis") as url:
@@ -92,7 +97,7 @@ def run(
             reload_settings()
             get_store.cache_clear()
             queues = all_queues() + local_queues(plan, routing["task_to_domain"])
-            with local_worker(queues):
+            with local_worker(queues), beside_run(with_ui):
                 started = time.monotonic()
                 _finish(_start(plan, source, workflow_input), len(plan.steps), started,
                         timeout)

@@ -6,15 +6,22 @@ refuses to start without it, unless it listens on 127.0.0.1 only and --no-auth i
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import click
 
 from app.cli.common import EXIT_INVALID, fail, option, redis_option, use_redis
-from app.ui.security import AuthConfigError, Credentials
-from app.ui.server import DEFAULT_PORT, LOOPBACK, config_from_env, serve
+
+# as app.ui.server has them; the web stack itself is imported only when the view starts
+LOOPBACK: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8080
 
 
-def credentials_for(auth: str | None, no_auth: bool, host: str) -> Credentials | None:
-    """The credentials to ask for, or None when the view may run open; fails in one line."""
+def credentials_for(auth: str | None, no_auth: bool, host: str) -> Any:
+    """The credentials to ask for (app.ui.security.Credentials), or None when the view may
+    run open; fails in one line."""
+    from app.ui.security import AuthConfigError, Credentials
+
     if auth:
         try:
             return Credentials.parse(auth)
@@ -48,6 +55,8 @@ def ui(port: int, host: str, auth: str | None, no_auth: bool, flower_url: str | 
     Example:
       BATON_UI_AUTH=admin:secret baton ui --port 8080 --flower-url http://localhost:5555
     """
+    from app.ui.server import config_from_env, serve
+
     credentials = credentials_for(auth, no_auth, host)
     use_redis(redis_url, "ui")
     click.echo(f"workflow view on http://{host}:{port}/runs", err=True)

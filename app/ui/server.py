@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from app.ui.security import Credentials
 
 LOOPBACK: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
+"""Both named again in app.cli.ui, which does not import the web stack to show its help."""
 GRACE_SECONDS: Final = 3
 """Open live streams end at shutdown after this long; a page's EventSource reconnects."""
 
@@ -61,3 +63,30 @@ def serving(config: UiConfig, host: str = LOOPBACK, port: int = DEFAULT_PORT,
     finally:
         server.should_exit = True
         thread.join(timeout=GRACE_SECONDS + 5)
+
+
+@contextlib.contextmanager
+def beside_run(enabled: bool) -> Iterator[None]:
+    """`baton run --ui`: the view on 127.0.0.1 (BATON_UI_PORT, default 8080) while the run
+    runs, without auth (loopback only), over the Redis the run uses; on a terminal it stays
+    up after the run until Ctrl-C, so the ended run can be looked at."""
+    if not enabled:
+        yield
+        return
+    port = int(os.environ.get("BATON_UI_PORT") or DEFAULT_PORT)
+    try:
+        context = serving(config_from_env(None), LOOPBACK, port)
+        base = context.__enter__()
+    except OSError as exc:
+        print(f"baton: no workflow view: {exc}", file=sys.stderr)
+        yield
+        return
+    print(f"workflow view: {base}/runs", file=sys.stderr)
+    try:
+        yield
+    finally:
+        if sys.stderr.isatty() and sys.stdin.isatty():
+            print("the run has ended; the workflow view stays up until Ctrl-C", file=sys.stderr)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        context.__exit__(None, None, None)

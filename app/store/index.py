@@ -145,17 +145,6 @@ class RunIndex(StoreBase):
             following = Cursor(int(score), last["workflowId"])
         return RunPage([record for _, record in page], total, following)
 
-    def workflows_with_runs(self, limit: int = 200) -> list[str]:
-        """Names of workflows that have runs in the index (for a listing's filter), sorted."""
-        names: set[str] = set()
-        prefix = f"{RUNS_INDEX}:by-workflow:"
-        for key in self.guard(lambda: list(self.client.scan_iter(match=f"{prefix}*",
-                                                                 count=1000))):
-            names.add(str(key)[len(prefix):])
-            if len(names) >= limit:
-                break
-        return sorted(names)
-
     def trim_run_index(self, most: int = _TRIM_ON_READ) -> int:
         """Take off the index up to `most` entries of runs whose keys expired; returns how
         many were due."""

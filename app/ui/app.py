@@ -177,7 +177,7 @@ def create_app(config: UiConfig) -> Any:
             following = str(request.url.include_query_params(after=page["next"]))
         return render(request, "runs.html", {
             "page": page, "error": error, "filters": filters, "next_url": following,
-            "workflows": store.workflows_with_runs(),
+            "workflows": store.workflow_names(),  # registered ones, as suggestions
         }, status=400 if error else 200)
 
     def runs_api(request: Request) -> Response:

@@ -22,7 +22,9 @@ NODE_W: Final = 170
 NODE_H: Final = 44
 GAP_X: Final = 30
 GAP_Y: Final = 46
-MARGIN: Final = 24
+MARGIN: Final = 48  # room on the left for loops' ways back
+EDGE_SLOT_W: Final = 16
+"""The width an edge takes where it passes a layer without a node of its own."""
 MAX_NODES: Final = 600
 """A graph larger than this is not drawn (the page says so): the steps table still lists it."""
 _SWEEPS: Final = 4
@@ -30,29 +32,62 @@ _LABEL_CHARS: Final = 24
 
 
 @dataclass(frozen=True)
+class Slot:
+    """A place in a layer: a node, or a point a long edge passes through (node None)."""
+
+    id: str
+    node: Node | None
+
+    @property
+    def width(self) -> float:
+        return NODE_W if self.node is not None else EDGE_SLOT_W
+
+
+@dataclass(frozen=True)
 class Placed:
-    node: Node
+    slot: Slot
     x: float
     y: float
 
+    @property
+    def node(self) -> Node:
+        assert self.slot.node is not None
+        return self.slot.node
 
-def layers(graph: Graph) -> list[list[Node]]:
-    """The graph's nodes in layers from the start, each layer ordered to cross few edges."""
-    forward = [e for e in graph.edges if not e.back]
+    @property
+    def centre(self) -> float:
+        return self.x + self.slot.width / 2
+
+
+@dataclass(frozen=True)
+class Layout:
+    placed: dict[str, Placed]
+    """Every slot by id: nodes by their node id, edge points by `~<n>`."""
+    routes: list[list[str]]
+    """Each forward edge of the graph (in order, back edges left out) as the slots it
+    passes: source, edge points, target."""
+    width: float
+    height: float
+
+
+def _ranks(graph: Graph) -> dict[str, int]:
+    """Each node's layer: its longest path from the start over forward edges. A loop's
+    `done` edge also ranks below the loop's body, so what follows a loop comes after it."""
+    pairs = [(e.source, e.target) for e in graph.edges if not e.back]
+    for back in (e for e in graph.edges if e.back):
+        pairs += [(back.source, e.target) for e in graph.edges
+                  if e.source == back.target and e.label == "done" and not e.back]
     incoming: dict[str, list[str]] = defaultdict(list)
     outgoing: dict[str, list[str]] = defaultdict(list)
-    for edge in forward:
-        outgoing[edge.source].append(edge.target)
-        incoming[edge.target].append(edge.source)
+    for source, target in dict.fromkeys(pairs):
+        outgoing[source].append(target)
+        incoming[target].append(source)
     # longest path over a topological order (Kahn); what a cycle leaves over goes last
-    order = {node.id: i for i, node in enumerate(graph.nodes)}
     waiting = {node.id: len(incoming[node.id]) for node in graph.nodes}
     ready = [node.id for node in graph.nodes if waiting[node.id] == 0]
     rank: dict[str, int] = {}
-    seen: list[str] = []
     while ready:
         current = ready.pop(0)
-        seen.append(current)
         rank[current] = max((rank[p] + 1 for p in incoming[current] if p in rank), default=0)
         for target in outgoing[current]:
             waiting[target] -= 1
@@ -63,37 +98,58 @@ def layers(graph: Graph) -> list[list[Node]]:
         if node.id not in rank:
             deepest += 1
             rank[node.id] = deepest
-    by_id = {node.id: node for node in graph.nodes}
-    found: list[list[Node]] = [[] for _ in range(max(rank.values(), default=0) + 1)]
-    for node_id in sorted(rank, key=lambda n: order[n]):
-        found[rank[node_id]].append(by_id[node_id])
+    return rank
+
+
+def layers(graph: Graph) -> tuple[list[list[Slot]], list[list[str]]]:
+    """The slots in layers from the start, each layer ordered to cross few edges, and each
+    forward edge's route through them (an edge spanning layers gets a point in each)."""
+    rank = _ranks(graph)
+    found: list[list[Slot]] = [[] for _ in range(max(rank.values(), default=0) + 1)]
+    for node in graph.nodes:
+        found[rank[node.id]].append(Slot(node.id, node))
+    routes: list[list[str]] = []
+    incoming: dict[str, list[str]] = defaultdict(list)
+    for edge in (e for e in graph.edges if not e.back):
+        route = [edge.source]
+        for depth in range(rank[edge.source] + 1, rank[edge.target]):
+            point = f"~{sum(len(layer) for layer in found)}"
+            found[depth].append(Slot(point, None))
+            route.append(point)
+        route.append(edge.target)
+        routes.append(route)
+        for before, after in zip(route, route[1:], strict=False):
+            incoming[after].append(before)
     for _ in range(_SWEEPS):
-        position = {n.id: i for layer in found for i, n in enumerate(layer)}
+        position = {slot.id: float(i) for layer in found for i, slot in enumerate(layer)}
         for layer in found[1:]:
-            layer.sort(key=lambda node: _mean_parent(node, incoming, position))
-            position.update({n.id: i for i, n in enumerate(layer)})
-    return [layer for layer in found if layer]
+            layer.sort(key=lambda slot: _mean_parent(slot.id, incoming, position))
+            position.update({slot.id: float(i) for i, slot in enumerate(layer)})
+    return [layer for layer in found if layer], routes
 
 
-def _mean_parent(node: Node, incoming: dict[str, list[str]], position: dict[str, int]) -> float:
-    parents = [position[p] for p in incoming[node.id] if p in position]
-    return sum(parents) / len(parents) if parents else position[node.id]
+def _mean_parent(slot: str, incoming: dict[str, list[str]], position: dict[str, float]) -> float:
+    parents = [position[p] for p in incoming[slot] if p in position]
+    return sum(parents) / len(parents) if parents else position[slot]
 
 
-def place(graph: Graph) -> tuple[list[Placed], float, float]:
-    """Each node's top-left corner, and the drawing's width and height."""
-    found = layers(graph)
-    widest = max((len(layer) for layer in found), default=1)
-    width = MARGIN * 2 + widest * NODE_W + (widest - 1) * GAP_X
-    placed = []
+def place(graph: Graph) -> Layout:
+    """Each slot's top-left corner, the edges' routes, and the drawing's size."""
+    found, routes = layers(graph)
+
+    def span(layer: list[Slot]) -> float:
+        return sum(slot.width for slot in layer) + (len(layer) - 1) * GAP_X
+
+    width = MARGIN * 2 + max((span(layer) for layer in found), default=NODE_W)
+    placed: dict[str, Placed] = {}
     for depth, layer in enumerate(found):
-        span = len(layer) * NODE_W + (len(layer) - 1) * GAP_X
-        left = (width - span) / 2
-        for i, node in enumerate(layer):
-            top = MARGIN + depth * (NODE_H + GAP_Y)
-            placed.append(Placed(node, left + i * (NODE_W + GAP_X), top))
+        left = (width - span(layer)) / 2
+        top = MARGIN + depth * (NODE_H + GAP_Y)
+        for slot in layer:
+            placed[slot.id] = Placed(slot, left, top)
+            left += slot.width + GAP_X
     height = MARGIN * 2 + len(found) * NODE_H + max(len(found) - 1, 0) * GAP_Y
-    return placed, width, height
+    return Layout(placed, routes, width, height)
 
 
 def to_svg(graph: Graph) -> str:
@@ -101,8 +157,10 @@ def to_svg(graph: Graph) -> str:
     if len(graph.nodes) > MAX_NODES:
         return (f'<p class="note">{len(graph.nodes)} tasks: too many to draw here '
                 f"(at most {MAX_NODES}); the steps below list every one.</p>")
-    placed, width, height = place(graph)
-    at = {p.node.id: p for p in placed}
+    layout = place(graph)
+    width, height = layout.width, layout.height
+    placed = [p for p in layout.placed.values() if p.slot.node is not None]
+    at = layout.placed
     parts = [f'<svg class="graph" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
              f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
              f'aria-label="{escape(graph.name)} graph">',
@@ -120,11 +178,12 @@ def to_svg(graph: Graph) -> str:
                          f'width="{right - left:.0f}" height="{bottom - top:.0f}" rx="8"/>'
                          f'<text class="cluster-label" x="{left + 6:.0f}" y="{top + 12:.0f}">'
                          f"{escape(cluster.label)}</text>")
+    forward = iter(layout.routes)
     for edge in graph.edges:
-        source, target = at.get(edge.source), at.get(edge.target)
-        if source is None or target is None:
-            continue
-        parts.append(_edge(source, target, edge.label, edge.back))
+        if edge.back:
+            parts.append(_back_edge(at[edge.source], at[edge.target], edge.label))
+        else:
+            parts.append(_edge([at[slot] for slot in next(forward)], edge.label))
     for p in placed:
         parts.append(_node(p))
     parts.append("</svg>")
@@ -140,25 +199,38 @@ def _within(cluster: str | None, wanted: str, graph: Graph) -> bool:
     return False
 
 
-def _edge(source: Placed, target: Placed, label: str | None, back: bool) -> str:
-    if back:
-        # a loop's way back: out of the right side of the body's end, into the loop's
-        x1, y1 = source.x + NODE_W, source.y + NODE_H / 2
-        x2, y2 = target.x + NODE_W, target.y + NODE_H / 2
-        bend = max(x1, x2) + 40
-        path = f"M {x1:.0f} {y1:.0f} C {bend:.0f} {y1:.0f}, {bend:.0f} {y2:.0f}, {x2:.0f} {y2:.0f}"
-        middle = (bend - 10, (y1 + y2) / 2)
-    else:
-        x1, y1 = source.x + NODE_W / 2, source.y + NODE_H
-        x2, y2 = target.x + NODE_W / 2, target.y
-        bend = (y2 - y1) / 2
-        path = (f"M {x1:.0f} {y1:.0f} C {x1:.0f} {y1 + bend:.0f}, {x2:.0f} {y2 - bend:.0f}, "
-                f"{x2:.0f} {y2:.0f}")
-        middle = ((x1 + x2) / 2, (y1 + y2) / 2)
-    kind = "edge back" if back else "edge"
-    drawn = f'<path class="{kind}" d="{path}" marker-end="url(#arrow)"/>'
+def _edge(route: list[Placed], label: str | None) -> str:
+    """Down from the source through each edge point to the target, curved between layers."""
+    source, target = route[0], route[-1]
+    points = [(source.centre, source.y + NODE_H)]
+    for point in route[1:-1]:
+        points += [(point.centre, point.y), (point.centre, point.y + NODE_H)]
+    points.append((target.centre, target.y))
+    path = f"M {points[0][0]:.0f} {points[0][1]:.0f}"
+    for i in range(1, len(points)):
+        (x1, y1), (x2, y2) = points[i - 1], points[i]
+        if i % 2:  # between layers
+            bend = (y2 - y1) / 2
+            path += f" C {x1:.0f} {y1 + bend:.0f}, {x2:.0f} {y2 - bend:.0f}, {x2:.0f} {y2:.0f}"
+        else:  # through a layer, beside its nodes
+            path += f" L {x2:.0f} {y2:.0f}"
+    drawn = f'<path class="edge" d="{path}" marker-end="url(#arrow)"/>'
     if label:
-        drawn += (f'<text class="edge-label" x="{middle[0]:.0f}" y="{middle[1]:.0f}">'
+        (x1, y1), (x2, y2) = points[0], points[1]
+        drawn += (f'<text class="edge-label" x="{(x1 + x2) / 2:.0f}" y="{(y1 + y2) / 2:.0f}">'
+                  f"{escape(_short(label))}</text>")
+    return drawn
+
+
+def _back_edge(source: Placed, target: Placed, label: str | None) -> str:
+    """A loop's way back: out of the left of the body's end, round into the loop's left."""
+    x1, y1 = source.x, source.y + NODE_H / 2
+    x2, y2 = target.x, target.y + NODE_H / 2
+    bend = min(x1, x2) - 36
+    path = f"M {x1:.0f} {y1:.0f} C {bend:.0f} {y1:.0f}, {bend:.0f} {y2:.0f}, {x2:.0f} {y2:.0f}"
+    drawn = f'<path class="edge back" d="{path}" marker-end="url(#arrow)"/>'
+    if label:
+        drawn += (f'<text class="edge-label" x="{bend + 8:.0f}" y="{(y1 + y2) / 2:.0f}">'
                   f"{escape(_short(label))}</text>")
     return drawn
 

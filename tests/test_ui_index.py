@@ -176,3 +176,24 @@ def test_a_reader_takes_off_a_run_whose_record_has_gone() -> None:
     store.client.delete(f"baton:run:{{{lost}}}")
     assert ids(store, RunQuery(workflow=name)) == [kept]
     assert store.client.zscore(runs_by_workflow(name), lost) is None
+
+
+def test_runs_written_before_the_index_are_indexed_on_request() -> None:
+    # Given a run whose index entries are missing (written before the index existed)
+    store = get_store()
+    name = f"old_{uuid.uuid4().hex[:8]}"
+    run_id = _seed(store, name, 1, start=4_000_000, cid=f"c-{name}")[0]
+    # a store without the end hooks: the seeded run has no definition to fail with
+    assert RunStore(store.client, store.retention).end_run(run_id, "FAILED", None, reason="old")
+    for key in (RUNS_INDEX, runs_by_status("FAILED"), runs_by_workflow(name),
+                runs_by_workflow_status(name, "FAILED"), runs_by_correlation(f"c-{name}")):
+        store.client.zrem(key, run_id)
+    assert ids(store, RunQuery(workflow=name)) == []
+
+    # When the store indexes its runs
+    assert store.index_existing_runs() >= 1
+
+    # Then the run is listed by every filter again, and noted to expire
+    assert ids(store, RunQuery(workflow=name, status=RunStatus.FAILED)) == [run_id]
+    assert ids(store, RunQuery(correlation_id=f"c-{name}")) == [run_id]
+    assert any(run_id in m for m in store.client.zrange(RUNS_EXPIRING, 0, -1))

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import click
 
-from app.cli.common import EXIT_INVALID, fail, option, redis_option, use_redis
+from app.cli.common import EXIT_INVALID, fail, guard, option, redis_option, use_redis
 
 # as app.ui.server has them; the web stack itself is imported only when the view starts
 LOOPBACK: Final = "127.0.0.1"
@@ -44,11 +44,13 @@ def credentials_for(auth: str | None, no_auth: bool, host: str) -> Any:
 @option("--auth", envvar="BATON_UI_AUTH", metavar="USER:PASSWORD",
         help="HTTP basic auth every request must carry (as Flower's --basic-auth).")
 @option("--no-auth", is_flag=True, help=f"Serve without auth (only on {LOOPBACK}).")
+@option("--reindex", is_flag=True, help="First index every run in the store (runs written "
+        "before the run index existed), then serve.")
 @option("--flower-url", envvar="BATON_FLOWER_URL", metavar="URL",
         help="Flower's base URL: each step links to its task there.")
 @redis_option
-def ui(port: int, host: str, auth: str | None, no_auth: bool, flower_url: str | None,
-       redis_url: str | None) -> None:
+def ui(port: int, host: str, auth: str | None, no_auth: bool, reindex: bool,
+       flower_url: str | None, redis_url: str | None) -> None:
     """Serve the workflow view: runs, their graphs and timelines, live, with actions.
 
     \b
@@ -59,5 +61,10 @@ def ui(port: int, host: str, auth: str | None, no_auth: bool, flower_url: str | 
 
     credentials = credentials_for(auth, no_auth, host)
     use_redis(redis_url, "ui")
+    if reindex:
+        from app.runtime.state import get_store
+
+        found = guard(lambda: get_store().index_existing_runs())
+        click.echo(f"indexed {found} runs", err=True)
     click.echo(f"workflow view on http://{host}:{port}/runs", err=True)
     serve(config_from_env(credentials, flower_url), host, port)

@@ -145,6 +145,22 @@ class RunIndex(StoreBase):
             following = Cursor(int(score), last["workflowId"])
         return RunPage([record for _, record in page], total, following)
 
+    def index_existing_runs(self, batch: int = 500) -> int:
+        """Index every run in the store (runs written before the index existed); returns how
+        many were found. A scan of the keyspace: for an upgrade, not for every start."""
+        prefix = run_key("")[:-1]  # `<prefix>:run:{`
+        found = 0
+        ids: list[str] = []
+        for key in self.guard(lambda: list(self.client.scan_iter(match=f"{prefix}*}}",
+                                                                 count=1000))):
+            ids.append(str(key)[len(prefix):-1])
+            if len(ids) >= batch:
+                found += int(self.call("index_runs", [], [now_ms(), *ids]))
+                ids = []
+        if ids:
+            found += int(self.call("index_runs", [], [now_ms(), *ids]))
+        return found
+
     def trim_run_index(self, most: int = _TRIM_ON_READ) -> int:
         """Take off the index up to `most` entries of runs whose keys expired; returns how
         many were due."""

@@ -19,7 +19,7 @@ from app.store.keys import EVENT_STREAM_LENGTH, PREFIX
 
 NAMES: Final = (
     "add_run_output", "claim_step", "complete_step", "create_run", "define_branches",
-    "end_run", "expire_step", "fail_step", "park", "publish_cancelled", "record_step",
+    "end_run", "expire_step", "fail_step", "index_runs", "park", "publish_cancelled", "record_step",
     "reopen", "reopen_parent", "retry_run", "retry_step", "switch_status", "terminate",
     "time_out_step", "trim_index", "write_hash",
 )

@@ -9,21 +9,27 @@ most, never the joins, switches and loops of every run.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any, Final
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from app import broker, registry
 from app.config import Settings, get_settings
 from app.queue_variants import routed
 from app.routing import PRIORITY_STEPS
+from app.store.base import SCHEDULED_AT
 
 CONTROL_PREFIX = "baton."
 IO_TASKS: Final = frozenset({"baton.http", "baton.event"})
 """Baton's system tasks that wait on other systems: they run on settings.io_queue, and
 their time limit also allows for an HTTP deadline."""
+SCHEDULED_HEADER: Final = "baton_scheduled"
+"""Message header: when the message was sent, or is due when sent with a delay (epoch ms);
+a step's queue wait runs from it to the step's start (its claim records it)."""
 SOFT_LIMIT_GRACE = 5.0
 """Seconds between a control task's soft limit (its step fails, naming the limit) and the
 kill; a quarter of the limit when that is shorter."""
@@ -160,3 +166,30 @@ def _refuse_to_start_without_transformations(**_: Any) -> None:
     from app.loader import ensure_loaded
 
     ensure_loaded()
+
+
+@before_task_publish.connect  # type: ignore[untyped-decorator]
+def _stamp_scheduled_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Stamp each message with when it is sent, or due (its `eta`): no Redis call."""
+    if headers is None:
+        return
+    scheduled = int(time.time() * 1000)
+    eta = headers.get("eta")
+    if eta:
+        try:
+            scheduled = max(scheduled, int(datetime.fromisoformat(str(eta)).timestamp() * 1000))
+        except ValueError:
+            pass  # not Celery's ISO time: the send time stands
+    headers[SCHEDULED_HEADER] = scheduled
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _take_scheduled_time(task: Any = None, **_: Any) -> None:
+    """Hand the running message's stamp to the run store, for the claim of its step."""
+    value = task.request.get(SCHEDULED_HEADER) if task is not None else None
+    SCHEDULED_AT.set(value if isinstance(value, int) else 0)
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _forget_scheduled_time(**_: Any) -> None:
+    SCHEDULED_AT.set(0)

@@ -21,14 +21,18 @@ import redis
 from app.runtime.state import get_store
 from app.store import RunStore, StepStatus
 from app.store.keys import run_key, step_key
+from app.store.metric_fields import METRICS_PREFIX
 from tests.support import RedisServer, wait_for
 
 CLAIM_BUDGET = 5
 """EVALSHA, the run's and the step's HMGET, one HSET, the SADD of its ref."""
-RECORD_BUDGET = 5
-"""EVALSHA, the run's and the step's HMGET, the run's byte count, one HSET."""
+RECORD_BUDGET = 9
+"""EVALSHA, the run's and the step's HMGET, the run's byte count, one HSET; and the metrics
+(app.store.metric_fields): a bucket and a sum of the step-duration and of the queue-wait
+histograms, four HINCRBY inside the same script (no round trip)."""
 STEP_FIELDS = ["deliveries", "status", "referenceTaskName", "startTime", "workerId", "taskId",
-               "taskType", "taskDefName", "attempts", "input", "output", "endTime", "bytes"]
+               "taskType", "taskDefName", "attempts", "scheduledTime", "input", "output",
+               "endTime", "bytes"]
 """A completed step's record, in the order its fields were first written."""
 DEFINITION = {"name": "cost", "version": 1, "schemaVersion": 2,
               "tasks": [{"name": "echo", "taskReferenceName": "last"}]}
@@ -50,8 +54,8 @@ def new_run(store: RunStore) -> str:
 
 @contextmanager
 def commands_on(server: RedisServer, run_id: str) -> Iterator[list[str]]:
-    """The commands Redis runs on the run's keys (scripts' own commands included) while
-    the block runs, by name, as MONITOR reports them."""
+    """The commands Redis runs on the run's keys and on the metrics' (scripts' own commands
+    included) while the block runs, by name, as MONITOR reports them."""
     seen: list[str] = []
     client = redis.Redis.from_url(server.url, decode_responses=True)
     marker = f"cost-end-{run_id}"
@@ -64,7 +68,7 @@ def commands_on(server: RedisServer, run_id: str) -> Iterator[list[str]]:
                 command = str(entry["command"])
                 if marker in command:
                     return
-                if f"{{{run_id}}}" in command:
+                if f"{{{run_id}}}" in command or METRICS_PREFIX in command:
                     seen.append(command.split(" ", 1)[0].upper())
 
         reader = threading.Thread(target=listen, daemon=True)

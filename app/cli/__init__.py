@@ -29,6 +29,7 @@ from app.cli.lifecycle import (
     retry,
 )
 from app.cli.limits import limits
+from app.cli.metrics import metrics
 from app.cli.monitoring import list_command, status
 from app.cli.runs import run, submit
 from app.cli.ui import ui
@@ -78,5 +79,6 @@ for _command in (run, submit, status, list_command, complete, pause, resume, can
                  rerun, restart, graph, validate, register, schema, worker, doctor, limits):
     main.add_command(_command)
 main.add_command(ui)  # the workflow view (app.ui)
+main.add_command(metrics)
 
 __all__ = ["main"]

@@ -19,6 +19,10 @@ ROUTE_ROOT: ContextVar[str] = ContextVar("baton_route_root", default="")
 Every write a task makes to its run is fenced with it; the task class sets it before each
 task runs.
 """
+SCHEDULED_AT: ContextVar[int] = ContextVar("baton_scheduled_at", default=0)
+"""When the running task's message was sent, or due when sent with a delay (epoch ms; 0
+when unknown). The Celery app sets it from the message's header before each task runs; a
+step's claim records it as the step's scheduledTime (its queue wait ends at its start)."""
 
 
 class StoreBase:

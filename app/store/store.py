@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from app.config import get_settings
-from app.store.base import ROUTE_ROOT
+from app.store.base import ROUTE_ROOT, SCHEDULED_AT
 from app.store.cache import OutputCache
 from app.store.catalogue import Catalogue
 from app.store.index import RunIndex
@@ -270,7 +270,8 @@ class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
         keys = [run_key(run_id), step_key(run_id, ref), vars_key(run_id)]
         keys += [step_key(run_id, dep) for dep in deps]
         args = [ref, now_ms(), worker, task_id, max_deliveries, task_type, name,
-                "1" if reads_run else "0", ROUTE_ROOT.get()]
+                "1" if reads_run else "0", ROUTE_ROOT.get(), SCHEDULED_AT.get() or ""]
+        SCHEDULED_AT.set(0)  # the later steps of a fused message start as the one before ends
         reply = self.call("claim_step", keys, args)
         verdict = ClaimVerdict(str(reply[0]))
         if verdict is ClaimVerdict.DONE:

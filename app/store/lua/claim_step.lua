@@ -2,7 +2,9 @@
 -- KEYS: run, step, vars, dependency steps...
 -- ARGV: ref, now, worker, task id, max deliveries, task type, name,
 --       '1' when the step reads the run's own record and variables (`${workflow...}`),
---       the message's route root ('' when it has none)
+--       the message's route root ('' when it has none),
+--       when the message was sent or due, ms ('' when unknown: the start, as for the later
+--       steps of a fused message, which start as the one before ends)
 -- Replies {verdict, ...} with a ClaimVerdict: a message whose root is not the run's
 -- current one was sent before a rerun or restart and is 'stale', whatever its step says;
 -- one of a run over for good is 'dropped' (a few reads, no write: a cancelled run may
@@ -26,7 +28,9 @@ local attempts = (tonumber(step.attempts) or 0) + 1
 -- the fields in the order the record has always had them: deliveries first, attempts last
 redis.call('HSET', KEYS[2], 'deliveries', tostring(deliveries), 'status', 'IN_PROGRESS',
   'referenceTaskName', ARGV[1], 'startTime', ARGV[2], 'workerId', ARGV[3], 'taskId', ARGV[4],
-  'taskType', ARGV[6], 'taskDefName', ARGV[7], 'attempts', tostring(attempts))
+  'taskType', ARGV[6], 'taskDefName', ARGV[7], 'attempts', tostring(attempts),
+  -- metrics: the step's queue wait is its startTime less this (lib.lua metrics_step_ended)
+  'scheduledTime', (ARGV[10] or '') ~= '' and ARGV[10] or ARGV[2])
 if step.endTime then redis.call('HDEL', KEYS[2], 'endTime') end
 redis.call('SADD', part(KEYS[1], 'refs'), ARGV[1])
 if deliveries > tonumber(ARGV[5]) then return {'exhausted', tostring(deliveries)} end

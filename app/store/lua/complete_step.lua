@@ -15,7 +15,8 @@ if ARGV[8] ~= '' then refused = -1 end
 local run = fields_of(KEYS[1], 'root', 'bytes', 'status')
 if fenced_by(run.root, ARGV[10]) then return refused end
 local status = run.status or false -- the run's, passed on so no helper reads it again
-local step = fields_of(KEYS[2], 'status', 'bytes', 'error', 'reasonForIncompletion', 'cached')
+local step = fields_of(KEYS[2], 'status', 'bytes', 'error', 'reasonForIncompletion', 'cached',
+  'startTime', 'scheduledTime', 'taskDefName', 'taskType') -- the last four: metrics
 local current = step.status
 if ARGV[8] ~= '' and current ~= ARGV[8] then return -1 end
 if current == 'CANCELED' then return 0 end
@@ -33,6 +34,7 @@ if limit > 0 and grown > 0 and total > limit then
   redis.call('SADD', part(KEYS[1], 'refs'), ARGV[12])
   keep(KEYS[1], KEYS[2], ARGV[2], status)
   push_attempt(KEYS[1], KEYS[2], error, ARGV[1], ARGV[2])
+  metrics_step_ended(KEYS[2], step, 'FAILED', ARGV[1])
   return finish(KEYS[1], 'FAILED', '', reason, ARGV[12], ARGV[1], ARGV[2], status)
 end
 redis.call('HINCRBY', KEYS[1], 'bytes', grown)
@@ -69,6 +71,9 @@ if KEYS[3] ~= KEYS[2] then
   redis.call('SADD', part(KEYS[1], 'aliases'), ARGV[9])
   keep(KEYS[1], KEYS[3], ARGV[2], status)
 end
+-- metrics ----------------------------------------------------------------------------
+metrics_step_ended(KEYS[2], step, ARGV[6], ARGV[1])
+-- -------------------------------------------------------------------------------------
 if ARGV[5] == '' then return 0 end
 local ending = 'COMPLETED'
 if ARGV[13] ~= '' then ending = 'FAILED' end

@@ -27,4 +27,7 @@ hset_from(KEYS[5], 7 + n)
 hold_definition(KEYS[1])
 index_created(KEYS[1], ARGV[5]) -- run_index.lua: KEYS[4] and the other indexes
 if is_ended(KEYS[1]) then expire_run(KEYS[1], ARGV[2]) end
+-- metrics ----------------------------------------------------------------------------
+metrics_run_created(KEYS[1], ARGV[5])
+-- -------------------------------------------------------------------------------------
 return ARGV[1]

@@ -376,6 +376,113 @@ local function publish_status(run, sink)
     'eventType', kind, 'status', status, 'payload', text)
 end
 
+-- Metrics ------------------------------------------------------------------------------
+-- Counters and histogram buckets of app/store/metric_fields.py (which names the fields and
+-- gives the bounds and the cap): the transitions add to them in the call that makes them, so
+-- they hold across every worker and machine and cost no round trip. Hash fields:
+-- `<metric>|<status>|<bucket>|<name>` counts the observations of bucket i alone (those
+-- <= METRIC_BOUNDS_MS[i] and above the bound before it; the last is +Inf),
+-- `<metric>_ms|<status>|<name>` their sum in ms, `<counter>|<name>` a counter. A name (a
+-- workflow's or a transformation's) is one of at most METRIC_LABEL_CAP per kind, kept in a
+-- set; others are counted as 'other'.
+local METRICS = PREFIX .. ':metrics'
+local METRIC_BOUNDS_MS = {__METRIC_BOUNDS__}
+local METRIC_LABEL_CAP = __METRIC_LABEL_CAP__
+local METRIC_OTHER = 'other'
+local METRIC_WAIT_TYPES = {WAIT = true, HUMAN = true}
+
+local function metric_bucket(ms)
+  for i, bound in ipairs(METRIC_BOUNDS_MS) do
+    if ms <= bound then return i end
+  end
+  return #METRIC_BOUNDS_MS + 1
+end
+
+-- Whether `name` may label metrics of its `kind`: it does already, or the set has room.
+local function metric_label_allowed(kind, name)
+  local set = METRICS .. ':labels:' .. kind
+  if redis.call('SADD', set, name) == 0 then return true end
+  if redis.call('SCARD', set) <= METRIC_LABEL_CAP then return true end
+  redis.call('SREM', set, name)
+  return false
+end
+
+-- Add `by` to field `head .. name` of `hash`; returns the name it was counted under. The
+-- label set is looked at only when the field is new, so a count is one command.
+local function metric_count(hash, kind, head, name, by)
+  if not name or name == '' then name = METRIC_OTHER end
+  if redis.call('HINCRBY', hash, head .. name, by) == by and name ~= METRIC_OTHER
+     and not metric_label_allowed(kind, name) then
+    redis.call('HDEL', hash, head .. name)
+    name = METRIC_OTHER
+    redis.call('HINCRBY', hash, head .. name, by)
+  end
+  return name
+end
+
+-- One observation of `ms` in histogram `metric` (two commands); returns the name used.
+local function metric_observe(hash, kind, metric, status, name, ms)
+  ms = math.max(0, math.floor(ms))
+  name = metric_count(hash, kind, metric .. '|' .. status .. '|' .. metric_bucket(ms) .. '|',
+    name, 1)
+  redis.call('HINCRBY', hash, metric .. '_ms|' .. status .. '|' .. name, ms)
+  return name
+end
+
+-- A run was written (create_run): counted as started, and as ended when written ended.
+local function metrics_run_created(run, now)
+  local known = fields_of(run, 'workflowType', 'status', 'startTime', 'endTime')
+  metric_count(METRICS .. ':runs', 'workflow', 'started|', known.workflowType, 1)
+  if ENDED[known.status or ''] then
+    local started = tonumber(known.startTime) or tonumber(now)
+    metric_observe(METRICS .. ':runs', 'workflow', 'run', known.status, known.workflowType,
+      (tonumber(known.endTime) or tonumber(now)) - started)
+  end
+end
+
+-- A run ended with `status` at `now` (close): its duration since its (re)start.
+local function metrics_run_ended(run, status, now)
+  local known = fields_of(run, 'workflowType', 'startTime')
+  local started = tonumber(known.startTime) or tonumber(now)
+  metric_observe(METRICS .. ':runs', 'workflow', 'run', status, known.workflowType,
+    tonumber(now) - started)
+end
+
+-- The fields of a step record the step metrics read; a caller that reads the record anyway
+-- asks for them in its own HMGET.
+local METRIC_STEP_FIELDS = {'status', 'startTime', 'scheduledTime', 'taskDefName', 'taskType'}
+
+-- A step's attempt ended with `status` at `now` (complete, fail, retry). `step` is its
+-- record as read before the end was written: only an attempt that was claimed
+-- (IN_PROGRESS) ran, and it is observed once: its duration and its queue wait (from the
+-- send of the message its claim took to its start). A step recorded waiting (WAIT, HUMAN
+-- left IN_PROGRESS) is noted in the set of waiting steps instead.
+local function metrics_step_ended(key, step, status, now)
+  if step.status ~= 'IN_PROGRESS' or not step.startTime then return end
+  local waits = METRIC_WAIT_TYPES[step.taskType or ''] == true
+  if status == 'IN_PROGRESS' then
+    if waits then redis.call('SADD', METRICS .. ':waiting', key) end
+    return
+  end
+  local hash = METRICS .. ':steps'
+  local started = tonumber(step.startTime)
+  local name = metric_observe(hash, 'transformation', 'duration', status, step.taskDefName,
+    tonumber(now) - started)
+  if step.scheduledTime then
+    metric_observe(hash, 'transformation', 'wait', status, name,
+      started - tonumber(step.scheduledTime))
+  end
+  if waits then redis.call('SREM', METRICS .. ':waiting', key) end
+end
+
+-- A step's failed attempt is to be tried again (retry_step); `step` as metrics_step_ended's.
+-- The attempt is observed as FAILED, as Conductor records a task it retries.
+local function metrics_step_retried(key, step, now)
+  metrics_step_ended(key, step, 'FAILED', now)
+  metric_count(METRICS .. ':steps', 'transformation', 'retries|', step.taskDefName, 1)
+end
+-- End of metrics -------------------------------------------------------------------------
+
 -- Cancel a run that ends from outside's open steps (IN_PROGRESS, SCHEDULED) and drop what
 -- it held back; returns the Celery task ids of the steps, to stop their tasks.
 local function cancel_open_steps(run, now)
@@ -424,6 +531,7 @@ local function close(run, status, output, reason, failed, now, retention)
   end
   if #deferred > 0 then redis.call('HDEL', run, unpack(deferred)) end
   publish_status(run, known.statusSink or false)
+  metrics_run_ended(run, status, now)
   expire_run(run, retention, known)
   return ended(run)
 end

@@ -206,6 +206,36 @@ def test_a_waiting_human_step_is_counted_until_it_is_completed(
                  status="COMPLETED") == 1
 
 
+def test_a_step_parked_on_a_flow_limit_is_counted_until_it_runs(
+    exporter: str, worker: Any
+) -> None:
+    # Given a step holding the only slot of `hold`, and another parked until it is free
+    key = uuid.uuid4().hex
+    client = get_store().client
+
+    def held(tag: str) -> WorkflowRun:
+        return submit_workflow(workflow(f"m_limit_{key[:8]}", {
+            "name": "hold", "taskReferenceName": "held",
+            "inputParameters": {"key": key, "tag": tag},
+            "taskDefinition": {"name": "hold", "concurrentExecLimit": 1}}))
+
+    first = held("first")
+    wait_for(lambda: client.lrange(f"test:exec:{key}", 0, -1), timeout=30,
+             what="the first step to start")
+    second = held("second")
+    wait_for(lambda: getattr(second.steps.get("held"), "waiting_on", None), timeout=30,
+             what="the second step to wait on the limit")
+    # When it is scraped, and again once both ran
+    parked = scrape(exporter)
+    for tag in ("first", "second"):
+        client.rpush(f"test:gate:{key}:{tag}", "open")
+    assert [first.wait(timeout=60), second.wait(timeout=60)] == [RunStatus.COMPLETED] * 2
+    after = scrape(exporter)
+    # Then the parked step was counted on its limit while it waited, and not since
+    assert value(parked, "baton_steps_waiting_on_limit", limit="hold") == 1
+    assert value(after, "baton_steps_waiting_on_limit", limit="hold") == 0
+
+
 def test_label_values_past_the_cap_are_counted_as_other() -> None:
     # Given no metrics yet
     clear_metrics()

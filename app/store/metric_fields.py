@@ -39,9 +39,25 @@ WAIT_TYPES: Final = ("WAIT", "HUMAN")
 
 
 def lua_constants() -> dict[str, str]:
-    """What lua/lib.lua's metrics block is given, by placeholder."""
-    return {"__METRIC_BOUNDS__": ", ".join(str(b) for b in BOUNDS_MS),
-            "__METRIC_LABEL_CAP__": str(LABEL_CAP)}
+    """What the scripts' metrics code (lua/lib.lua, lua/metrics_prune.lua) is given, by
+    placeholder: the names and numbers are written here only."""
+    return {
+        "__METRIC_RUNS__": RUN_METRICS,
+        "__METRIC_STEPS__": STEP_METRICS,
+        "__METRIC_WAITING__": WAITING_STEPS,
+        "__METRIC_LABELS__": label_set_key(""),
+        "__METRIC_BOUNDS__": ", ".join(str(b) for b in BOUNDS_MS),
+        "__METRIC_LABEL_CAP__": str(LABEL_CAP),
+        "__METRIC_OTHER__": OTHER,
+        "__METRIC_WAIT_TYPES__": ", ".join(f"{kind} = true" for kind in WAIT_TYPES),
+    }
+
+
+def with_lua_constants(source: str) -> str:
+    """A script's text with the metrics' placeholders replaced."""
+    for placeholder, value in lua_constants().items():
+        source = source.replace(placeholder, value)
+    return source
 
 
 @dataclass

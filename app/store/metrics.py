@@ -19,6 +19,7 @@ from app.store.metric_fields import (
     WAITING_STEPS,
     Aggregates,
     parse_fields,
+    with_lua_constants,
 )
 
 
@@ -39,7 +40,7 @@ class MetricsStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         text = (resources.files("app.store") / "lua" / "metrics_prune.lua").read_text()
-        self._prune = client.register_script(text)
+        self._prune = client.register_script(with_lua_constants(text))
 
     def snapshot(self, queue_lists: dict[str, list[str]]) -> Snapshot:
         """Read everything; `queue_lists` names each queue's broker lists (one a priority)."""

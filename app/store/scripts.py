@@ -16,7 +16,7 @@ from typing import Any, Final
 import redis
 
 from app.store.keys import EVENT_STREAM_LENGTH, PREFIX
-from app.store.metric_fields import lua_constants
+from app.store.metric_fields import with_lua_constants
 
 NAMES: Final = (
     "add_run_output", "claim_step", "complete_step", "create_run", "define_branches",
@@ -32,8 +32,7 @@ def source(name: str) -> str:
     folder = resources.files("app.store") / "lua"
     lib = (folder / "lib.lua").read_text().replace("__PREFIX__", PREFIX).replace(
         "__EVENT_STREAM_LENGTH__", str(EVENT_STREAM_LENGTH))
-    for placeholder, value in lua_constants().items():  # the metrics block's
-        lib = lib.replace(placeholder, value)
+    lib = with_lua_constants(lib)  # its metrics block's names and numbers
     masking = (folder / "json_mask.lua").read_text()  # used by lib's status summaries
     # the run index, which lib's ends and reopenings keep (app.store.index reads it)
     index = (folder / "run_index.lua").read_text().replace("__PREFIX__", PREFIX)

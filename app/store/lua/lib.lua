@@ -385,11 +385,14 @@ end
 -- `<metric>_ms|<status>|<name>` their sum in ms, `<counter>|<name>` a counter. A name (a
 -- workflow's or a transformation's) is one of at most METRIC_LABEL_CAP per kind, kept in a
 -- set; others are counted as 'other'.
-local METRICS = PREFIX .. ':metrics'
+local METRIC_RUNS = '__METRIC_RUNS__'
+local METRIC_STEPS = '__METRIC_STEPS__'
+local METRIC_WAITING = '__METRIC_WAITING__'
+local METRIC_LABELS = '__METRIC_LABELS__' -- .. kind: a set of label values
 local METRIC_BOUNDS_MS = {__METRIC_BOUNDS__}
 local METRIC_LABEL_CAP = __METRIC_LABEL_CAP__
-local METRIC_OTHER = 'other'
-local METRIC_WAIT_TYPES = {WAIT = true, HUMAN = true}
+local METRIC_OTHER = '__METRIC_OTHER__'
+local METRIC_WAIT_TYPES = {__METRIC_WAIT_TYPES__}
 
 local function metric_bucket(ms)
   for i, bound in ipairs(METRIC_BOUNDS_MS) do
@@ -400,7 +403,7 @@ end
 
 -- Whether `name` may label metrics of its `kind`: it does already, or the set has room.
 local function metric_label_allowed(kind, name)
-  local set = METRICS .. ':labels:' .. kind
+  local set = METRIC_LABELS .. kind
   if redis.call('SADD', set, name) == 0 then return true end
   if redis.call('SCARD', set) <= METRIC_LABEL_CAP then return true end
   redis.call('SREM', set, name)
@@ -432,10 +435,10 @@ end
 -- A run was written (create_run): counted as started, and as ended when written ended.
 local function metrics_run_created(run, now)
   local known = fields_of(run, 'workflowType', 'status', 'startTime', 'endTime')
-  metric_count(METRICS .. ':runs', 'workflow', 'started|', known.workflowType, 1)
+  metric_count(METRIC_RUNS, 'workflow', 'started|', known.workflowType, 1)
   if ENDED[known.status or ''] then
     local started = tonumber(known.startTime) or tonumber(now)
-    metric_observe(METRICS .. ':runs', 'workflow', 'run', known.status, known.workflowType,
+    metric_observe(METRIC_RUNS, 'workflow', 'run', known.status, known.workflowType,
       (tonumber(known.endTime) or tonumber(now)) - started)
   end
 end
@@ -444,7 +447,7 @@ end
 local function metrics_run_ended(run, status, now)
   local known = fields_of(run, 'workflowType', 'startTime')
   local started = tonumber(known.startTime) or tonumber(now)
-  metric_observe(METRICS .. ':runs', 'workflow', 'run', status, known.workflowType,
+  metric_observe(METRIC_RUNS, 'workflow', 'run', status, known.workflowType,
     tonumber(now) - started)
 end
 
@@ -461,25 +464,24 @@ local function metrics_step_ended(key, step, status, now)
   if step.status ~= 'IN_PROGRESS' or not step.startTime then return end
   local waits = METRIC_WAIT_TYPES[step.taskType or ''] == true
   if status == 'IN_PROGRESS' then
-    if waits then redis.call('SADD', METRICS .. ':waiting', key) end
+    if waits then redis.call('SADD', METRIC_WAITING, key) end
     return
   end
-  local hash = METRICS .. ':steps'
   local started = tonumber(step.startTime)
-  local name = metric_observe(hash, 'transformation', 'duration', status, step.taskDefName,
+  local name = metric_observe(METRIC_STEPS, 'transformation', 'duration', status, step.taskDefName,
     tonumber(now) - started)
   if step.scheduledTime then
-    metric_observe(hash, 'transformation', 'wait', status, name,
+    metric_observe(METRIC_STEPS, 'transformation', 'wait', status, name,
       started - tonumber(step.scheduledTime))
   end
-  if waits then redis.call('SREM', METRICS .. ':waiting', key) end
+  if waits then redis.call('SREM', METRIC_WAITING, key) end
 end
 
 -- A step's failed attempt is to be tried again (retry_step); `step` as metrics_step_ended's.
 -- The attempt is observed as FAILED, as Conductor records a task it retries.
 local function metrics_step_retried(key, step, now)
   metrics_step_ended(key, step, 'FAILED', now)
-  metric_count(METRICS .. ':steps', 'transformation', 'retries|', step.taskDefName, 1)
+  metric_count(METRIC_STEPS, 'transformation', 'retries|', step.taskDefName, 1)
 end
 -- End of metrics -------------------------------------------------------------------------
 

@@ -43,4 +43,7 @@ def metrics(port: int, host: str, redis_url: str | None) -> None:
     except OSError as exc:
         fail(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_FAILED)
     click.echo(f"serving Baton's metrics on http://{host}:{port}/metrics", err=True)
-    threading.Event().wait()  # the server's threads serve; this one waits for a signal
+    try:
+        threading.Event().wait()  # the server's threads serve; this one waits for a signal
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: a normal way to stop it

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from app.queue_variants import queue_lists
 from app.store.limits import LimitState, LimitStore
 from app.store.metric_fields import BOUNDS_MS, Histogram, Labels
 from app.store.metrics import MetricsStore, Snapshot
@@ -50,8 +51,6 @@ class BatonCollector(Collector):
         self.queues = queues
 
     def collect(self) -> Iterator[Metric]:
-        from app.queue_variants import queue_lists
-
         snapshot = self.metrics.snapshot({q: queue_lists(q) for q in self.queues()})
         yield from run_metrics(snapshot)
         yield from step_metrics(snapshot)

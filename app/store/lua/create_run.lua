@@ -28,6 +28,6 @@ hold_definition(KEYS[1])
 index_created(KEYS[1], ARGV[5]) -- run_index.lua: KEYS[4] and the other indexes
 if is_ended(KEYS[1]) then expire_run(KEYS[1], ARGV[2]) end
 -- metrics ----------------------------------------------------------------------------
-metrics_run_created(KEYS[1], ARGV[5])
+metrics_run_created(fields, ARGV[5]) -- the run's fields as written
 -- -------------------------------------------------------------------------------------
 return ARGV[1]

@@ -432,9 +432,11 @@ local function metric_observe(hash, kind, metric, status, name, ms)
   return name
 end
 
--- A run was written (create_run): counted as started, and as ended when written ended.
-local function metrics_run_created(run, now)
-  local known = fields_of(run, 'workflowType', 'status', 'startTime', 'endTime')
+-- A run was written (create_run) with `fields` (a flat list of names and values): counted
+-- as started, and as ended when written ended.
+local function metrics_run_created(fields, now)
+  local known = {}
+  for i = 1, #fields - 1, 2 do known[fields[i]] = fields[i + 1] end
   metric_count(METRIC_RUNS, 'workflow', 'started|', known.workflowType, 1)
   if ENDED[known.status or ''] then
     local started = tonumber(known.startTime) or tonumber(now)
@@ -443,9 +445,9 @@ local function metrics_run_created(run, now)
   end
 end
 
--- A run ended with `status` at `now` (close): its duration since its (re)start.
-local function metrics_run_ended(run, status, now)
-  local known = fields_of(run, 'workflowType', 'startTime')
+-- A run ended with `status` at `now` (close): its duration since its (re)start. `known`
+-- holds the run's workflowType and startTime, read by the caller.
+local function metrics_run_ended(known, status, now)
   local started = tonumber(known.startTime) or tonumber(now)
   metric_observe(METRIC_RUNS, 'workflow', 'run', status, known.workflowType,
     tonumber(now) - started)
@@ -508,7 +510,7 @@ end
 -- `output`, `reason` and `failed` ('' for none) are written when given.
 local function close(run, status, output, reason, failed, now, retention)
   local known = fields_of(run, 'permissiveFailure', 'statusSink', 'plan', 'workflowId',
-    unpack(DEFERRED))
+    'workflowType', 'startTime', unpack(DEFERRED)) -- workflowType, startTime: metrics
   local permissive = known.permissiveFailure
   if status == 'COMPLETED' and permissive then
     status = 'FAILED'
@@ -533,7 +535,7 @@ local function close(run, status, output, reason, failed, now, retention)
   end
   if #deferred > 0 then redis.call('HDEL', run, unpack(deferred)) end
   publish_status(run, known.statusSink or false)
-  metrics_run_ended(run, status, now)
+  metrics_run_ended(known, status, now)
   expire_run(run, retention, known)
   return ended(run)
 end

@@ -470,8 +470,8 @@ local function metrics_step_ended(key, step, status, now)
     return
   end
   local started = tonumber(step.startTime)
-  local name = metric_observe(METRIC_STEPS, 'transformation', 'duration', status, step.taskDefName,
-    tonumber(now) - started)
+  local name = metric_observe(METRIC_STEPS, 'transformation', 'duration', status,
+    step.taskDefName, tonumber(now) - started)
   if step.scheduledTime then
     metric_observe(METRIC_STEPS, 'transformation', 'wait', status, name,
       started - tonumber(step.scheduledTime))

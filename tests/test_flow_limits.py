@@ -11,12 +11,14 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 import tests.limit_steps  # noqa: F401  (registers the limited transformations here too)
@@ -103,8 +105,11 @@ def test_a_concurrency_limit_holds_across_every_worker(workers: list[WorkerProce
     for run in runs:
         for step in run.steps.values():
             assert step.attempts <= 1, (step.ref, step.attempts)
-    document = next(d for d in limits_document() if d["id"] == "two_at_once")
-    assert document["capacity"] == 2 and document["inUse"] == 0 and document["waiting"] == 0
+    # (a run's last step gives its slot back right after the call that ends the run)
+    document = wait_for(lambda: next((
+        d for d in limits_document() if d["id"] == "two_at_once" and d["inUse"] == 0), None),
+        timeout=10, what="the slots to be free")
+    assert document["capacity"] == 2 and document["waiting"] == 0
 
 
 def test_a_task_definition_sets_conductors_concurrency_limit(
@@ -282,6 +287,42 @@ def test_a_retried_step_gives_its_slot_back_and_asks_again(
         assert run.steps["flaky"].attempts == 2
     wait_for(lambda: next(d for d in limits_document() if d["id"] == "flaky")["inUse"] == 0,
              timeout=10, what="every slot to be free")
+
+def test_a_limit_not_reached_costs_its_step_no_call_of_its_own(
+    workers: list[WorkerProcess], redis_server: RedisServer,
+) -> None:
+    # Given a step under a limit of three at once, which nothing else holds
+    key = uuid.uuid4().hex
+    definition = chain("noted", key, 1, seconds=0)
+    definition["tasks"][0]["taskDefinition"] = {"name": "noted", "concurrentExecLimit": 3}
+    warm = submit_workflow(definition)  # the limit is set up by its first ask
+    assert warm.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+    shas = {script.sha for script in limit_store()._scripts.values()}
+    seen: list[str] = []
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    marker = f"limit-cost-end-{key}"
+    with client.monitor() as monitor:
+        def listen() -> None:
+            for entry in monitor.listen():
+                if marker in str(entry["command"]):
+                    return
+                seen.append(str(entry["command"]))
+
+        reader = threading.Thread(target=listen, daemon=True)
+        reader.start()
+        run = submit_workflow(definition)
+        assert run.wait(timeout=scaled(30)) is RunStatus.COMPLETED
+        # (a slot given back the long way would be, after the run's end, before this)
+        wait_for(lambda: not limit_store().holders("noted"), timeout=10, what="a free slot")
+        client.get(marker)
+        reader.join(10)
+
+    # Then it took its slot in its claim and gave it back with its output: none of the
+    # limit's own scripts ran, and the slot is free again at once
+    asked = [c for c in seen if c.startswith("EVALSHA") and c.split()[1] in shas]
+    assert not asked, asked
+    assert any(":limit:{noted}" in c for c in seen)  # the claim asked
+
 
 # -- the Limit object and Conductor's fields (no workers) ------------------------------------
 

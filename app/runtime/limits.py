@@ -38,7 +38,8 @@ from app.runtime.messages import message_of, send_message
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store
 from app.runtime.step_task import stop_route
-from app.store.limits import LimitStore, StepClaim
+from app.store.limits import LimitStore, StepClaim, limit_keys
+from app.store.records import SlotAsk, SlotFree
 
 log = logging.getLogger(__name__)
 TICKET: Final = "limit_ticket"
@@ -111,17 +112,33 @@ def _waiting_on(limit_id: str, limit: Limit) -> str:
     return f"limit {limit_id} ({limit.describe()})"
 
 
+def slot_ask(task: Task, run_id: str, recorded_as: str, limit: Limit | None) -> SlotAsk | None:
+    """What the step's claim asks of its limit, to take the slot in the same call: only a
+    limit with no key (a key is resolved against the step's scope, which the claim reads)
+    and a message not handed a slot (its ticket goes the long way)."""
+    if limit is None or limit.key is not None or TICKET in (task.request.kwargs or {}):
+        return None
+    return SlotAsk(limit_keys(task.name[len(TASK_PREFIX):])[0], f"{run_id}|{recorded_as}|",
+                   lease_ms(), limit.concurrency, limit.interval_ms)
+
+
 def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Limit | None,
-            scope: Mapping[str, Any]) -> Held | None:
+            scope: Mapping[str, Any], taken: bool = False) -> Held | None:
     """Take the step's slot; None when it has no limit, PARKED when it must wait (its route
     is then stopped; a fork member raises Ignore, so its fork does not count it yet).
 
     A step asks as `<run>|<ref>|<attempt>`: a message delivered again after it parked (its
     claim undone, so the same attempt) finds its parked copy and keeps one in line; a
     retry, or a delivery after its worker died mid-step, asks anew, and a dead holder's
-    slot comes back with its lease.
+    slot comes back with its lease. `taken`: the claim took the slot already (slot_ask).
     """
     ticket = _take_ticket(task, run_id, recorded_as)
+    if taken and limit is not None:
+        held = Held(task.name[len(TASK_PREFIX):], f"{run_id}|{recorded_as}|{attempts}",
+                    leased=limit.concurrency > 0)
+        if held.leased:
+            _renewer.add(held)
+        return held
     if limit is None:
         if ticket is not None:  # handed a slot, and limited no more since
             release(Held(ticket[0], ticket[1], True, handed=True))
@@ -181,12 +198,23 @@ def _capture(task: Task, limit_id: str, holder: str) -> str:
     return json.dumps(message_of(task, **{TICKET: [limit_id, holder]}))
 
 
-def release(held: Held | None) -> None:
-    """Give a step's slot back at its end (idempotent) and send what it frees."""
+def slot_free(held: Held | None) -> SlotFree | None:
+    """The slot a running step holds, to give back in the call that records its output
+    (then `release(held, freed)` hands it on if others wait)."""
+    if held is None or held.released or not held.leased or held.handed:
+        return None
+    return SlotFree(limit_keys(held.limit_id)[0], held.holder)
+
+
+def release(held: Held | None, freed: SlotFree | None = None) -> None:
+    """Give a step's slot back at its end (idempotent) and send what it frees; `freed`:
+    the call that recorded its output gave it back already."""
     if held is None or held.released or not held.leased:
         return
     held.released = True
     _renewer.discard(held)
+    if freed is not None and not freed.others_wait:
+        return
     released = limit_store().release(held.limit_id, held.holder, lease_ms=lease_ms(),
                                      ticket=held.handed)
     send_limit_messages(held.limit_id, released.send, released.timer_ms)

@@ -178,6 +178,7 @@ def _execute_step(
     spec = plan.steps.get(ref) or _dynamic_spec(run_id, ref)
     recorded_as = record_ref(ref, iteration)
     reads = spec.reads + plan.output_reads if final else spec.reads
+    limit = limits.step_limit(task, spec, policy)
     claim = store.claim_step(
         run_id,
         recorded_as,
@@ -188,6 +189,7 @@ def _execute_step(
         name=spec.name,
         max_deliveries=get_settings().max_deliveries,
         reads_run=spec.reads_run or final,
+        slot=limits.slot_ask(task, run_id, recorded_as, limit),
     )
     if claim.verdict is not ClaimVerdict.RUN:
         # a slot it was handed goes on
@@ -213,8 +215,8 @@ def _execute_step(
         return None
 
     scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
-    held = limits.acquire(task, run_id, recorded_as, claim.attempts,
-                          limits.step_limit(task, spec, policy), scope)
+    held = limits.acquire(task, run_id, recorded_as, claim.attempts, limit, scope,
+                          taken=claim.slot_taken)
     if held is limits.PARKED:
         return None  # over its limit: the message waits in Redis, not in a worker
     step_input: Any = None
@@ -247,12 +249,13 @@ def _execute_step(
     # a step left waiting may be completed from outside as soon as its route is parked
     # (HUMAN, WAIT, asyncComplete): its own record must not write over that completion
     waiting = outcome.status is StepStatus.IN_PROGRESS
+    freed = limits.slot_free(held)  # given back with the output: no call of its own
     over_limit = store.complete_step(
         run_id, recorded_as, input=step_input, output=outcome.output, run_output=run_output,
         final=ends, status=outcome.status, alias=ref if iteration is not None else None,
         cached=hit.found, expect=StepStatus.IN_PROGRESS if waiting else None,
-        parked=outcome.parked)
-    limits.release(held)
+        parked=outcome.parked, slot=freed)
+    limits.release(held, freed)
     if over_limit is None:
         stop_route(task)  # completed meanwhile: that completion carried the route on
         if task.request.chord:

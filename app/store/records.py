@@ -27,6 +27,32 @@ class Claim:
     """Attempts of this step so far, this one included."""
     variables: dict[str, str] | None = None
     """The run's variables, one JSON value per name."""
+    slot_taken: bool = False
+    """The step took its flow limit's slot in this claim (SlotAsk)."""
+
+
+@dataclass(frozen=True)
+class SlotAsk:
+    """A step's flow-limit slot, asked for in its claim: taken there when its limit has no
+    key, none waits, a slot is free and a start is due (else the limit's own scripts)."""
+
+    key: str
+    """The limit's key in Redis (app.store.limits.limit_keys(...)[0])."""
+    holder_prefix: str
+    """The holder's name less the attempt, which the claim counts."""
+    lease_ms: int
+    concurrency: int
+    interval_ms: int
+
+
+@dataclass
+class SlotFree:
+    """A slot taken in the claim, given back with the step's output."""
+
+    key: str
+    holder: str
+    others_wait: bool = False
+    """Set by the call that gave it back: others wait for it, hand it on."""
 
 
 @dataclass(frozen=True)

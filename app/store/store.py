@@ -34,7 +34,7 @@ from app.store.keys import (
     vars_key,
 )
 from app.store.lifecycle import Lifecycle
-from app.store.records import Claim, RefusedOutput, dumps, now_ms, pairs
+from app.store.records import Claim, RefusedOutput, SlotAsk, SlotFree, dumps, now_ms, pairs
 from app.store.status import OPEN_RUN_STATUSES, ClaimVerdict, RunStatus, StepStatus
 
 _PAYLOAD_FIELDS = frozenset({"input", "output"})
@@ -264,13 +264,18 @@ class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
         name: str,
         max_deliveries: int,
         reads_run: bool = True,
+        slot: SlotAsk | None = None,
     ) -> Claim:
-        """Atomically mark a step IN_PROGRESS and read what its input resolves from."""
+        """Atomically mark a step IN_PROGRESS and read what its input resolves from; take
+        its flow-limit `slot` too when that is free for the asking (Claim.slot_taken)."""
         deps = list(dependencies)
         keys = [run_key(run_id), step_key(run_id, ref), vars_key(run_id)]
         keys += [step_key(run_id, dep) for dep in deps]
         args = [ref, now_ms(), worker, task_id, max_deliveries, task_type, name,
                 "1" if reads_run else "0", ROUTE_ROOT.get(), SCHEDULED_AT.get() or ""]
+        if slot is not None:
+            args += [slot.key, slot.holder_prefix, slot.lease_ms, slot.concurrency,
+                     slot.interval_ms]
         SCHEDULED_AT.set(0)  # the later steps of a fused message start as the one before ends
         reply = self.call("claim_step", keys, args)
         verdict = ClaimVerdict(str(reply[0]))
@@ -280,8 +285,9 @@ class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
         if verdict is not ClaimVerdict.RUN:
             return Claim(verdict, str(reply[1]) if len(reply) > 1 else None, {}, {})
         run, variables = pairs(reply[2]), pairs(reply[3])
-        found = {dep: pairs(rec) for dep, rec in zip(deps, reply[4:], strict=True) if rec}
-        return Claim(verdict, None, run, found, attempts=int(reply[1]), variables=variables)
+        found = {dep: pairs(rec) for dep, rec in zip(deps, reply[5:], strict=True) if rec}
+        return Claim(verdict, None, run, found, attempts=int(reply[1]), variables=variables,
+                     slot_taken=reply[4] == "1")
 
     def complete_step(
         self,
@@ -298,12 +304,14 @@ class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
         expect: StepStatus | None = None,
         cached: bool = False,
         parked: str = "",
+        slot: SlotFree | None = None,
     ) -> bool | None:
         """Record a step's input and output; with `final`, complete the run in the same call.
 
         `alias` is a second ref the record is copied to (a loop step's unsuffixed ref).
         `cached` marks an output taken from the output cache (the step did not run);
-        `parked` is a waiting step's parked route, recorded with its output.
+        `parked` is a waiting step's parked route, recorded with its output. A `slot`
+        taken in the claim is given back in the same call, whatever else happens.
         With `expect`, the step is completed only if it has that status: None when it has
         not (another caller completed it first). Returns True when this call ended the run.
         A RefusedOutput as `run_output` ends the run FAILED with its reason.
@@ -320,7 +328,12 @@ class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
                 given_error, expect or "", alias or "", ROUTE_ROOT.get(),
                 get_settings().max_run_bytes, ref, refused.reason if refused else "",
                 "1" if cached else "", parked]
+        if slot is not None:
+            args += [slot.key, slot.holder]
         reply = self.call("complete_step", keys, args)
+        if slot is not None:
+            _, reply, waiting = reply
+            slot.others_wait = bool(waiting)
         if reply == -1:
             return None
         return self._ended(reply, run_id)

@@ -582,3 +582,38 @@ local function recount(run)
   end
   redis.call('HSET', run, 'bytes', total)
 end
+
+-- Flow limits' short way (app/store/limits.py, lua/limit_lib.lua): a step of a limit with
+-- no key, none waiting, a free slot and a start due takes its slot in its claim, and
+-- gives it back with its output; anything else is left to the limit's own scripts.
+-- `base` is the limit's key (its holders, waiting line and meta are named from it).
+local function take_slot(base, holder, lease_ms, concurrency, interval)
+  local meta = redis.call('HMGET', base, 'concurrency', 'interval', 'tat', 'name')
+  if not meta[4] or tonumber(meta[1]) ~= concurrency or tonumber(meta[2]) ~= interval
+     or redis.call('EXISTS', base .. ':waiting') == 1 then
+    return ''
+  end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local tat = tonumber(meta[3] or '0') or 0
+  if interval > 0 and tat > now then return '' end
+  if concurrency > 0 then
+    local holders = base .. ':holders'
+    if redis.call('ZCARD', holders) >= concurrency or redis.call('ZSCORE', holders, holder) then
+      return ''
+    end
+    redis.call('ZADD', holders, now + lease_ms, holder)
+  end
+  if interval > 0 then -- as limit_lib's take_token: a start a little late keeps the schedule
+    if tat + interval >= now then tat = tat + interval else tat = now + interval end
+    redis.call('HSET', base, 'tat', tostring(tat))
+  end
+  return '1'
+end
+
+-- A step's slot taken in its claim given back with its output: 1 when others wait for it
+-- (the caller then hands it on through the limit's own script), else 0.
+local function free_slot(base, holder)
+  redis.call('ZREM', base .. ':holders', holder)
+  return redis.call('EXISTS', base .. ':waiting')
+end

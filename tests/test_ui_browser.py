@@ -1,6 +1,6 @@
 """The workflow view in a real browser: headless Chromium (Debian's chromium and
 chromium-driver, driven by selenium through the system chromedriver) loads the run page of
-real runs on a real worker, and a person's view is checked: the graph coloured by status,
+real runs on a real worker process, and a person's view is checked: the graph coloured by status,
 the timeline, a failed step's error, and the cancel button ending a running run.
 
 Screenshots are kept under BATON_TEST_ARTEFACTS (default: the test's tmp dir). Without a
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from app.runtime.state import get_store
 from app.ui import UiConfig
 from app.ui.server import serving
 from tests.support import CI, free_port, scaled, wait_for
+from tests.test_faults import WorkerProcess
 from tests.test_ui_index import entered, open_gate, task, wf
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -62,6 +64,17 @@ def artefacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def workers(redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[WorkerProcess]:
+    """A `celery worker` process of its own (two pool processes), as the Procfile starts."""
+    started = WorkerProcess(tmp_path_factory.mktemp("ui") / "worker.log",
+                            f"ui-{uuid.uuid4().hex[:6]}", concurrency=2)
+    started.ready()
+    yield started
+    started.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
 def view() -> Iterator[str]:
     # open on loopback, as `baton ui --no-auth` serves it; auth has tests of its own
     config = UiConfig(store=get_store, credentials=None, flower_url="http://127.0.0.1:5555")
@@ -94,7 +107,7 @@ def _status_of(driver: Any, ref: str) -> str:
 
 @pytest.mark.timeout(180)
 def test_the_run_page_shows_graph_timeline_and_error_and_cancels_a_running_run(
-        worker: Any, browser: Any, view: str, artefacts: Path) -> None:
+        workers: WorkerProcess, browser: Any, view: str, artefacts: Path) -> None:
     from selenium.webdriver.common.by import By
 
     # Given a run that failed at its second step

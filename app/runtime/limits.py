@@ -38,7 +38,7 @@ from app.runtime.messages import message_of, send_message
 from app.runtime.scope import build_scope
 from app.runtime.state import get_store
 from app.runtime.step_task import stop_route
-from app.store.limits import LimitStore, StepClaim, limit_keys
+from app.store.limits import LimitStore, StepClaim, limit_key
 from app.store.records import SlotAsk, SlotFree
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def slot_ask(task: Task, run_id: str, recorded_as: str, limit: Limit | None) -> 
     and a message not handed a slot (its ticket goes the long way)."""
     if limit is None or limit.key is not None or TICKET in (task.request.kwargs or {}):
         return None
-    return SlotAsk(limit_keys(task.name[len(TASK_PREFIX):])[0], f"{run_id}|{recorded_as}|",
+    return SlotAsk(limit_key(task.name[len(TASK_PREFIX):]), f"{run_id}|{recorded_as}|",
                    lease_ms(), limit.concurrency, limit.interval_ms)
 
 
@@ -203,7 +203,7 @@ def slot_free(held: Held | None) -> SlotFree | None:
     (then `release(held, freed)` hands it on if others wait)."""
     if held is None or held.released or not held.leased or held.handed:
         return None
-    return SlotFree(limit_keys(held.limit_id)[0], held.holder)
+    return SlotFree(limit_key(held.limit_id), held.holder)
 
 
 def release(held: Held | None, freed: SlotFree | None = None) -> None:

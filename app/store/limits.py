@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Final
 
@@ -27,10 +27,16 @@ slot (for `baton limits`, and for the slots of a run that ended)."""
 _SCRIPTS: Final = ("limit_acquire", "limit_expire", "limit_release", "limit_renew")
 
 
+@lru_cache(maxsize=4096)
+def limit_key(limit_id: str) -> str:
+    """The key of a limit's meta hash, which its other keys are named from."""
+    tag = limit_id.replace("{", "(").replace("}", ")")
+    return f"{PREFIX}:limit:{{{tag}}}"
+
+
 def limit_keys(limit_id: str) -> list[str]:
     """The keys of one limit, in the order every limit script takes them."""
-    tag = limit_id.replace("{", "(").replace("}", ")")
-    base = f"{PREFIX}:limit:{{{tag}}}"
+    base = limit_key(limit_id)
     return [base, f"{base}:holders", f"{base}:handed", f"{base}:waiting", f"{base}:parked",
             LIMITS_INDEX]
 

@@ -599,10 +599,11 @@ local function take_slot(base, holder, lease_ms, concurrency, interval)
   if interval > 0 and tat > now then return '' end
   if concurrency > 0 then
     local holders = base .. ':holders'
-    if redis.call('ZCARD', holders) >= concurrency or redis.call('ZSCORE', holders, holder) then
+    -- (NX: a holder of that name holds already, another delivery's: the long way)
+    if redis.call('ZCARD', holders) >= concurrency
+       or redis.call('ZADD', holders, 'NX', now + lease_ms, holder) == 0 then
       return ''
     end
-    redis.call('ZADD', holders, now + lease_ms, holder)
   end
   if interval > 0 then -- as limit_lib's take_token: a start a little late keeps the schedule
     if tat + interval >= now then tat = tat + interval else tat = now + interval end

@@ -61,7 +61,9 @@ class WorkerProcess:
         import app
 
         def answers() -> bool:
-            replies = app.celery.control.ping(timeout=0.5)
+            # on a connection of its own: a pooled one does not survive a Redis restart
+            with app.celery.connection_for_write() as connection:
+                replies = app.celery.control.ping(timeout=0.5, connection=connection)
             return any(self.name in name for reply in replies for name in reply)
 
         def consumes() -> bool:  # a consuming worker has bound its queues

@@ -28,7 +28,7 @@ from app.dsl.expressions import parse_parameter
 from app.dsl.model import WorkflowDef
 from app.errors import BatonError
 from app.runtime.lifecycle import LifecycleError
-from app.runtime.limits import TICKET, limit_store, send_limit_messages
+from app.runtime.limits import TICKET, lease_ms, limit_store, send_limit_messages
 from app.runtime.messages import message_of
 from app.runtime.state import get_store, plans
 from app.store import OPEN_RUN_STATUSES
@@ -109,17 +109,11 @@ def take(limit: RunLimit, run_id: str, *, then: Any = None, root: str,
 
 def _ask(limit: RunLimit, run_id: str, message: str, ticket: bool = False) -> str:
     asked = limit_store().acquire(
-        limit.id, run_id, message, lease_ms=_lease_ms(), concurrency=limit.concurrency,
+        limit.id, run_id, message, lease_ms=lease_ms(), concurrency=limit.concurrency,
         interval_ms=0, name=f"{PREFIX}{limit.name}", key=limit.key, ticket=ticket,
         hold_ms=HOLD_MS)
     send_limit_messages(limit.id, asked.send, asked.timer_ms)
     return asked.verdict
-
-
-def _lease_ms() -> int:
-    from app.runtime.limits import lease_ms
-
-    return lease_ms()
 
 
 def _start_message(limit: RunLimit, run_id: str, then: Any, root: str,
@@ -141,7 +135,7 @@ def _give_back_ended(limit_id: str) -> bool:
     statuses = limit_store().run_statuses(holders) if holders else []
     ended = [h for h, s in zip(holders, statuses, strict=True) if s not in OPEN_RUN_STATUSES]
     for holder in ended:
-        released = limit_store().release(limit_id, holder, lease_ms=_lease_ms(), withdraw=True)
+        released = limit_store().release(limit_id, holder, lease_ms=lease_ms(), withdraw=True)
         send_limit_messages(limit_id, released.send, released.timer_ms)
     return bool(ended)
 
@@ -183,7 +177,7 @@ def slot_again(run_id: str, verb: str) -> Iterator[Callable[[], None]]:
 
 def run_ended(run_id: str, limit_id: str) -> None:
     """A run that ended gives its slot back, or leaves the line if it still waited."""
-    released = limit_store().release(limit_id, run_id, lease_ms=_lease_ms(), withdraw=True)
+    released = limit_store().release(limit_id, run_id, lease_ms=lease_ms(), withdraw=True)
     send_limit_messages(limit_id, released.send, released.timer_ms)
 
 

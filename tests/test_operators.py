@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app import RunStatus, StepStatus, WorkflowFailed, submit_workflow
-from app.runtime.javascript import ScriptError, evaluate
+from app.runtime.javascript import ScriptError, ScriptOverLimit, evaluate
 
 
 def wf(*tasks: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -28,6 +28,24 @@ def test_scripts_run_sandboxed_with_a_time_and_a_memory_limit() -> None:
                  memory_limit=8 * 1024 * 1024)
     with pytest.raises(ScriptError, match="ReferenceError"):
         evaluate("require('fs')", {})
+
+
+@pytest.mark.parametrize("script", ["var a = []; while (true) a.push({});",
+                                    "(function () { var a = []; for (;;) a.push([a.length]); })()"])
+def test_running_out_of_memory_on_small_objects_is_the_memory_limit(script: str) -> None:
+    # With no room left even for its error object the engine throws null; at some of
+    # these limits that is what happens.
+    for limit_kib in range(1024, 4096, 97):
+        expected = f"past its memory limit of {limit_kib // 1024} MiB"
+        with pytest.raises(ScriptOverLimit, match=expected):
+            evaluate(script, {}, memory_limit=limit_kib * 1024)
+
+
+def test_a_script_that_throws_null_itself_says_so() -> None:
+    expected = "script failed: it threw null, or went past its memory limit of 8 MiB"
+    with pytest.raises(ScriptError, match=expected) as caught:
+        evaluate("throw null", {}, memory_limit=8 * 1024 * 1024)
+    assert not isinstance(caught.value, ScriptOverLimit)
 
 
 def test_a_script_that_never_ends_fails_its_step_and_nothing_else(worker: Any) -> None:

@@ -76,7 +76,7 @@ def evaluate(
         context.eval(f"var $ = JSON.parse({json.dumps(given)});")
         text = context.eval(_RUN.format(source=json.dumps(expression)))
     except quickjs.JSException as exc:
-        text = _describe(exc, time_limit, memory_limit)
+        text = _describe(exc, expression, time_limit, memory_limit)
         kind = ScriptError if text.startswith(_FAILED) else ScriptOverLimit
         raise kind(prefix + text) from None
     except Exception as exc:  # the engine's own failures (e.g. its stack) are script errors too
@@ -92,10 +92,18 @@ def evaluate(
     return result
 
 
-def _describe(exc: Exception, time_limit: float, memory_limit: int) -> str:
+def _describe(exc: Exception, expression: str, time_limit: float, memory_limit: int) -> str:
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    over_memory = f"script went past its memory limit of {memory_limit // (1024 * 1024)} MiB"
     if first == "InternalError: interrupted":
         return f"script ran past its time limit of {time_limit:g}s"
     if first == "InternalError: out of memory":
-        return f"script went past its memory limit of {memory_limit // (1024 * 1024)} MiB"
+        return over_memory
+    if first == "null":
+        # When the engine runs out of memory with no room left for the error object
+        # itself, it throws null instead; only a script that says `throw` can throw
+        # null of its own accord.
+        if "throw" not in expression:
+            return over_memory
+        return f"{_FAILED}it threw null, or {over_memory.removeprefix('script ')}"
     return f"{_FAILED}{first}"

@@ -38,7 +38,15 @@ from typing import Any
 import redis
 
 from bench.harness import ROOT, BenchFailure, start_redis, wait_for_worker
-from bench.measure import RUN_DEADLINE_S, BatonSide, RawSide, Side, check_output, wait_finished
+from bench.measure import (
+    RUN_DEADLINE_S,
+    BatonSide,
+    LimitedBatonSide,
+    RawSide,
+    Side,
+    check_output,
+    wait_finished,
+)
 
 CATEGORIES = ("celery", "redis-py", "baton", "json", "other")
 _CELERY = ("/celery/", "/kombu/", "/billiard/", "/vine/", "/amqp/")
@@ -177,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branches", type=int, default=500, help="branches of (b) (500)")
     parser.add_argument("--steps", type=int, default=100, help="steps of (c) (100)")
     parser.add_argument("--shapes", default="abcd", help="which shapes (abcd)")
+    parser.add_argument("--limited", action="store_true",
+                        help="add a Baton side with every step under a limit never reached")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep each side's cProfile file in this directory")
     args = parser.parse_args(argv)
     server = start_redis()
     try:
@@ -189,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
                   "c": workloads.long_chain(args.steps),
                   "d": workloads.short_chains(args.runs)}
         sides: list[Side] = [BatonSide(), RawSide(workloads.RAW), RawSide(workloads.RAW_CHORD)]
+        if args.limited:
+            sides.insert(1, LimitedBatonSide())
         rows = []
-        with tempfile.TemporaryDirectory() as workdir:
+        with tempfile.TemporaryDirectory() as scratch:
+            workdir = str(args.keep) if args.keep is not None else scratch
+            Path(workdir).mkdir(parents=True, exist_ok=True)
             for key in args.shapes:
                 shape = chosen[key]
                 for side in sides:

@@ -112,14 +112,20 @@ def _waiting_on(limit_id: str, limit: Limit) -> str:
     return f"limit {limit_id} ({limit.describe()})"
 
 
-def slot_ask(task: Task, run_id: str, recorded_as: str, limit: Limit | None) -> SlotAsk | None:
+def slot_ask(task: Task, limit: Limit | None) -> SlotAsk | None:
     """What the step's claim asks of its limit, to take the slot in the same call: only a
     limit with no key (a key is resolved against the step's scope, which the claim reads)
-    and a message not handed a slot (its ticket goes the long way)."""
+    and a message not handed a slot (its ticket goes the long way). The claim names the
+    holder as `acquire` does: `<run>|<ref>|<attempt>`."""
     if limit is None or limit.key is not None or TICKET in (task.request.kwargs or {}):
         return None
-    return SlotAsk(limit_key(task.name[len(TASK_PREFIX):]), f"{run_id}|{recorded_as}|",
-                   lease_ms(), limit.concurrency, limit.interval_ms)
+    return _slot_ask(task.name[len(TASK_PREFIX):], lease_ms(), limit.concurrency,
+                     limit.interval_ms)
+
+
+@lru_cache(maxsize=1024)
+def _slot_ask(name: str, lease: int, concurrency: int, interval_ms: int) -> SlotAsk:
+    return SlotAsk(limit_key(name), lease, concurrency, interval_ms)
 
 
 def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Limit | None,
@@ -302,37 +308,38 @@ def _key_value(limit: Limit, scope: Mapping[str, Any], run_id: str, task_id: str
 
 
 class _Renewer:
-    """One thread per worker process renewing the leases of the slots its steps hold."""
+    """One thread per worker process renewing the leases of the slots its steps hold.
+
+    Most steps end long before their lease needs renewing; a step only adds its slot to a
+    dict and takes it out again (each one store under the GIL, no lock), and the thread
+    copies the dict when it wakes."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, set[str]] = {}
+        self._held: dict[tuple[str, str], None] = {}
+        self._started = threading.Lock()
         self._pid = 0
 
     def add(self, held: Held) -> None:
-        with self._lock:
-            self._held.setdefault(held.limit_id, set()).add(held.holder)
-            if self._pid != os.getpid():  # none yet in this (forked) process
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="baton-limit-leases",
-                                 daemon=True).start()
+        self._held[held.limit_id, held.holder] = None
+        if self._pid != os.getpid():  # none yet in this (forked) process
+            with self._started:
+                if self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    threading.Thread(target=self._run, name="baton-limit-leases",
+                                     daemon=True).start()
 
     def discard(self, held: Held) -> None:
-        with self._lock:
-            holders = self._held.get(held.limit_id)
-            if holders is not None:
-                holders.discard(held.holder)
-                if not holders:
-                    del self._held[held.limit_id]
+        self._held.pop((held.limit_id, held.holder), None)
 
     def _run(self) -> None:
         while True:
             time.sleep(get_settings().limit_lease_seconds / 3)
-            with self._lock:
-                held = {limit_id: sorted(holders) for limit_id, holders in self._held.items()}
+            held: dict[str, list[str]] = {}
+            for limit_id, holder in list(self._held):  # copied in one step, under the GIL
+                held.setdefault(limit_id, []).append(holder)
             for limit_id, holders in held.items():
                 try:
-                    limit_store().renew(limit_id, holders, lease_ms=lease_ms())
+                    limit_store().renew(limit_id, sorted(holders), lease_ms=lease_ms())
                 except Exception:  # Redis away: the next round tries again
                     log.warning("could not renew the leases of limit %s", limit_id,
                                 exc_info=True)

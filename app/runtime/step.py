@@ -189,7 +189,7 @@ def _execute_step(
         name=spec.name,
         max_deliveries=get_settings().max_deliveries,
         reads_run=spec.reads_run or final,
-        slot=limits.slot_ask(task, run_id, recorded_as, limit),
+        slot=limits.slot_ask(task, limit),
     )
     if claim.verdict is not ClaimVerdict.RUN:
         # a slot it was handed goes on

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from app.store.status import ClaimVerdict, RunStatus
@@ -34,15 +35,21 @@ class Claim:
 @dataclass(frozen=True)
 class SlotAsk:
     """A step's flow-limit slot, asked for in its claim: taken there when its limit has no
-    key, none waits, a slot is free and a start is due (else the limit's own scripts)."""
+    key, none waits, a slot is free and a start is due (else the limit's own scripts).
+    The holder is `<run>|<ref>|<attempt>`, which the claim names itself. One per limit and
+    lease, not per step: what the claim is sent is `term`."""
 
     key: str
     """The limit's key in Redis (app.store.limits.limit_keys(...)[0])."""
-    holder_prefix: str
-    """The holder's name less the attempt, which the claim counts."""
     lease_ms: int
     concurrency: int
     interval_ms: int
+
+    @cached_property
+    def term(self) -> str:
+        """One argument for the claim (lua/lib.lua take_slot): each argument costs the
+        client as much to write as a field of the step's record."""
+        return f"{self.lease_ms} {self.concurrency} {self.interval_ms} {self.key}"
 
 
 @dataclass

@@ -274,20 +274,20 @@ class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
         args = [ref, now_ms(), worker, task_id, max_deliveries, task_type, name,
                 "1" if reads_run else "0", ROUTE_ROOT.get(), SCHEDULED_AT.get() or ""]
         if slot is not None:
-            args += [slot.key, slot.holder_prefix, slot.lease_ms, slot.concurrency,
-                     slot.interval_ms]
+            args.append(slot.term)
         SCHEDULED_AT.set(0)  # the later steps of a fused message start as the one before ends
         reply = self.call("claim_step", keys, args)
-        verdict = ClaimVerdict(str(reply[0]))
+        taken = reply[0] == "slot"  # run, holding the slot asked for
+        verdict = ClaimVerdict.RUN if taken else ClaimVerdict(str(reply[0]))
         if verdict is ClaimVerdict.DONE:
             # the output lets a control step that had completed send its route again
             return Claim(verdict, str(reply[1]), {}, {ref: {"output": str(reply[2])}})
         if verdict is not ClaimVerdict.RUN:
             return Claim(verdict, str(reply[1]) if len(reply) > 1 else None, {}, {})
         run, variables = pairs(reply[2]), pairs(reply[3])
-        found = {dep: pairs(rec) for dep, rec in zip(deps, reply[5:], strict=True) if rec}
+        found = {dep: pairs(rec) for dep, rec in zip(deps, reply[4:], strict=True) if rec}
         return Claim(verdict, None, run, found, attempts=int(reply[1]), variables=variables,
-                     slot_taken=reply[4] == "1")
+                     slot_taken=taken)
 
     def complete_step(
         self,
@@ -331,9 +331,9 @@ class RunStore(Lifecycle, Catalogue, OutputCache, RunIndex):
         if slot is not None:
             args += [slot.key, slot.holder]
         reply = self.call("complete_step", keys, args)
-        if slot is not None:
-            _, reply, waiting = reply
-            slot.others_wait = bool(waiting)
+        if slot is not None and isinstance(reply, list) and reply[:1] == ["slot"]:
+            _, reply = reply
+            slot.others_wait = True
         if reply == -1:
             return None
         return self._ended(reply, run_id)

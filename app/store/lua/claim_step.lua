@@ -5,11 +5,11 @@
 --       the message's route root ('' when it has none),
 --       when the message was sent or due, ms ('' when unknown: the start, as for the later
 --       steps of a fused message, which start as the one before ends),
---       for a step of a flow limit that may take its slot here (see take_slot): the
---       limit's key ('' for none), its holder's name less the attempt, lease ms,
---       concurrency, interval ms
--- Replies {verdict, ...} with a ClaimVerdict ({'run', attempts, run, variables, '1' when
--- the step took its limit's slot here, dependency records...}): a message whose root is not the run's
+--       for a step of a flow limit that may take its slot here: the limit's terms
+--       (lib.lua take_slot; none when it has no such limit)
+-- Replies {verdict, ...} with a ClaimVerdict ({'run', attempts, run, variables, dependency
+-- records...}; 'slot' in place of 'run' when the step took its limit's slot here, held as
+-- `<run>|<ref>|<attempt>`): a message whose root is not the run's
 -- current one was sent before a rerun or restart and is 'stale', whatever its step says;
 -- one of a run over for good is 'dropped' (a few reads, no write: a cancelled run may
 -- have thousands of messages queued).
@@ -38,12 +38,11 @@ redis.call('HSET', KEYS[2], 'deliveries', tostring(deliveries), 'status', 'IN_PR
 if step.endTime then redis.call('HDEL', KEYS[2], 'endTime') end
 redis.call('SADD', part(KEYS[1], 'refs'), ARGV[1])
 if deliveries > tonumber(ARGV[5]) then return {'exhausted', tostring(deliveries)} end
-local taken = ''
-if (ARGV[11] or '') ~= '' then
-  taken = take_slot(ARGV[11], ARGV[12] .. attempts, tonumber(ARGV[13]), tonumber(ARGV[14]),
-    tonumber(ARGV[15]))
+local verdict = 'run'
+if ARGV[11] and take_slot(ARGV[11], run_id_of(KEYS[1]) .. '|' .. ARGV[1] .. '|' .. attempts) then
+  verdict = 'slot'
 end
-local out = {'run', attempts, {}, {}, taken}
+local out = {verdict, attempts, {}, {}}
 if ARGV[8] == '1' then
   out[3] = unstash_record(KEYS[1], redis.call('HGETALL', KEYS[1]))
   out[4] = redis.call('HGETALL', KEYS[3])

@@ -10,9 +10,9 @@
 -- it, or its run was cancelled) or the write is fenced off. An output that takes the run's
 -- recorded bytes over the limit is not recorded: the step and its run fail instead.
 -- Each record is read once (HMGET): a field is deleted only when it is there.
--- ARGV 16, 17: the key and holder of a flow-limit slot the step took in its claim ('' for
--- none), given back here whatever the record's fate: the reply is then {'slot', reply, 1
--- when others wait for the slot (the caller hands it on), else 0}.
+-- ARGV 16, 17: the key and holder of a flow-limit slot the step took in its claim (none
+-- when it took none), given back here whatever the record's fate: when others wait for
+-- it (the caller hands it on) the reply is {'slot', reply}.
 local function record()
   local refused = 0
   if ARGV[8] ~= '' then refused = -1 end
@@ -86,5 +86,5 @@ local function record()
 end
 
 local result = record()
-if (ARGV[16] or '') == '' then return result end
-return {'slot', result, free_slot(ARGV[16], ARGV[17])}
+if ARGV[16] and free_slot(ARGV[16], ARGV[17]) == 1 then return {'slot', result} end
+return result

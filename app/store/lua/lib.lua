@@ -10,6 +10,8 @@ local RUN_PREFIX = PREFIX .. ':run:'
 local EVENT_STREAM_LENGTH = __EVENT_STREAM_LENGTH__
 
 local function part(run, name) return run .. ':' .. name end
+-- The run id in a run's key (app/store/keys.py run_key: the hash tag).
+local function run_id_of(run) return string.match(run, '{(.*)}$') end
 
 local function step_of(run, ref)
   return PREFIX .. ':step:' .. string.sub(run, #RUN_PREFIX + 1) .. ':' .. ref
@@ -586,30 +588,34 @@ end
 -- Flow limits' short way (app/store/limits.py, lua/limit_lib.lua): a step of a limit with
 -- no key, none waiting, a free slot and a start due takes its slot in its claim, and
 -- gives it back with its output; anything else is left to the limit's own scripts.
--- `base` is the limit's key (its holders, waiting line and meta are named from it).
-local function take_slot(base, holder, lease_ms, concurrency, interval)
+-- `term`: '<lease ms> <concurrency> <interval ms> <base>' (app.store.records.SlotAsk),
+-- where `base` is the limit's key (its holders, waiting line and meta are named from it).
+-- True when `holder` took its slot.
+local function take_slot(term, holder)
+  local lease_ms, concurrency, interval, base = string.match(term, '^(%d+) (%d+) (%d+) (.+)$')
+  lease_ms, concurrency, interval = tonumber(lease_ms), tonumber(concurrency), tonumber(interval)
   local meta = redis.call('HMGET', base, 'concurrency', 'interval', 'tat', 'name')
   if not meta[4] or tonumber(meta[1]) ~= concurrency or tonumber(meta[2]) ~= interval
      or redis.call('EXISTS', base .. ':waiting') == 1 then
-    return ''
+    return false
   end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local tat = tonumber(meta[3] or '0') or 0
-  if interval > 0 and tat > now then return '' end
+  if interval > 0 and tat > now then return false end
   if concurrency > 0 then
     local holders = base .. ':holders'
     -- (NX: a holder of that name holds already, another delivery's: the long way)
     if redis.call('ZCARD', holders) >= concurrency
        or redis.call('ZADD', holders, 'NX', now + lease_ms, holder) == 0 then
-      return ''
+      return false
     end
   end
   if interval > 0 then -- as limit_lib's take_token: a start a little late keeps the schedule
     if tat + interval >= now then tat = tat + interval else tat = now + interval end
     redis.call('HSET', base, 'tat', tostring(tat))
   end
-  return '1'
+  return true
 end
 
 -- A step's slot taken in its claim given back with its output: 1 when others wait for it

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     """How long a step's slot under a concurrency limit stays held without its worker
     renewing it (every third of it while the step runs): a worker killed while holding a
     slot gives it back within this time (app.runtime.limits)."""
+    limit_idle_seconds: float = Field(default=86400.0, gt=0)
+    """A keyed limit (one per customer, host...) that nothing holds or waits for is
+    forgotten after this long (or its rate's interval, if longer), so keys seen once do not
+    stay in Redis for good."""
 
     # Containment: what a definition or an input may cost. Every limit fails with a message
     # naming it; each is a deliberate ceiling that no sane workflow meets.

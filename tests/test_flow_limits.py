@@ -30,7 +30,8 @@ from app.limits import Limit, task_limit
 from app.runtime import doctor
 from app.runtime.limits import limit_store
 from app.runtime.state import get_store
-from tests.support import RedisServer, scaled, wait_for
+from app.store.limits import LIMITS_INDEX, limit_key
+from tests.support import RedisServer, baton_settings, scaled, wait_for
 from tests.test_faults import WorkerProcess, executions
 
 LEASE_SECONDS = 2.0
@@ -402,3 +403,65 @@ def test_a_rate_limit_says_when_its_next_start_is_due(redis_server: RedisServer)
     assert began + 300 <= second.timer_ms <= began + 600
     assert ask("c").timer_ms == 0  # one timer is pending already
     assert store.release(limit_id, "", lease_ms=5000).send == []  # not due yet
+
+
+def test_a_keyed_limit_left_idle_is_forgotten_and_one_in_use_is_kept(
+    redis_server: RedisServer,
+) -> None:
+    store = limit_store()
+    client = get_store().client
+    name = f"idle-{uuid.uuid4().hex}"
+    ids = [f"{name}|{customer}" for customer in ("acme", "bolt")]
+
+    def ask(limit_id: str, holder: str, message: str = "") -> Any:
+        return store.acquire(limit_id, holder, message, lease_ms=30_000, concurrency=1,
+                             interval_ms=0, name=name, key=limit_id.split("|")[1],
+                             ticket=False)
+
+    def alive(limit_id: str) -> bool:
+        return bool(client.exists(limit_key(limit_id)))
+
+    with baton_settings(limit_idle_seconds="0.3"):
+        # Given two keys of one limit, each holding its slot, one with another step waiting
+        assert ask(ids[0], "a1").verdict == "run"
+        assert ask(ids[1], "b1").verdict == "run"
+        assert ask(ids[1], "b2", '{"m": "b2"}').verdict == "parked"
+        # When each gives its slot back (bolt's goes to its waiting step)
+        store.release(ids[0], "a1", lease_ms=30_000)
+        assert store.release(ids[1], "b1", lease_ms=30_000).send == ['{"m": "b2"}']
+        # Then the idle key is forgotten once its idle time is up; the one in use is kept
+        wait_for(lambda: not alive(ids[0]), timeout=scaled(10), what="the idle key to go")
+        assert alive(ids[1]) and client.pttl(limit_key(ids[1])) == -1
+        assert [s.id for s in store.states() if s.id.startswith(name)] == [ids[1]]
+        # And an idle key asked again is a limit as before, kept while in use
+        assert ask(ids[0], "a2").verdict == "run"
+        assert ask(ids[0], "a3", '{"m": "a3"}').verdict == "parked"
+        assert client.pttl(limit_key(ids[0])) == -1
+
+
+def test_the_index_of_limits_forgets_those_gone(redis_server: RedisServer) -> None:
+    store = limit_store()
+    client = get_store().client
+    name = f"swept-{uuid.uuid4().hex}"
+    with baton_settings(limit_idle_seconds="0.2"):
+        # Given many keys of a limit, each used once and left idle until it expired
+        for n in range(20):
+            limit_id = f"{name}|k{n}"
+            store.acquire(limit_id, "h", "", lease_ms=30_000, concurrency=1, interval_ms=0,
+                          name=name, key=f"k{n}", ticket=False)
+            store.release(limit_id, "h", lease_ms=30_000)
+        wait_for(lambda: not client.exists(limit_key(f"{name}|k19")), timeout=scaled(10),
+                 what="the keys to expire")
+        listed = [str(i) for i in client.zrange(LIMITS_INDEX, 0, -1)]
+        assert sum(i.startswith(name) for i in listed) == 20
+        # When new keys come, each looking at the few listed longest ago, as many as it
+        # takes to look at each listed once
+        new = [f"{name}|n{n}" for n in range(len(listed) // 3 + 1)]
+        for n, limit_id in enumerate(new):
+            store.acquire(limit_id, "h", "", lease_ms=30_000, concurrency=1, interval_ms=0,
+                          name=name, key=f"n{n}", ticket=False)
+    # Then those gone have left the index, and every limit alive is still in it
+    left = [str(i) for i in client.zrange(LIMITS_INDEX, 0, -1)]
+    assert sorted(i for i in left if i.startswith(name)) == sorted(new)
+    assert all(i in left for i in listed if not i.startswith(name))
+    assert not any(s.name is None for s in store.states())

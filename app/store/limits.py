@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import redis
 
+from app.config import get_settings
 from app.store.base import StoreBase
 from app.store.keys import PREFIX, run_key, step_key
 
@@ -88,6 +89,11 @@ class LimitState:
     waiting: int
 
 
+def _idle_ms() -> int:
+    """How long a keyed limit left idle is kept (limit_lib.lua keep_while_used)."""
+    return int(get_settings().limit_idle_seconds * 1000)
+
+
 class LimitStore:
     """The flow limits' scripts, on the run store's client."""
 
@@ -111,7 +117,8 @@ class LimitStore:
         """
         keys = limit_keys(limit_id)
         args = [holder, message, lease_ms, concurrency, interval_ms, name, key,
-                "1" if ticket else "0", limit_id, "" if hold_ms is None else str(hold_ms)]
+                "1" if ticket else "0", limit_id, "" if hold_ms is None else str(hold_ms),
+                _idle_ms()]
         if step is not None:
             keys.append(step_key(step.run_id, step.ref))
             args += [step.task_id, step.waiting_on]
@@ -127,7 +134,7 @@ class LimitStore:
         `withdraw`: it leaves the line too, if it waits there."""
         reply = self._call("limit_release", limit_keys(limit_id), [
             holder, lease_ms, "" if timer_ms is None else str(timer_ms),
-            "1" if ticket else "0", "1" if withdraw else "0"])
+            "1" if ticket else "0", "1" if withdraw else "0", _idle_ms()])
         return Released(int(reply[0]), [str(m) for m in reply[1:]])
 
     def renew(self, limit_id: str, holders: Iterable[str], *, lease_ms: int) -> None:
@@ -191,6 +198,8 @@ class LimitStore:
         states = []
         for index, limit_id in enumerate(ids):
             (name, key, concurrency, interval), in_use, waiting = replies[3 * index:3 * index + 3]
+            if name is None and not in_use and not waiting:
+                continue  # a keyed limit left idle, expired; its index entry goes later
             states.append(LimitState(limit_id, name or limit_id, key or "", int(concurrency or 0),
                                      int(interval or 0), int(in_use), int(waiting)))
         return states

@@ -3,8 +3,9 @@
 --       lease ms, concurrency, interval ms, name, key ('' when none), '1' when the holder
 --       is the message's ticket (a slot was handed to it), limit id, hold ms (how long
 --       a holder that starts keeps its slot without renewing it; '' for the lease: a run's
---       slot is held until its run ends, a step's is renewed while it runs), and for a
---       step: its claiming task id and what it waits on
+--       slot is held until its run ends, a step's is renewed while it runs), idle ms
+--       (limit_lib keep_while_used), and for a step: its claiming task id and what it
+--       waits on
 -- KEYS: the limit's (see limit_lib.lua), and the step's record when a step asks: a step
 -- whose message is parked is put back as before its claim (unclaim) in the same call.
 -- Replies {verdict, timer ms (0: none), messages to send...}: 'run' (do the work, holding
@@ -19,11 +20,13 @@ local concurrency, interval = tonumber(ARGV[4]), tonumber(ARGV[5])
 if not meta.named or meta.concurrency ~= concurrency or meta.interval ~= interval then
   redis.call('HSET', KEYS[1], 'name', ARGV[6], 'key', ARGV[7],
     'concurrency', ARGV[4], 'interval', ARGV[5])
+  if not meta.named then sweep_index(now) end
   redis.call('ZADD', KEYS[6], now, ARGV[9])
   meta.concurrency, meta.interval = concurrency, interval
 end
 local out = {}
 local function reply(verdict, timer)
+  keep_while_used(now, tonumber(ARGV[11]))
   local r = {verdict, timer}
   for _, message in ipairs(out) do r[#r + 1] = message end
   return r
@@ -63,5 +66,5 @@ if redis.call('ZCARD', KEYS[4]) == 0 and token_wait(meta, now) == 0 and slot_fre
 end
 if ARGV[2] == '' then return reply('full', 0) end
 park(holder, ARGV[2], false)
-if KEYS[7] then unclaim(KEYS[7], ARGV[11], ARGV[12]) end
+if KEYS[7] then unclaim(KEYS[7], ARGV[12], ARGV[13]) end
 return reply('parked', next_timer(meta, now))

@@ -122,6 +122,40 @@ local function settle(meta, now, lease_ms, out)
   return next_timer(meta, now)
 end
 
+-- A keyed limit (one value of its key, and a key may have no end of them: a customer, a
+-- host) that nothing holds, waits for or was handed expires when left so, after `idle_ms`
+-- or its rate's interval if that is longer (its next start is due by then anyway); one in
+-- use is kept. Holders whose lease ran out hold nothing. A limit with no key is left be.
+local function keep_while_used(now, idle_ms)
+  local meta = redis.call('HMGET', KEYS[1], 'key', 'interval')
+  if not meta[1] or meta[1] == '' then return end
+  if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') == 0 and redis.call('ZCARD', KEYS[4]) == 0
+     and redis.call('EXISTS', KEYS[3]) == 0 then
+    local ttl = math.max(idle_ms, tonumber(meta[2] or '0') or 0)
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  else
+    redis.call('PERSIST', KEYS[1])
+    redis.call('PERSIST', KEYS[2])
+  end
+end
+
+-- The index of limits forgets those that expired (keep_while_used): each new limit looks
+-- at the few listed longest ago, drops those gone and lists the others as seen now, so
+-- the index goes round and holds no more than the limits there are and a few gone since.
+local SWEEP = 3
+local function sweep_index(now)
+  local prefix = string.match(KEYS[1], '^(.*){')
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, SWEEP - 1)) do
+    local base = prefix .. '{' .. string.gsub(string.gsub(id, '{', '('), '}', ')') .. '}'
+    if redis.call('EXISTS', base, base .. ':holders', base .. ':waiting') == 0 then
+      redis.call('ZREM', KEYS[6], id)
+    else
+      redis.call('ZADD', KEYS[6], now, id)
+    end
+  end
+end
+
 -- Put a step its limit holds back as it was before its claim: SCHEDULED, with the claim's
 -- delivery and attempt uncounted (waiting is neither), noting what it waits on. Only the
 -- claim of this task is undone: once the step was handed on and claimed again by another

@@ -3,7 +3,7 @@
 -- waiting messages. Idempotent: a holder not holding gives nothing back.
 -- ARGV: holder, lease ms, timer due, '1' when the holder is a ticket handed a slot (its
 --       message may not have started), '1' to withdraw the holder from the line too (its
---       run ended while it waited)
+--       run ended while it waited), idle ms (limit_lib keep_while_used)
 -- Replies {timer ms (0: none), messages to send...}.
 if ARGV[1] ~= '' then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -16,10 +16,15 @@ end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'timer') == ARGV[3] then
   redis.call('HDEL', KEYS[1], 'timer')
 end
-if redis.call('ZCARD', KEYS[4]) == 0 then return {0} end
+local idle_ms = tonumber(ARGV[6])
+if redis.call('ZCARD', KEYS[4]) == 0 then
+  keep_while_used(now_ms(), idle_ms)
+  return {0}
+end
 local now = now_ms()
 local meta = load_meta()
 local out = {}
 local r = {settle(meta, now, tonumber(ARGV[2]), out)}
+keep_while_used(now, idle_ms)
 for _, message in ipairs(out) do r[#r + 1] = message end
 return r

@@ -144,10 +144,34 @@ def _join_claim_seconds() -> float:
 
 @celery_app.task(name=COUNT_MEMBER_TASK, bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def count_member(self: Task, task_id: str, group_id: str, group_index: int | None,
-                 chord: Any, result: Any) -> None:
-    """Count a fork member whose pool process died after it succeeded (see StepRequest)."""
+                 chord: Any, result: Any, looks: int = 1) -> None:
+    """Count a fork member whose pool process died after it succeeded (see StepRequest).
+
+    The dead process may hold the fork's claim for longer than the first look waited:
+    Celery extends it by the time publishing the join may take. While someone else's
+    claim stands and the fork has not closed, this looks again once the claim expires."""
     member = Context(id=task_id, group=group_id, group_index=group_index, chord=chord)
     self.backend.on_chord_part_return(member, states.SUCCESS, result)
+    left = _claim_left(self.backend, group_id)
+    if left is not None and looks < MAX_LOOKS:
+        self.apply_async(args=(task_id, group_id, group_index, chord, result),
+                         kwargs={"looks": looks + 1}, countdown=left + 1)
+
+
+MAX_LOOKS: Final = 10
+"""Looks at a fork a lost member belongs to, after the first: each waits out one claim."""
+
+
+def _claim_left(backend: Any, group_id: str) -> float | None:
+    """Seconds left to a claim held on the fork's join by a process other than the caller
+    (Celery's Redis backend: `.c` holds its token, or 'done' once the join was sent); None
+    when no claim stands (the fork closed, or waits for members still running)."""
+    key = backend.get_key_for_group(group_id, ".c")
+    held = backend.client.get(key)
+    if held is None or held in (b"done", "done"):
+        return None
+    ttl = backend.client.ttl(key)
+    return float(ttl) if ttl >= 0 else _join_claim_seconds()
 
 
 @dataclass

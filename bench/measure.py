@@ -64,8 +64,9 @@ class BatonSide:
 
 
 class LimitedBatonSide(BatonSide):
-    """Baton with every bench step under a concurrency limit it never reaches (Conductor's
-    `concurrentExecLimit` in each task's taskDefinition): what a limit costs by itself."""
+    """Baton with every bench step under a concurrency limit it never reaches, declared on
+    its transformation (bench.shapes.bench_step_limited, on the same queue), so the
+    definitions stay the same size: what a limit costs by itself at run time."""
 
     name = "baton_limit"
 
@@ -76,14 +77,14 @@ class LimitedBatonSide(BatonSide):
 
 
 def limited(value: Any) -> Any:
-    """A definition with each bench step given a limit of a million at once."""
+    """A definition with each bench step run by the limited twin of its transformation."""
     if isinstance(value, list):
         return [limited(item) for item in value]
     if not isinstance(value, dict):
         return value
     found = {key: limited(item) for key, item in value.items()}
     if found.get("name") == "bench_step" and "taskReferenceName" in found:
-        found["taskDefinition"] = {"name": "bench_step", "concurrentExecLimit": 1_000_000}
+        found["name"] = "bench_step_limited"
     return found
 
 

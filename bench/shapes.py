@@ -15,8 +15,8 @@ from typing import Any, Final
 from celery import chain, chord, group
 from celery.canvas import Signature
 
+from app import Limit, transformation
 from app import celery as celery_app
-from app import transformation
 from bench import messages
 
 messages.install()  # here because the worker's pool processes import only this module
@@ -30,6 +30,12 @@ STEP_OUTPUT: Final = {"ok": True}
 @transformation(queue=QUEUE)
 def bench_step(**values: Any) -> dict[str, Any]:
     """Baton's step: do nothing and say so."""
+    return dict(STEP_OUTPUT)
+
+
+@transformation(queue=QUEUE, limit=Limit(concurrency=1_000_000))
+def bench_step_limited(**values: Any) -> dict[str, Any]:
+    """bench_step under a concurrency limit it never reaches (bench.run --limited)."""
     return dict(STEP_OUTPUT)
 
 

@@ -112,14 +112,14 @@ def _waiting_on(limit_id: str, limit: Limit) -> str:
     return f"limit {limit_id} ({limit.describe()})"
 
 
-def slot_ask(task: Task, limit: Limit | None) -> SlotAsk | None:
+def slot_ask(task_name: str, request: Any, limit: Limit | None) -> SlotAsk | None:
     """What the step's claim asks of its limit, to take the slot in the same call: only a
     limit with no key (a key is resolved against the step's scope, which the claim reads)
     and a message not handed a slot (its ticket goes the long way). The claim names the
     holder as `acquire` does: `<run>|<ref>|<attempt>`."""
-    if limit is None or limit.key is not None or TICKET in (task.request.kwargs or {}):
+    if limit is None or limit.key is not None or TICKET in (request.kwargs or {}):
         return None
-    return _slot_ask(task.name[len(TASK_PREFIX):], lease_ms(), limit.concurrency,
+    return _slot_ask(task_name[len(TASK_PREFIX):], lease_ms(), limit.concurrency,
                      limit.interval_ms)
 
 
@@ -138,13 +138,13 @@ def acquire(task: Task, run_id: str, recorded_as: str, attempts: int, limit: Lim
     retry, or a delivery after its worker died mid-step, asks anew, and a dead holder's
     slot comes back with its lease. `taken`: the claim took the slot already (slot_ask).
     """
-    ticket = _take_ticket(task, run_id, recorded_as)
-    if taken and limit is not None:
+    if taken and limit is not None:  # (slot_ask asks only for a message with no ticket)
         held = Held(task.name[len(TASK_PREFIX):], f"{run_id}|{recorded_as}|{attempts}",
                     leased=limit.concurrency > 0)
         if held.leased:
             _renewer.add(held)
         return held
+    ticket = _take_ticket(task, run_id, recorded_as)
     if limit is None:
         if ticket is not None:  # handed a slot, and limited no more since
             release(Held(ticket[0], ticket[1], True, handed=True))

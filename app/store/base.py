@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from app.errors import StoreRefused, StoreUnavailable
-from app.store.connection import REFUSALS
+from app.store.connection import REFUSALS, REFUSED_IN_SCRIPT
 from app.store.records import Ended
 from app.store.scripts import Scripts
 
@@ -63,3 +63,7 @@ class StoreBase:
             raise StoreUnavailable(f"cannot reach Redis: {exc}") from exc
         except REFUSALS as exc:
             raise StoreRefused(f"Redis refuses writes ({type(exc).__name__}): {exc}") from exc
+        except redis.ResponseError as exc:
+            if REFUSED_IN_SCRIPT.search(str(exc)):
+                raise StoreRefused(f"Redis refuses writes (in a script): {exc}") from exc
+            raise

@@ -159,7 +159,8 @@ def count_member(self: Task, task_id: str, group_id: str, group_index: int | Non
 
 
 MAX_LOOKS: Final = 10
-"""Looks at a fork a lost member belongs to, after the first: each waits out one claim."""
+"""At most this many looks, the first included, at the fork a lost member belongs to; each
+one after the first waits out one claim."""
 
 
 def _claim_left(backend: Any, group_id: str) -> float | None:
